@@ -1,0 +1,1 @@
+//! Device protocol (being written).

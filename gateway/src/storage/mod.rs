@@ -1,0 +1,265 @@
+//! Storage: connecting to PostgreSQL (or a private cluster), schema migrations and the queries the gateway needs.
+
+pub mod migrate;
+pub mod private;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use secrecy::{ExposeSecret, SecretString};
+
+pub use migrate::{MigrationReport, latest_version};
+pub use private::{PrivateDbError, PrivateDbOptions, PrivatePostgres};
+
+/// Which flavour of PostgreSQL the schema was built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    TimescaleDb,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::TimescaleDb => "timescaledb",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+impl FromStr for Backend {
+    type Err = StorageError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "timescaledb" => Ok(Backend::TimescaleDb),
+            "postgres" => Ok(Backend::Postgres),
+            other => Err(StorageError::UnknownBackend(other.to_owned())),
+        }
+    }
+}
+
+/// Whether to use TimescaleDB when the server offers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimescalePreference {
+    /// Use it when `pg_available_extensions` lists it.
+    #[default]
+    Auto,
+    /// Refuse to start without it.
+    Required,
+    /// Plain PostgreSQL even when TimescaleDB is there.
+    Off,
+}
+
+/// Errors at the storage boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("the database URL is not valid: {0}")]
+    InvalidUrl(String),
+    #[error("cannot connect to PostgreSQL at {target}: {reason}")]
+    Unreachable { target: String, reason: String },
+    #[error(
+        "the database schema is version {database}, newer than this pettracker knows ({binary}); \
+         upgrade pettracker or point it at another database"
+    )]
+    SchemaTooNew { database: i32, binary: i32 },
+    #[error(
+        "migration {version} was changed after it was applied to this database; restore it or use a new database"
+    )]
+    MigrationChanged { version: i32 },
+    #[error("migration {version} ({name}) failed: {source}")]
+    Migration {
+        version: i32,
+        name: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error(
+        "storage.timescaledb is \"required\" but the server does not offer the timescaledb extension"
+    )]
+    TimescaleMissing,
+    #[error("schema_migrations names an unknown backend {0:?}")]
+    UnknownBackend(String),
+    #[error("database error while {context}: {source}")]
+    Query {
+        context: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("no database connection available: {0}")]
+    Pool(String),
+}
+
+impl StorageError {
+    /// Adapter for `map_err` that names what was being done.
+    pub fn query(context: &'static str) -> impl Fn(tokio_postgres::Error) -> StorageError {
+        move |source| StorageError::Query { context, source }
+    }
+
+    /// Whether retrying later may succeed (the server is down or restarting), as opposed to a bad statement.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            StorageError::Unreachable { .. } | StorageError::Pool(_) => true,
+            StorageError::Query { source, .. } | StorageError::Migration { source, .. } => {
+                is_retriable_pg(source)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Connection loss, server shutdown and serialization failures are worth retrying; bad data is not.
+pub fn is_retriable_pg(err: &tokio_postgres::Error) -> bool {
+    if err.is_closed() {
+        return true;
+    }
+    match err.code() {
+        Some(code) => {
+            let c = code.code();
+            // 08: connection exception, 40: transaction rollback, 53: insufficient resources,
+            // 57P: operator intervention (admin shutdown, crash shutdown, cannot connect now).
+            c.starts_with("08")
+                || c.starts_with("40")
+                || c.starts_with("53")
+                || c.starts_with("57P")
+        }
+        // No SQLSTATE: an I/O error talking to the server.
+        None => true,
+    }
+}
+
+/// Parses a URL and says where it points without revealing the password.
+pub fn describe_url(url: &SecretString) -> Result<(tokio_postgres::Config, String), StorageError> {
+    let config = tokio_postgres::Config::from_str(url.expose_secret())
+        .map_err(|e| StorageError::InvalidUrl(e.to_string()))?;
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".to_owned());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let db = config
+        .get_dbname()
+        .or(config.get_user())
+        .unwrap_or("postgres")
+        .to_owned();
+    Ok((config, format!("{host}:{port}/{db}")))
+}
+
+/// Builds a pool and checks that the server answers, so a bad URL fails at start, not at first use.
+pub async fn connect(url: &SecretString, pool_size: usize) -> Result<Pool, StorageError> {
+    let (mut config, target) = describe_url(url)?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(5));
+    }
+    config.application_name("pettracker");
+    let manager = Manager::from_config(
+        config,
+        tokio_postgres::NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let pool = Pool::builder(manager)
+        .max_size(pool_size.max(1))
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .create_timeout(Some(Duration::from_secs(10)))
+        .build()
+        .map_err(|e| StorageError::Pool(e.to_string()))?;
+    let client = pool.get().await.map_err(|e| StorageError::Unreachable {
+        target: target.clone(),
+        reason: pool_error_reason(&e),
+    })?;
+    drop(client);
+    Ok(pool)
+}
+
+/// The innermost cause of a pool error: "connection refused" beats "backend error: error connecting".
+pub fn pool_error_reason(err: &deadpool_postgres::PoolError) -> String {
+    let mut source: &dyn std::error::Error = err;
+    while let Some(inner) = source.source() {
+        source = inner;
+    }
+    source.to_string()
+}
+
+/// Applies pending migrations using one pooled connection.
+pub async fn migrate(
+    pool: &Pool,
+    preference: TimescalePreference,
+) -> Result<MigrationReport, StorageError> {
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|e| StorageError::Pool(pool_error_reason(&e)))?;
+    migrate::run(&mut client, preference).await
+}
+
+/// The backend recorded by the migrations.
+pub async fn backend(pool: &Pool) -> Result<Backend, StorageError> {
+    let client = pool
+        .get()
+        .await
+        .map_err(|e| StorageError::Pool(pool_error_reason(&e)))?;
+    let row = client
+        .query_one(
+            "SELECT backend FROM schema_migrations ORDER BY version LIMIT 1",
+            &[],
+        )
+        .await
+        .map_err(StorageError::query("reading the storage backend"))?;
+    row.get::<_, String>(0).parse()
+}
+
+/// Keeps positions within the retention window. TimescaleDB drops whole chunks with its own job;
+/// on plain PostgreSQL pettracker deletes old rows itself, in slices so no lock is held for long.
+pub async fn apply_retention(pool: &Pool, retention_days: u32) -> Result<u64, StorageError> {
+    let client = pool
+        .get()
+        .await
+        .map_err(|e| StorageError::Pool(pool_error_reason(&e)))?;
+    let days = i32::try_from(retention_days).unwrap_or(i32::MAX);
+    match backend(pool).await? {
+        Backend::TimescaleDb => {
+            client
+                .execute(
+                    "SELECT remove_retention_policy('positions', if_exists => true)",
+                    &[],
+                )
+                .await
+                .map_err(StorageError::query("removing the retention policy"))?;
+            client
+                .execute(
+                    "SELECT add_retention_policy('positions', make_interval(days => $1))",
+                    &[&days],
+                )
+                .await
+                .map_err(StorageError::query("adding the retention policy"))?;
+            Ok(0)
+        }
+        Backend::Postgres => {
+            let mut total = 0;
+            loop {
+                let deleted = client
+                    .execute(
+                        "DELETE FROM positions WHERE ctid = ANY (ARRAY(
+                             SELECT ctid FROM positions
+                             WHERE device_time < now() - make_interval(days => $1)
+                             LIMIT 10000))",
+                        &[&days],
+                    )
+                    .await
+                    .map_err(StorageError::query("deleting positions past retention"))?;
+                total += deleted;
+                if deleted < 10_000 {
+                    return Ok(total);
+                }
+            }
+        }
+    }
+}

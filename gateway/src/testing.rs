@@ -1,0 +1,226 @@
+//! Test support: a fresh, migrated database per test, cloned from a template in a shared test cluster.
+//!
+//! With `PETTRACKER_TEST_DATABASE_URL` (or `DATABASE_URL`) set, that server is used; otherwise a
+//! private cluster is started under the temp directory and left running for the next test process
+//! (nextest runs each test in its own process, so starting one per process would be slow).
+//! Each database is cloned from a template migrated once per schema version, so tests run in parallel.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::OnceCell;
+
+use crate::storage::{self, PrivateDbOptions, PrivatePostgres, TimescalePreference};
+
+/// A database of its own for one test.
+pub struct TestDb {
+    pub name: String,
+    pub url: SecretString,
+    pub pool: deadpool_postgres::Pool,
+}
+
+struct Server {
+    /// URL of the maintenance database, with `{db}` where a database name goes.
+    url_template: String,
+}
+
+impl Server {
+    fn url(&self, db: &str) -> SecretString {
+        SecretString::from(self.url_template.replace("{db}", db))
+    }
+}
+
+static SERVER: OnceCell<Server> = OnceCell::const_new();
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Settings that make a throwaway cluster fast: nothing in it needs to survive a power cut.
+pub fn fast_settings() -> Vec<(String, String)> {
+    [
+        ("fsync", "off"),
+        ("synchronous_commit", "off"),
+        ("full_page_writes", "off"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+async fn server() -> &'static Server {
+    SERVER
+        .get_or_init(|| async {
+            let external = std::env::var("PETTRACKER_TEST_DATABASE_URL")
+                .or_else(|_| std::env::var("DATABASE_URL"))
+                .ok()
+                .filter(|u| !u.is_empty());
+            let url_template = match external {
+                Some(url) => rebuild_url(&url, "{db}"),
+                None => {
+                    let root = shared_cluster_dir();
+                    let mut opts = PrivateDbOptions::new(root);
+                    opts.settings = fast_settings();
+                    opts.database = "postgres".to_owned();
+                    let pg = tokio::task::spawn_blocking(move || PrivatePostgres::start(opts))
+                        .await
+                        .expect("starting the test cluster panicked")
+                        .unwrap_or_else(|e| panic!("cannot start the test PostgreSQL: {e}"));
+                    pg.url_for("{db}").expose_secret().to_owned()
+                }
+            };
+            Server { url_template }
+        })
+        .await
+}
+
+/// Replaces the database name (the path) of a postgres URL.
+fn rebuild_url(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[scheme_end..].find('/').map(|i| i + scheme_end);
+    let host_part = match path_start {
+        Some(i) => &base[..i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{host_part}/{db}?{q}"),
+        None => format!("{host_part}/{db}"),
+    }
+}
+
+/// Where the shared test cluster lives: one per user, outside the source tree.
+pub fn shared_cluster_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("pettracker-test-pg-{}", nix::unistd::geteuid()))
+}
+
+async fn admin_client(server: &Server) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(
+        server.url("postgres").expose_secret(),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("cannot connect to the test PostgreSQL");
+    tokio::spawn(conn);
+    client
+}
+
+/// Name of the template for the current migrations: a new schema gets a new template.
+fn template_name() -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for m in storage::migrate::MIGRATIONS {
+        for byte in m
+            .postgres
+            .iter()
+            .chain(m.timescale.iter())
+            .flat_map(|s| s.bytes())
+        {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("pettracker_template_{:012x}", hash & 0xffff_ffff_ffff)
+}
+
+/// A new, migrated, empty database that no other test uses.
+pub async fn fresh_database() -> TestDb {
+    let server = server().await;
+    let admin = admin_client(server).await;
+    let template = template_name();
+
+    // One process builds the template; the others wait on the lock and then find it.
+    admin
+        .execute("SELECT pg_advisory_lock(4242)", &[])
+        .await
+        .expect("advisory lock");
+    let exists = admin
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&template])
+        .await
+        .expect("query pg_database")
+        .is_some();
+    if !exists {
+        drop_stale_databases(&admin).await;
+        let building = format!("{template}_building");
+        // Separate statements: a multi-statement string runs as one transaction, which these refuse.
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {building}"))
+            .await
+            .expect("drop half-built template database");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {building}"))
+            .await
+            .expect("create template database");
+        {
+            let pool = storage::connect(&server.url(&building), 1)
+                .await
+                .expect("connect to template");
+            storage::migrate(&pool, TimescalePreference::Auto)
+                .await
+                .expect("migrating the template database");
+            pool.close();
+        }
+        admin
+            .batch_execute(&format!("ALTER DATABASE {building} RENAME TO {template}"))
+            .await
+            .expect("rename template");
+    }
+    admin
+        .execute("SELECT pg_advisory_unlock(4242)", &[])
+        .await
+        .expect("advisory unlock");
+
+    let name = format!(
+        "test_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
+        .await
+        .unwrap_or_else(|e| panic!("create test database {name}: {e}"));
+    let url = server.url(&name);
+    let pool = storage::connect(&url, 8)
+        .await
+        .expect("connect to test database");
+    TestDb { name, url, pool }
+}
+
+/// Drops test databases of processes that are gone, and templates of older schemas.
+async fn drop_stale_databases(admin: &tokio_postgres::Client) {
+    let Ok(rows) = admin
+        .query(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'test\\_%' OR datname LIKE 'pettracker\\_template\\_%'",
+            &[],
+        )
+        .await
+    else {
+        return;
+    };
+    for row in rows {
+        let name: String = row.get(0);
+        let stale = match name.strip_prefix("test_").and_then(|r| r.split('_').next()) {
+            Some(pid) => !PathBuf::from(format!("/proc/{pid}")).exists(),
+            None => true,
+        };
+        if stale {
+            let _ = admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await;
+        }
+    }
+}
+
+/// A private cluster for one test that needs to stop and start the server (outage tests).
+pub fn dedicated_cluster(label: &str) -> PrivatePostgres {
+    let root = std::env::temp_dir().join(format!(
+        "pettracker-{label}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&root);
+    let mut opts = PrivateDbOptions::new(root);
+    opts.settings = fast_settings();
+    PrivatePostgres::start(opts)
+        .unwrap_or_else(|e| panic!("cannot start a dedicated PostgreSQL: {e}"))
+}

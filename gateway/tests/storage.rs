@@ -1,0 +1,195 @@
+//! Storage against a real PostgreSQL: migrations, their safety rules, retention, and the private cluster.
+
+use gateway::storage::{self, Backend, StorageError, TimescalePreference};
+use gateway::testing::{dedicated_cluster, fresh_database};
+
+#[tokio::test]
+async fn migrating_a_migrated_database_changes_nothing() {
+    let db = fresh_database().await;
+    let report = storage::migrate(&db.pool, TimescalePreference::Auto)
+        .await
+        .unwrap();
+    assert!(report.applied.is_empty(), "{report:?}");
+    assert_eq!(report.current, storage::latest_version());
+}
+
+#[tokio::test]
+async fn a_fresh_database_gets_every_table_keyed_by_tracker_id() {
+    let db = fresh_database().await;
+    let client = db.pool.get().await.unwrap();
+    for table in ["trackers", "positions", "tracker_status", "dead_letters"] {
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM information_schema.columns WHERE table_name = $1 AND column_name = 'tracker_id'",
+                &[&table],
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, i64>(0), 1, "{table} has no tracker_id column");
+    }
+    client
+        .query_one("SELECT count(*) FROM users", &[])
+        .await
+        .unwrap();
+    client
+        .query_one("SELECT count(*) FROM daily_summaries", &[])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn two_processes_migrating_an_empty_database_at_once_both_succeed() {
+    let db = fresh_database().await;
+    let client = db.pool.get().await.unwrap();
+    client
+        .batch_execute(&format!("CREATE DATABASE {}_empty", db.name))
+        .await
+        .unwrap();
+    let url = secrecy::SecretString::from(
+        secrecy::ExposeSecret::expose_secret(&db.url)
+            .replace(&db.name, &format!("{}_empty", db.name)),
+    );
+    let a = storage::connect(&url, 2).await.unwrap();
+    let b = storage::connect(&url, 2).await.unwrap();
+    let (ra, rb) = tokio::join!(
+        storage::migrate(&a, TimescalePreference::Auto),
+        storage::migrate(&b, TimescalePreference::Auto)
+    );
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    // Exactly one of them applied the migrations; the other found them done.
+    let mut applied = [ra.applied.len(), rb.applied.len()];
+    applied.sort();
+    assert_eq!(applied, [0, storage::migrate::MIGRATIONS.len()]);
+    a.close();
+    b.close();
+    client
+        .batch_execute(&format!("DROP DATABASE {}_empty WITH (FORCE)", db.name))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_schema_newer_than_the_binary_is_refused() {
+    let db = fresh_database().await;
+    let client = db.pool.get().await.unwrap();
+    client
+        .execute(
+            "INSERT INTO schema_migrations (version, name, backend, checksum) VALUES (999, 'future', 'postgres', 'x')",
+            &[],
+        )
+        .await
+        .unwrap();
+    drop(client);
+    let err = storage::migrate(&db.pool, TimescalePreference::Auto)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StorageError::SchemaTooNew { database: 999, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("newer"), "{err}");
+}
+
+#[tokio::test]
+async fn requiring_timescaledb_on_plain_postgres_fails_clearly() {
+    let db = fresh_database().await;
+    let client = db.pool.get().await.unwrap();
+    client
+        .batch_execute(&format!("CREATE DATABASE {}_ts", db.name))
+        .await
+        .unwrap();
+    let url = secrecy::SecretString::from(
+        secrecy::ExposeSecret::expose_secret(&db.url).replace(&db.name, &format!("{}_ts", db.name)),
+    );
+    let pool = storage::connect(&url, 1).await.unwrap();
+    let err = storage::migrate(&pool, TimescalePreference::Required)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::TimescaleMissing), "{err}");
+    pool.close();
+    client
+        .batch_execute(&format!("DROP DATABASE {}_ts WITH (FORCE)", db.name))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn retention_deletes_only_fixes_older_than_the_window() {
+    let db = fresh_database().await;
+    assert_eq!(storage::backend(&db.pool).await.unwrap(), Backend::Postgres);
+    let client = db.pool.get().await.unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO positions (tracker_id, device_time, lat, lon)
+             SELECT 'tr-1', now() - make_interval(days => d), 52.5, 13.4 FROM generate_series(0, 39) d",
+        )
+        .await
+        .unwrap();
+    let deleted = storage::apply_retention(&db.pool, 30).await.unwrap();
+    // Days 31..=39 are past the window; day 30 is a few milliseconds older than the cut, so 9 or 10.
+    assert!((9..=10).contains(&deleted), "deleted {deleted}");
+    let left: i64 = client
+        .query_one("SELECT count(*) FROM positions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left as u64 + deleted, 40);
+}
+
+#[tokio::test]
+async fn the_private_cluster_stops_and_restarts_on_the_same_port_with_its_data() {
+    let mut pg = tokio::task::spawn_blocking(|| dedicated_cluster("restart"))
+        .await
+        .unwrap();
+    let pool = storage::connect(&pg.url(), 1).await.unwrap();
+    pool.get()
+        .await
+        .unwrap()
+        .batch_execute("CREATE TABLE kept (x int); INSERT INTO kept VALUES (7)")
+        .await
+        .unwrap();
+    pool.close();
+    let port = pg.port();
+    pg = tokio::task::spawn_blocking(move || {
+        pg.stop().unwrap();
+        pg
+    })
+    .await
+    .unwrap();
+    let down = storage::connect(&pg.url(), 1).await.unwrap_err();
+    assert!(down.is_retriable(), "{down}");
+    pg = tokio::task::spawn_blocking(move || {
+        pg.restart().unwrap();
+        pg
+    })
+    .await
+    .unwrap();
+    assert_eq!(pg.port(), port);
+    let pool = storage::connect(&pg.url(), 1).await.unwrap();
+    let x: i32 = pool
+        .get()
+        .await
+        .unwrap()
+        .query_one("SELECT x FROM kept", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(x, 7);
+    pool.close();
+    tokio::task::spawn_blocking(move || pg.stop().unwrap())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_named_in_the_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = secrecy::SecretString::from(format!("postgres://u:secretpw@127.0.0.1:{port}/db"));
+    let err = storage::connect(&url, 1).await.unwrap_err().to_string();
+    assert!(err.contains(&format!("127.0.0.1:{port}/db")), "{err}");
+    assert!(!err.contains("secretpw"), "{err}");
+}

@@ -1,0 +1,184 @@
+//! The command line: `serve`, `migrate`, `demo` and the admin verbs, each a thin call into the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, ConfigError, Loader, LogFormat};
+
+/// pettracker: a backend for GPS pet trackers.
+///
+/// Collars publish fixes over MQTT to the embedded broker; pettracker stores them in PostgreSQL
+/// (TimescaleDB when available) and serves history, live feeds and alerts over HTTP.
+///
+/// Without DATABASE_URL, pettracker runs its own private PostgreSQL under ./data/postgres
+/// (it needs the PostgreSQL server binaries installed, e.g. `apt-get install postgresql`).
+#[derive(Debug, Parser)]
+#[command(name = "pettracker", version, about, long_about)]
+pub struct Cli {
+    /// TOML configuration file. Environment variables (PETTRACKER_*, DATABASE_URL) override it, flags override both.
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "PETTRACKER_CONFIG",
+        value_name = "FILE"
+    )]
+    pub config: Option<PathBuf>,
+
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server: MQTT broker, ingest and HTTP API, until Ctrl-C or SIGTERM.
+    Serve(ServeArgs),
+    /// Apply pending database migrations and exit (serve does this too at start).
+    Migrate,
+    /// Run a self-contained demo: private database, broker, API and simulated pets.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// HTTP listen address for the API, live feeds, /metrics and health checks.
+    #[arg(long, env = "PETTRACKER_HTTP_ADDR", value_name = "ADDR")]
+    pub http_addr: Option<String>,
+    /// MQTT/TCP listen address for collars.
+    #[arg(long, env = "PETTRACKER_MQTT_ADDR", value_name = "ADDR")]
+    pub mqtt_addr: Option<String>,
+    /// Accept any MQTT client without credentials (development only; logged loudly).
+    #[arg(long)]
+    pub mqtt_open: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Delete the demo's data and start over.
+    #[arg(long)]
+    pub reset: bool,
+    /// HTTP listen address.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub http_addr: String,
+}
+
+/// Parses arguments, runs the command, and turns any error into one line on stderr and exit code 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {}", error_chain(&err));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `a: b: c` from an error and its causes, skipping causes already quoted by their parent.
+pub fn error_chain(err: &anyhow::Error) -> String {
+    let mut out = err.to_string();
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
+fn load_config(cli: &Cli, flags: &[(&str, Option<String>, &str)]) -> Result<Config, ConfigError> {
+    let mut loader = Loader::new(cli.config.as_deref())?.env(|k| std::env::var(k).ok())?;
+    for (key, value, flag) in flags {
+        loader = loader.flag(key, value.clone(), flag)?;
+    }
+    if let Some(format) = cli.log_format {
+        let name = match format {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        };
+        loader = loader.flag("log.format", Some(name.to_owned()), "--log-format")?;
+    }
+    loader.load()
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Serve(args) => {
+            let config = load_config(
+                &cli,
+                &[
+                    ("http.addr", args.http_addr.clone(), "--http-addr"),
+                    ("mqtt.addr", args.mqtt_addr.clone(), "--mqtt-addr"),
+                    (
+                        "mqtt.open",
+                        args.mqtt_open.then(|| "true".to_owned()),
+                        "--mqtt-open",
+                    ),
+                ],
+            )?;
+            crate::logging::init(config.log.format, &config.log.level);
+            let app = crate::app::spawn(config).await?;
+            app.run_until(crate::app::termination_signal()).await
+        }
+        Command::Migrate => {
+            let config = load_config(&cli, &[])?;
+            crate::logging::init(config.log.format, &config.log.level);
+            let database = crate::database::Database::open(&config).await?;
+            let result = database.migrate(&config).await;
+            database.close().await;
+            let report = result?;
+            if report.applied.is_empty() {
+                println!(
+                    "schema is current at version {} ({}); nothing to do",
+                    report.current,
+                    report.backend.as_str()
+                );
+            } else {
+                println!(
+                    "applied migrations {:?}; schema is at version {} ({})",
+                    report.applied,
+                    report.current,
+                    report.backend.as_str()
+                );
+            }
+            Ok(())
+        }
+        Command::Demo(args) => {
+            let mut config = load_config(
+                &cli,
+                &[("http.addr", Some(args.http_addr.clone()), "--http-addr")],
+            )?;
+            crate::logging::init(config.log.format, &config.log.level);
+            if config.database.url.is_none() {
+                config.database.data_dir = PathBuf::from("data/demo");
+                if args.reset && config.database.data_dir.exists() {
+                    std::fs::remove_dir_all(&config.database.data_dir)?;
+                }
+            }
+            let app = crate::app::spawn(config).await?;
+            println!("pettracker demo is running");
+            println!("  API:     http://{}/api/v1", app.http_addr);
+            println!("  health:  http://{}/readyz", app.http_addr);
+            println!("  metrics: http://{}/metrics", app.http_addr);
+            println!("Press Ctrl-C to stop.");
+            app.run_until(crate::app::termination_signal()).await
+        }
+    }
+}

@@ -1,0 +1,473 @@
+//! Configuration: a TOML file, then `PETTRACKER_*` environment variables, then command-line flags, validated once at start.
+//!
+//! Every setting has one dotted key (`http.addr`). Its environment variable is derived from the key
+//! (`PETTRACKER_HTTP_ADDR`), so the table in [`KEYS`] is both the parser's list and the documentation's.
+//! Errors always name the key, where its value came from, and the value (never for secrets).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use gateway::storage::TimescalePreference;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// The whole configuration of a pettracker process.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub mqtt: MqttConfig,
+    pub database: DatabaseConfig,
+    pub storage: StorageConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Where the REST API, WebSocket feed, `/metrics` and health checks listen.
+    pub addr: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Plain MQTT listener for collars.
+    pub addr: SocketAddr,
+    /// Accept any client without credentials or topic checks. For trying the broker by hand only:
+    /// it is logged loudly at start.
+    pub open: bool,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            open: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// PostgreSQL URL. Unset: pettracker runs a private cluster under `data_dir`.
+    pub url: Option<SecretString>,
+    /// Where the private cluster lives when `url` is unset.
+    pub data_dir: PathBuf,
+    /// Connections in the pool shared by ingest and the API.
+    pub pool_size: usize,
+    /// `auto` uses TimescaleDB when the server has it; `required` refuses to start without it; `off` never uses it.
+    pub timescaledb: TimescalePreference,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            data_dir: PathBuf::from("data/postgres"),
+            pool_size: 16,
+            timescaledb: TimescalePreference::Auto,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Fixes older than this are deleted, and older fixes arriving late are rejected.
+    pub retention_days: u32,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            retention_days: 365,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `pettracker=debug,gateway=debug`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The type of a setting, used to turn an environment variable or flag into a TOML value.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    Str,
+    Int,
+    Bool,
+    Secret,
+}
+
+/// Every setting: dotted key, type, and what it is for (shown in docs/operations.md).
+pub const KEYS: &[(&str, Kind, &str)] = &[
+    ("http.addr", Kind::Str, "HTTP listen address"),
+    ("mqtt.addr", Kind::Str, "MQTT/TCP listen address"),
+    (
+        "mqtt.open",
+        Kind::Bool,
+        "accept any MQTT client (development only)",
+    ),
+    (
+        "database.url",
+        Kind::Secret,
+        "PostgreSQL URL; unset runs a private cluster",
+    ),
+    (
+        "database.data_dir",
+        Kind::Str,
+        "directory of the private cluster",
+    ),
+    ("database.pool_size", Kind::Int, "database connections"),
+    ("database.timescaledb", Kind::Str, "auto | required | off"),
+    ("storage.retention_days", Kind::Int, "days of history kept"),
+    ("log.format", Kind::Str, "text | json"),
+    ("log.level", Kind::Str, "tracing filter, e.g. info"),
+];
+
+/// The environment variable for a key: `http.addr` -> `PETTRACKER_HTTP_ADDR`.
+pub fn env_name(key: &str) -> String {
+    format!("PETTRACKER_{}", key.replace('.', "_").to_uppercase())
+}
+
+/// A configuration error that names the key, where its value came from, and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("config key `{key}` (from {origin}): {message}")]
+    Invalid {
+        key: String,
+        origin: String,
+        message: String,
+    },
+}
+
+/// Builds the configuration from its layers. `overrides` are flags, as (key, value) pairs.
+pub struct Loader {
+    table: toml::Table,
+    origins: BTreeMap<String, String>,
+}
+
+impl Loader {
+    /// Starts from a config file, or from defaults when `path` is `None`.
+    pub fn new(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut loader = Loader {
+            table: toml::Table::new(),
+            origins: BTreeMap::new(),
+        };
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            loader.table = text
+                .parse()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    path: path.to_owned(),
+                    message: e.message().to_owned(),
+                })?;
+            for key in KEYS.iter().map(|k| k.0) {
+                loader
+                    .origins
+                    .insert(key.to_owned(), format!("config file {}", path.display()));
+            }
+        }
+        Ok(loader)
+    }
+
+    /// Applies `PETTRACKER_*` variables, and `DATABASE_URL` which most PostgreSQL tools already use.
+    pub fn env(mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        if let Some(url) = lookup("DATABASE_URL").filter(|u| !u.is_empty()) {
+            self.set("database.url", &url, "environment variable DATABASE_URL")?;
+        }
+        for (key, _, _) in KEYS {
+            let name = env_name(key);
+            if let Some(value) = lookup(&name) {
+                self.set(key, &value, &format!("environment variable {name}"))?;
+            }
+        }
+        Ok(self)
+    }
+
+    /// Applies one command-line flag.
+    pub fn flag(
+        mut self,
+        key: &str,
+        value: Option<String>,
+        flag: &str,
+    ) -> Result<Self, ConfigError> {
+        if let Some(value) = value {
+            self.set(key, &value, &format!("flag {flag}"))?;
+        }
+        Ok(self)
+    }
+
+    fn set(&mut self, key: &str, raw: &str, origin: &str) -> Result<(), ConfigError> {
+        let kind = KEYS
+            .iter()
+            .find(|k| k.0 == key)
+            .map(|k| k.1)
+            .unwrap_or(Kind::Str);
+        let invalid = |message: String| ConfigError::Invalid {
+            key: key.to_owned(),
+            origin: origin.to_owned(),
+            message,
+        };
+        let value = match kind {
+            Kind::Str | Kind::Secret => toml::Value::String(raw.to_owned()),
+            Kind::Int => toml::Value::Integer(
+                raw.trim()
+                    .parse()
+                    .map_err(|_| invalid(format!("{raw:?} is not a whole number")))?,
+            ),
+            Kind::Bool => toml::Value::Boolean(match raw.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" | "" => false,
+                _ => return Err(invalid(format!("{raw:?} is not true or false"))),
+            }),
+        };
+        let mut parts = key.split('.');
+        let (Some(section), Some(field)) = (parts.next(), parts.next()) else {
+            return Err(invalid("not a known setting".to_owned()));
+        };
+        let entry = self
+            .table
+            .entry(section)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match entry {
+            toml::Value::Table(t) => {
+                t.insert(field.to_owned(), value);
+            }
+            _ => return Err(invalid(format!("`{section}` must be a table"))),
+        }
+        self.origins.insert(key.to_owned(), origin.to_owned());
+        Ok(())
+    }
+
+    /// Deserializes and validates the merged layers.
+    pub fn load(self) -> Result<Config, ConfigError> {
+        let origins = self.origins;
+        let origin_of = |key: &str| {
+            origins
+                .get(key)
+                .cloned()
+                .unwrap_or_else(|| "config file".to_owned())
+        };
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(self.table))
+            .map_err(|e| {
+                let key = e.path().to_string();
+                let message = e.inner().message().to_owned();
+                // Secrets never appear in errors: serde messages may quote the value.
+                let message = if key == "database.url" {
+                    "invalid value".to_owned()
+                } else {
+                    message
+                };
+                ConfigError::Invalid {
+                    origin: origin_of(&key),
+                    key,
+                    message,
+                }
+            })?;
+        config.validate(&origin_of)?;
+        Ok(config)
+    }
+}
+
+impl Config {
+    /// Loads file, then the process environment, with no flags.
+    pub fn from_env(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Loader::new(path)?.env(|k| std::env::var(k).ok())?.load()
+    }
+
+    fn validate(&self, origin_of: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+        let fail = |key: &str, message: String| ConfigError::Invalid {
+            key: key.to_owned(),
+            origin: origin_of(key),
+            message,
+        };
+        if self.database.pool_size == 0 || self.database.pool_size > 1000 {
+            return Err(fail(
+                "database.pool_size",
+                format!("{} is outside 1..=1000", self.database.pool_size),
+            ));
+        }
+        if self.storage.retention_days == 0 {
+            return Err(fail(
+                "storage.retention_days",
+                "must be at least 1".to_owned(),
+            ));
+        }
+        if let Some(url) = &self.database.url {
+            gateway::storage::describe_url(url).map_err(|e| fail("database.url", e.to_string()))?;
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(fail(
+                "log.level",
+                format!(
+                    "{:?} is not a tracing filter (try `info` or `gateway=debug`)",
+                    self.log.level
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(file: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = std::env::temp_dir().join(format!("pettracker-config-{}", rand_suffix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pettracker.toml");
+        std::fs::write(&path, file).unwrap();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let result = Loader::new(Some(&path))
+            .and_then(|l| l.env(|k| env.iter().find(|e| e.0 == k).map(|e| e.1.clone())))
+            .and_then(Loader::load);
+        std::fs::remove_dir_all(&dir).unwrap();
+        result
+    }
+
+    fn rand_suffix() -> String {
+        format!("{:?}-{}", std::thread::current().id(), std::process::id()).replace(['(', ')'], "")
+    }
+
+    #[test]
+    fn an_empty_file_gives_the_defaults() {
+        let config = load("", &[]).unwrap();
+        assert_eq!(config.http.addr.port(), 8080);
+        assert_eq!(config.storage.retention_days, 365);
+        assert!(config.database.url.is_none());
+    }
+
+    #[test]
+    fn environment_overrides_the_file_and_flags_override_the_environment() {
+        let config = load(
+            "[http]\naddr = \"127.0.0.1:1\"\n",
+            &[("PETTRACKER_HTTP_ADDR", "127.0.0.1:2")],
+        )
+        .unwrap();
+        assert_eq!(config.http.addr.port(), 2);
+        let config = Loader::new(None)
+            .unwrap()
+            .env(|k| (k == "PETTRACKER_HTTP_ADDR").then(|| "127.0.0.1:2".to_owned()))
+            .unwrap()
+            .flag("http.addr", Some("127.0.0.1:3".to_owned()), "--http-addr")
+            .unwrap()
+            .load()
+            .unwrap();
+        assert_eq!(config.http.addr.port(), 3);
+    }
+
+    #[test]
+    fn a_bad_address_names_the_key_and_the_variable() {
+        let err = load("", &[("PETTRACKER_MQTT_ADDR", "not-an-address")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mqtt.addr"), "{err}");
+        assert!(err.contains("PETTRACKER_MQTT_ADDR"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_file_is_named() {
+        let err = load("[http]\nadress = \"x\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("adress"), "{err}");
+    }
+
+    #[test]
+    fn a_non_numeric_pool_size_is_refused_with_its_value() {
+        let err = load("", &[("PETTRACKER_DATABASE_POOL_SIZE", "many")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("database.pool_size") && err.contains("many"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_bad_database_url_is_refused_without_echoing_it() {
+        let err = load(
+            "",
+            &[("DATABASE_URL", "postgres://u:hunter2@host:notaport/db")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("database.url"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn the_database_url_is_redacted_in_debug_output() {
+        let config = load("", &[("DATABASE_URL", "postgres://u:hunter2@localhost/db")]).unwrap();
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn every_documented_key_is_a_real_setting() {
+        for (key, kind, _) in KEYS {
+            let sample = match kind {
+                Kind::Int => "3",
+                Kind::Bool => "true",
+                Kind::Secret => "postgres://localhost/x",
+                Kind::Str if key.ends_with("addr") => "127.0.0.1:9",
+                Kind::Str if key.ends_with("timescaledb") => "auto",
+                Kind::Str if key.ends_with("format") => "json",
+                Kind::Str => "info",
+            };
+            let name = env_name(key);
+            let result = Loader::new(None)
+                .unwrap()
+                .env(|k| (k == name).then(|| sample.to_owned()))
+                .unwrap()
+                .load();
+            assert!(result.is_ok(), "{key}: {:?}", result.err());
+        }
+    }
+}

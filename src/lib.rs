@@ -1,0 +1,8 @@
+//! The pettracker server: configuration, the command line, the HTTP side, and wiring of the gateway.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod database;
+pub mod http;
+pub mod logging;

@@ -1,0 +1,25 @@
+//! Log output: human-readable lines by default, one JSON object per line for log shippers.
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// Installs the global subscriber. `PETTRACKER_LOG` or `RUST_LOG`, when set, win over the configured level.
+pub fn init(format: LogFormat, level: &str) {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        // tokio_postgres logs server NOTICEs (e.g. "already exists, skipping") at info: noise.
+        .unwrap_or_else(|| {
+            EnvFilter::try_new(format!("{level},tokio_postgres=warn"))
+                .unwrap_or_else(|_| EnvFilter::new("info"))
+        });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second init (tests that start several apps) is harmless: the first subscriber stays.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
