@@ -4,7 +4,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber. `PETTRACKER_LOG` or `RUST_LOG`, when set, win over the configured level.
+/// Installs the global subscriber. `RUST_LOG`, when set, wins over the configured level.
 pub fn init(format: LogFormat, level: &str) {
     let filter = std::env::var("RUST_LOG")
         .ok()
@@ -14,8 +14,11 @@ pub fn init(format: LogFormat, level: &str) {
             EnvFilter::try_new(format!("{level},tokio_postgres=warn"))
                 .unwrap_or_else(|_| EnvFilter::new("info"))
         });
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colour codes only for people; log files and collectors get plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     // A second init (tests that start several apps) is harmless: the first subscriber stays.
     let _ = match format {

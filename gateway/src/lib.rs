@@ -1,5 +1,7 @@
 //! pettracker's device side: the device protocol, the embedded broker, the ingest pipeline and storage.
 
+pub mod broker;
+pub mod ingest;
 pub mod protocol;
 pub mod shutdown;
 pub mod storage;

@@ -186,6 +186,26 @@ pub async fn fresh_database() -> TestDb {
     TestDb { name, url, pool }
 }
 
+/// A new database with no schema at all, for tests of migrating from scratch.
+pub async fn empty_database() -> TestDb {
+    let server = server().await;
+    let admin = admin_client(server).await;
+    let name = format!(
+        "test_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap_or_else(|e| panic!("create test database {name}: {e}"));
+    let url = server.url(&name);
+    let pool = storage::connect(&url, 4)
+        .await
+        .expect("connect to test database");
+    TestDb { name, url, pool }
+}
+
 /// Drops test databases of processes that are gone, and templates of older schemas.
 async fn drop_stale_databases(admin: &tokio_postgres::Client) {
     let Ok(rows) = admin

@@ -1,7 +1,9 @@
 //! Storage: connecting to PostgreSQL (or a private cluster), schema migrations and the queries the gateway needs.
 
+pub mod ingest;
 pub mod migrate;
 pub mod private;
+pub mod trackers;
 
 use std::str::FromStr;
 use std::time::Duration;

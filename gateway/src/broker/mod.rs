@@ -1,0 +1,98 @@
+//! The embedded MQTT broker behind a small interface of our own, so the rest of the gateway never sees rmqtt's types.
+//!
+//! The broker authenticates collars, enforces per-tracker topic rules, and hands every authorized
+//! publish to [`DeviceHooks::accept_publish`] *before* it acknowledges it: a QoS 1 PUBACK therefore
+//! means the gateway has durably accepted the message. See docs/decisions/0001-embedded-broker.md.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use crate::protocol::TrackerId;
+
+/// What the gateway does with what collars say; implemented by the ingest pipeline.
+#[async_trait::async_trait]
+pub trait DeviceHooks: Send + Sync + 'static {
+    /// Whether `secret` is the current secret of a tracker that is not revoked.
+    async fn authenticate(&self, tracker: &TrackerId, secret: &[u8]) -> bool;
+    /// Called for every authorized publish, before PUBACK. `Ok` means durably accepted (for QoS 1)
+    /// or queued (QoS 0). `Err` makes the broker drop the connection without PUBACK, so the
+    /// collar sends the message again later.
+    async fn accept_publish(&self, publish: DevicePublish) -> Result<(), Refused>;
+    /// A collar finished connecting.
+    async fn connected(&self, tracker: &TrackerId);
+    /// A collar's connection ended (any reason, including a kick or a keep-alive timeout).
+    async fn disconnected(&self, tracker: &TrackerId);
+}
+
+/// One message a collar published, after authentication and topic checks.
+#[derive(Debug, Clone)]
+pub struct DevicePublish {
+    /// The authenticated publisher (client id = username = tracker id).
+    pub tracker: TrackerId,
+    pub topic: String,
+    pub payload: Bytes,
+    /// 0 or 1 (QoS 2 is not part of the device contract, and is handled as 1).
+    pub qos: u8,
+    pub received_at: DateTime<Utc>,
+    /// Published by the broker on the collar's behalf (its Last Will), not by the collar.
+    pub last_will: bool,
+}
+
+/// Why the gateway could not take a publish now.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("message not accepted: {0}")]
+pub struct Refused(pub String);
+
+/// Listener settings.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// MQTT over TCP. Port 0 picks a free port ([`BrokerHandle::tcp_addr`] tells which).
+    pub tcp: Option<SocketAddr>,
+    /// MQTT over TLS (rustls).
+    pub tls: Option<TlsListener>,
+    /// MQTT over WebSocket.
+    pub ws: Option<SocketAddr>,
+    /// Development only: any client id, no password, no topic rules.
+    pub open: bool,
+    /// Largest MQTT packet accepted; larger ones close the connection.
+    pub max_packet_size: u32,
+    /// Most simultaneous connections.
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsListener {
+    pub addr: SocketAddr,
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// Errors starting or talking to the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("cannot listen for {listener} on {addr} ({setting}): {reason}")]
+    Listen {
+        listener: &'static str,
+        addr: SocketAddr,
+        /// The config key to change, e.g. `mqtt.addr`.
+        setting: &'static str,
+        reason: String,
+    },
+    #[error("cannot publish to {topic}: {reason}")]
+    Publish { topic: String, reason: String },
+}
+
+/// Counters the broker keeps for `/metrics` and tests.
+pub const METRIC_ACL_DENIED: &str = "pettracker_acl_denied_total";
+pub const METRIC_AUTH_FAILED: &str = "pettracker_auth_failures_total";
+pub const METRIC_CONNECTED: &str = "pettracker_devices_connected";
+
+/// How long a publish hook may take before the broker gives up on it; must stay well below
+/// the collars' keep-alive, because a connection reads nothing while its hook runs.
+pub const DEFAULT_ACCEPT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,0 +1,185 @@
+//! Decode and validate stage: turns raw publishes into rows, and anything refused into dead letters with the reason.
+
+use chrono::{DateTime, Utc};
+use tokio::sync::oneshot;
+
+use crate::broker::DevicePublish;
+use crate::protocol::{
+    self, DeviceTopic, Fix, Presence, RawFix, Status, TopicKind, ValidationLimits,
+};
+use crate::storage::ingest::{BatchRows, DeadLetterRow, FixRow, PresenceRow, StatusRow};
+
+use super::events;
+
+/// What enters the pipeline.
+#[derive(Debug)]
+pub enum Inbound {
+    Publish(DevicePublish),
+    /// From the broker's connect and disconnect events.
+    Presence {
+        tracker: String,
+        online: bool,
+        at: DateTime<Utc>,
+    },
+}
+
+/// One inbound item with the means to tell its publisher it is safe.
+#[derive(Debug)]
+pub struct Envelope {
+    pub inbound: Inbound,
+    /// Fired once the item is committed or spooled; present only for QoS 1 publishes.
+    pub done: Option<oneshot::Sender<()>>,
+}
+
+/// The rows one message produced, the highest `seq` it carried, and its publisher's notifier.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    pub rows: BatchRows,
+    pub ack: Option<(String, i64)>,
+    pub done: Option<oneshot::Sender<()>>,
+}
+
+/// Decodes and validates one envelope. Never fails: what cannot be used becomes a dead letter.
+pub fn decode(envelope: Envelope, now: DateTime<Utc>, limits: &ValidationLimits) -> Decoded {
+    let mut out = Decoded {
+        done: envelope.done,
+        ..Decoded::default()
+    };
+    let publish = match envelope.inbound {
+        Inbound::Presence {
+            tracker,
+            online,
+            at,
+        } => {
+            out.rows.presence.push(PresenceRow {
+                tracker_id: tracker,
+                online,
+                at,
+            });
+            return out;
+        }
+        Inbound::Publish(publish) => publish,
+    };
+    let tracker = publish.tracker.to_string();
+    let dead = |reason: String, payload: Vec<u8>| DeadLetterRow {
+        tracker_id: Some(tracker.clone()),
+        topic: publish.topic.clone(),
+        payload,
+        reason,
+        received_at: publish.received_at,
+    };
+    let kind = match DeviceTopic::parse(&publish.topic) {
+        Ok(topic) => topic.kind,
+        Err(err) => {
+            events::message_received("unknown");
+            out.rows
+                .dead_letters
+                .push(dead(format!("topic: {err}"), publish.payload.to_vec()));
+            return out;
+        }
+    };
+    events::message_received(kind.as_str());
+    match kind {
+        TopicKind::Telemetry => match protocol::decode_telemetry(&publish.payload) {
+            Ok(raw_fixes) => {
+                let mut max_seq: Option<u64> = None;
+                for raw in raw_fixes {
+                    max_seq = max_seq.max(raw.seq);
+                    match raw.validate(now, limits) {
+                        Ok(fix) => {
+                            out.rows
+                                .fixes
+                                .push(fix_row(&tracker, &fix, publish.received_at))
+                        }
+                        Err(rejection) => out
+                            .rows
+                            .dead_letters
+                            .push(dead(rejection.to_string(), raw_fix_json(&raw))),
+                    }
+                }
+                // Refused fixes are acknowledged too: they are kept as dead letters, and
+                // re-sending them would be refused again.
+                if let Some(seq) = max_seq.and_then(|s| i64::try_from(s).ok()) {
+                    out.ack = Some((tracker.clone(), seq));
+                }
+            }
+            Err(err) => out
+                .rows
+                .dead_letters
+                .push(dead(err.to_string(), publish.payload.to_vec())),
+        },
+        TopicKind::Status => match protocol::decode_status(&publish.payload)
+            .map_err(|e| e.to_string())
+            .and_then(|raw| raw.validate(now, limits).map_err(|e| e.to_string()))
+        {
+            Ok(status) => {
+                out.rows
+                    .statuses
+                    .push(status_row(&tracker, &status, publish.received_at))
+            }
+            Err(reason) => out
+                .rows
+                .dead_letters
+                .push(dead(reason, publish.payload.to_vec())),
+        },
+        TopicKind::Online => match protocol::decode_online(&publish.payload) {
+            Ok(presence) => out.rows.presence.push(PresenceRow {
+                tracker_id: tracker.clone(),
+                online: presence == Presence::Online,
+                at: publish.received_at,
+            }),
+            Err(err) => out
+                .rows
+                .dead_letters
+                .push(dead(err.to_string(), publish.payload.to_vec())),
+        },
+        TopicKind::CommandResults => {
+            let reason = match protocol::decode_command_result(&publish.payload) {
+                // Commands to collars are not issued yet, so no result can match one.
+                Ok(result) => format!(
+                    "no command with id {} was sent to this tracker",
+                    result.command_id
+                ),
+                Err(err) => err.to_string(),
+            };
+            out.rows
+                .dead_letters
+                .push(dead(reason, publish.payload.to_vec()));
+        }
+        // Downlink topics are the server's to publish; in open mode they are only routed.
+        TopicKind::Ack | TopicKind::Commands => {}
+    }
+    out
+}
+
+fn raw_fix_json(raw: &RawFix) -> Vec<u8> {
+    serde_json::to_vec(raw).unwrap_or_default()
+}
+
+fn fix_row(tracker: &str, fix: &Fix, received_at: DateTime<Utc>) -> FixRow {
+    FixRow {
+        tracker_id: tracker.to_owned(),
+        device_time: fix.device_time,
+        received_at,
+        lat: fix.lat.get(),
+        lon: fix.lon.get(),
+        altitude: fix.altitude.map(|v| v.get() as f32),
+        accuracy: fix.accuracy.map(|v| v.get() as f32),
+        speed: fix.speed.map(|v| v.get() as f32),
+        heading: fix.heading.map(|v| v.get() as f32),
+        satellites: fix.satellites.map(|v| i16::from(v.get())),
+        battery: fix.battery.map(|v| i16::from(v.get())),
+        seq: fix.seq.map(|v| v.get()),
+    }
+}
+
+fn status_row(tracker: &str, status: &Status, received_at: DateTime<Utc>) -> StatusRow {
+    StatusRow {
+        tracker_id: tracker.to_owned(),
+        received_at,
+        battery: status.battery.map(|v| i16::from(v.get())),
+        charging: status.charging,
+        firmware: status.firmware.as_ref().map(|f| f.as_str().to_owned()),
+        signal_dbm: status.rssi.map(|v| v.get()),
+    }
+}

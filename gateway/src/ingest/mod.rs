@@ -1,0 +1,262 @@
+//! The ingest pipeline: broker hooks -> decode/validate -> batch -> write (or spool) -> acks, with bounded channels between.
+//!
+//! Every stage owns one bounded channel to the next, so a slow database slows the batcher, which
+//! slows decoding, which makes the broker's publish hooks wait: backpressure reaches the collars
+//! instead of memory growing. A QoS 1 publish is acknowledged only once its batch is committed or
+//! spooled to disk; acks on `trackers/{id}/ack` only once committed.
+
+pub mod batch;
+pub mod decode;
+pub mod events;
+pub mod spool;
+pub mod write;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use deadpool_postgres::Pool;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::broker::{DeviceHooks, DevicePublish, Refused};
+use crate::protocol::{TrackerId, ValidationLimits};
+use crate::shutdown::Shutdown;
+use crate::storage;
+
+pub use decode::{Envelope, Inbound};
+pub use spool::SpoolError;
+pub use write::AckDue;
+
+/// Tuning of the pipeline.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// A batch closes when it holds this many rows...
+    pub batch_size: usize,
+    /// ...or this long after its first row arrived.
+    pub batch_timeout: Duration,
+    /// Messages waiting to be decoded; when full, publish hooks wait (backpressure).
+    pub queue_capacity: usize,
+    /// How long a QoS 1 publish may wait to be committed or spooled before the collar is told to resend.
+    pub accept_timeout: Duration,
+    /// Where batches wait while the database is unreachable.
+    pub spool_dir: PathBuf,
+    /// A tracker silent for this long is marked offline even without a disconnect.
+    pub silence_timeout: Duration,
+    pub limits: ValidationLimits,
+    /// The server clock that device times are checked against; fixed in tests of the time rules.
+    pub clock: Clock,
+}
+
+/// Where "now" comes from.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum Clock {
+    #[default]
+    System,
+    Fixed(chrono::DateTime<Utc>),
+}
+
+impl Clock {
+    pub fn now(self) -> chrono::DateTime<Utc> {
+        match self {
+            Clock::System => Utc::now(),
+            Clock::Fixed(t) => t,
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 1000,
+            batch_timeout: Duration::from_millis(20),
+            queue_capacity: 10_000,
+            accept_timeout: Duration::from_secs(5),
+            spool_dir: PathBuf::from("data/spool"),
+            silence_timeout: Duration::from_secs(600),
+            limits: ValidationLimits::default(),
+            clock: Clock::System,
+        }
+    }
+}
+
+/// The broker-facing end of the pipeline.
+pub struct Ingest {
+    pool: Pool,
+    input: mpsc::Sender<Envelope>,
+    accept_timeout: Duration,
+}
+
+/// A started pipeline.
+pub struct IngestHandle {
+    pub hooks: Arc<Ingest>,
+    /// Acks owed to collars; the server publishes them on `trackers/{id}/ack`.
+    pub acks: mpsc::Receiver<AckDue>,
+    /// Completes once everything accepted is committed or spooled, after shutdown.
+    pub task: JoinHandle<()>,
+}
+
+/// Starts the stages. They drain and stop after `shutdown` fires.
+pub fn start(
+    pool: Pool,
+    config: IngestConfig,
+    shutdown: Shutdown,
+) -> Result<IngestHandle, SpoolError> {
+    let spool = spool::Spool::open(&config.spool_dir)?;
+    if !spool.is_empty() {
+        tracing::info!(
+            batches = spool.files(),
+            "found spooled batches from an earlier run; replaying"
+        );
+    }
+    let (input_tx, input_rx) = mpsc::channel::<Envelope>(config.queue_capacity.max(1));
+    let (decoded_tx, decoded_rx) = mpsc::channel(config.batch_size.max(1) * 2);
+    let (batch_tx, batch_rx) = mpsc::channel(4);
+    let (ack_tx, ack_rx) = mpsc::channel(config.queue_capacity.max(1));
+
+    let decode_task = tokio::spawn(run_decode(
+        input_rx,
+        decoded_tx,
+        config.limits,
+        config.clock,
+        shutdown.clone(),
+    ));
+    let batch_task = tokio::spawn(batch::run(
+        decoded_rx,
+        batch_tx,
+        config.batch_size.max(1),
+        config.batch_timeout,
+    ));
+    let writer = write::Writer {
+        pool: pool.clone(),
+        spool,
+        acks: ack_tx,
+        attempts: 3,
+        replay_every: Duration::from_secs(1),
+    };
+    let write_task = tokio::spawn(writer.run(batch_rx));
+    let silence_task = tokio::spawn(run_silence(pool.clone(), config.silence_timeout, shutdown));
+
+    let task = tokio::spawn(async move {
+        let _ = decode_task.await;
+        let _ = batch_task.await;
+        let _ = write_task.await;
+        silence_task.abort();
+    });
+    Ok(IngestHandle {
+        hooks: Arc::new(Ingest {
+            pool,
+            input: input_tx,
+            accept_timeout: config.accept_timeout,
+        }),
+        acks: ack_rx,
+        task,
+    })
+}
+
+async fn run_decode(
+    mut input: mpsc::Receiver<Envelope>,
+    output: mpsc::Sender<decode::Decoded>,
+    limits: ValidationLimits,
+    clock: Clock,
+    mut shutdown: Shutdown,
+) {
+    loop {
+        let envelope = tokio::select! {
+            e = input.recv() => e,
+            () = shutdown.recv() => {
+                // No new messages; what is already queued is still processed below.
+                input.close();
+                input.recv().await
+            }
+        };
+        let Some(envelope) = envelope else { break };
+        events::queue_depth(input.len());
+        let decoded = decode::decode(envelope, clock.now(), &limits);
+        if output.send(decoded).await.is_err() {
+            break;
+        }
+    }
+}
+
+async fn run_silence(pool: Pool, silence: Duration, mut shutdown: Shutdown) {
+    let mut tick =
+        tokio::time::interval((silence / 4).clamp(Duration::from_secs(1), Duration::from_secs(30)));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.recv() => return,
+        }
+        if let Ok(client) = pool.get().await {
+            match storage::ingest::mark_silent_offline(&client, silence).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(trackers = n, "marked silent trackers offline"),
+                Err(err) => tracing::warn!(%err, "cannot mark silent trackers offline"),
+            }
+        }
+    }
+}
+
+impl Ingest {
+    async fn enqueue(&self, inbound: Inbound, wait: bool) -> Result<(), Refused> {
+        let (done, committed) = if wait {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let deadline = tokio::time::Instant::now() + self.accept_timeout;
+        tokio::time::timeout_at(deadline, self.input.send(Envelope { inbound, done }))
+            .await
+            .map_err(|_| Refused("ingest queue full".to_owned()))?
+            .map_err(|_| Refused("ingest is shutting down".to_owned()))?;
+        if let Some(committed) = committed {
+            tokio::time::timeout_at(deadline, committed)
+                .await
+                .map_err(|_| Refused("not committed in time".to_owned()))?
+                .map_err(|_| Refused("could not be stored".to_owned()))?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl DeviceHooks for Ingest {
+    async fn authenticate(&self, tracker: &TrackerId, secret: &[u8]) -> bool {
+        match storage::trackers::authenticate(&self.pool, tracker, secret).await {
+            Ok(ok) => ok,
+            Err(err) => {
+                tracing::warn!(%err, %tracker, "cannot check device credentials; refusing");
+                false
+            }
+        }
+    }
+
+    async fn accept_publish(&self, publish: DevicePublish) -> Result<(), Refused> {
+        let wait = publish.qos >= 1;
+        self.enqueue(Inbound::Publish(publish), wait).await
+    }
+
+    async fn connected(&self, tracker: &TrackerId) {
+        let inbound = Inbound::Presence {
+            tracker: tracker.to_string(),
+            online: true,
+            at: Utc::now(),
+        };
+        if let Err(err) = self.enqueue(inbound, false).await {
+            tracing::warn!(%err, %tracker, "presence update dropped");
+        }
+    }
+
+    async fn disconnected(&self, tracker: &TrackerId) {
+        let inbound = Inbound::Presence {
+            tracker: tracker.to_string(),
+            online: false,
+            at: Utc::now(),
+        };
+        if let Err(err) = self.enqueue(inbound, false).await {
+            tracing::warn!(%err, %tracker, "presence update dropped");
+        }
+    }
+}

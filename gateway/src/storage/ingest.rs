@@ -1,0 +1,281 @@
+//! The ingest write path: one transaction per batch, with array parameters so a batch is a handful of statements.
+//!
+//! Fixes are inserted with `ON CONFLICT DO NOTHING` on (tracker, device time), which makes every
+//! re-send harmless. tracker_status only moves forward in *device* time, so a late batch of old
+//! fixes never replaces a newer position.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::Client;
+
+use super::StorageError;
+
+/// A validated fix, in the plain form the database and the spool take.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FixRow {
+    pub tracker_id: String,
+    pub device_time: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    pub lat: f64,
+    pub lon: f64,
+    pub altitude: Option<f32>,
+    pub accuracy: Option<f32>,
+    pub speed: Option<f32>,
+    pub heading: Option<f32>,
+    pub satellites: Option<i16>,
+    pub battery: Option<i16>,
+    pub seq: Option<i64>,
+}
+
+/// A status report (battery, charging, firmware, signal).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusRow {
+    pub tracker_id: String,
+    pub received_at: DateTime<Utc>,
+    pub battery: Option<i16>,
+    pub charging: Option<bool>,
+    pub firmware: Option<String>,
+    pub signal_dbm: Option<i16>,
+}
+
+/// Online or offline, from the broker's connection events, the `online` topic or a Last Will.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PresenceRow {
+    pub tracker_id: String,
+    pub online: bool,
+    pub at: DateTime<Utc>,
+}
+
+/// A message or fix that was refused, kept with the reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetterRow {
+    pub tracker_id: Option<String>,
+    pub topic: String,
+    #[serde(with = "hex_bytes")]
+    pub payload: Vec<u8>,
+    pub reason: String,
+    pub received_at: DateTime<Utc>,
+}
+
+/// Everything one batch writes, in one transaction.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BatchRows {
+    pub fixes: Vec<FixRow>,
+    pub statuses: Vec<StatusRow>,
+    /// In arrival order: a connect followed by a disconnect must end offline.
+    pub presence: Vec<PresenceRow>,
+    pub dead_letters: Vec<DeadLetterRow>,
+}
+
+impl BatchRows {
+    pub fn is_empty(&self) -> bool {
+        self.fixes.is_empty()
+            && self.statuses.is_empty()
+            && self.presence.is_empty()
+            && self.dead_letters.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.fixes.len() + self.statuses.len() + self.presence.len() + self.dead_letters.len()
+    }
+}
+
+/// What a committed batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteOutcome {
+    pub fixes_stored: u64,
+    pub duplicates: u64,
+    pub dead_letters: u64,
+}
+
+/// Writes a batch in one transaction.
+pub async fn write_batch(
+    client: &mut Client,
+    rows: &BatchRows,
+) -> Result<WriteOutcome, StorageError> {
+    let q = StorageError::query;
+    let tx = client.transaction().await.map_err(q("starting a batch"))?;
+    let mut outcome = WriteOutcome::default();
+
+    if !rows.fixes.is_empty() {
+        let f = &rows.fixes;
+        let tracker: Vec<&str> = f.iter().map(|r| r.tracker_id.as_str()).collect();
+        let device_time: Vec<DateTime<Utc>> = f.iter().map(|r| r.device_time).collect();
+        let received: Vec<DateTime<Utc>> = f.iter().map(|r| r.received_at).collect();
+        let lat: Vec<f64> = f.iter().map(|r| r.lat).collect();
+        let lon: Vec<f64> = f.iter().map(|r| r.lon).collect();
+        let alt: Vec<Option<f32>> = f.iter().map(|r| r.altitude).collect();
+        let acc: Vec<Option<f32>> = f.iter().map(|r| r.accuracy).collect();
+        let spd: Vec<Option<f32>> = f.iter().map(|r| r.speed).collect();
+        let hdg: Vec<Option<f32>> = f.iter().map(|r| r.heading).collect();
+        let sat: Vec<Option<i16>> = f.iter().map(|r| r.satellites).collect();
+        let bat: Vec<Option<i16>> = f.iter().map(|r| r.battery).collect();
+        let seq: Vec<Option<i64>> = f.iter().map(|r| r.seq).collect();
+        let inserted = tx
+            .execute(
+                "INSERT INTO positions (tracker_id, device_time, received_at, lat, lon, altitude,
+                                        accuracy, speed, heading, satellites, battery, seq)
+                 SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::float8[],
+                                      $5::float8[], $6::float4[], $7::float4[], $8::float4[],
+                                      $9::float4[], $10::int2[], $11::int2[], $12::int8[])
+                 ON CONFLICT (tracker_id, device_time) DO NOTHING",
+                &[
+                    &tracker, &device_time, &received, &lat, &lon, &alt, &acc, &spd, &hdg, &sat, &bat, &seq,
+                ],
+            )
+            .await
+            .map_err(q("inserting positions"))?;
+        outcome.fixes_stored = inserted;
+        outcome.duplicates = f.len() as u64 - inserted;
+        update_status_from_fixes(&tx, f).await?;
+    }
+
+    for status in &rows.statuses {
+        tx.execute(
+            "UPDATE tracker_status SET
+                 battery = coalesce($2, battery), charging = coalesce($3, charging),
+                 firmware = coalesce($4, firmware), signal_dbm = coalesce($5, signal_dbm),
+                 last_seen = greatest(last_seen, $6), updated_at = now()
+             WHERE tracker_id = $1",
+            &[
+                &status.tracker_id,
+                &status.battery,
+                &status.charging,
+                &status.firmware,
+                &status.signal_dbm,
+                &status.received_at,
+            ],
+        )
+        .await
+        .map_err(q("updating tracker status"))?;
+    }
+
+    for p in &rows.presence {
+        tx.execute(
+            "UPDATE tracker_status SET
+                 online_changed_at = CASE WHEN online IS DISTINCT FROM $2 THEN $3 ELSE online_changed_at END,
+                 online = $2,
+                 last_seen = CASE WHEN $2 THEN greatest(last_seen, $3) ELSE last_seen END,
+                 updated_at = now()
+             WHERE tracker_id = $1",
+            &[&p.tracker_id, &p.online, &p.at],
+        )
+        .await
+        .map_err(q("updating presence"))?;
+    }
+
+    if !rows.dead_letters.is_empty() {
+        let d = &rows.dead_letters;
+        let tracker: Vec<Option<&str>> = d.iter().map(|r| r.tracker_id.as_deref()).collect();
+        let topic: Vec<&str> = d.iter().map(|r| r.topic.as_str()).collect();
+        let payload: Vec<&[u8]> = d.iter().map(|r| r.payload.as_slice()).collect();
+        let reason: Vec<&str> = d.iter().map(|r| r.reason.as_str()).collect();
+        let received: Vec<DateTime<Utc>> = d.iter().map(|r| r.received_at).collect();
+        outcome.dead_letters = tx
+            .execute(
+                "INSERT INTO dead_letters (tracker_id, topic, payload, reason, received_at)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::timestamptz[])",
+                &[&tracker, &topic, &payload, &reason, &received],
+            )
+            .await
+            .map_err(q("storing dead letters"))?;
+    }
+
+    tx.commit().await.map_err(q("committing a batch"))?;
+    Ok(outcome)
+}
+
+/// Moves each tracker's last fix forward to the newest fix of the batch, if it is newer in device time.
+async fn update_status_from_fixes(
+    tx: &tokio_postgres::Transaction<'_>,
+    fixes: &[FixRow],
+) -> Result<(), StorageError> {
+    let mut newest: std::collections::HashMap<&str, (&FixRow, DateTime<Utc>)> =
+        std::collections::HashMap::new();
+    for fix in fixes {
+        let entry = newest
+            .entry(fix.tracker_id.as_str())
+            .or_insert((fix, fix.received_at));
+        if fix.device_time > entry.0.device_time {
+            entry.0 = fix;
+        }
+        entry.1 = entry.1.max(fix.received_at);
+    }
+    let rows: Vec<(&FixRow, DateTime<Utc>)> = newest.into_values().collect();
+    let tracker: Vec<&str> = rows.iter().map(|r| r.0.tracker_id.as_str()).collect();
+    let time: Vec<DateTime<Utc>> = rows.iter().map(|r| r.0.device_time).collect();
+    let lat: Vec<f64> = rows.iter().map(|r| r.0.lat).collect();
+    let lon: Vec<f64> = rows.iter().map(|r| r.0.lon).collect();
+    let acc: Vec<Option<f32>> = rows.iter().map(|r| r.0.accuracy).collect();
+    let spd: Vec<Option<f32>> = rows.iter().map(|r| r.0.speed).collect();
+    let hdg: Vec<Option<f32>> = rows.iter().map(|r| r.0.heading).collect();
+    let seq: Vec<Option<i64>> = rows.iter().map(|r| r.0.seq).collect();
+    let bat: Vec<Option<i16>> = rows.iter().map(|r| r.0.battery).collect();
+    let seen: Vec<DateTime<Utc>> = rows.iter().map(|r| r.1).collect();
+    tx.execute(
+        "UPDATE tracker_status s SET
+             last_fix_time = CASE WHEN newer THEN u.t ELSE s.last_fix_time END,
+             last_lat      = CASE WHEN newer THEN u.lat ELSE s.last_lat END,
+             last_lon      = CASE WHEN newer THEN u.lon ELSE s.last_lon END,
+             last_accuracy = CASE WHEN newer THEN u.acc ELSE s.last_accuracy END,
+             last_speed    = CASE WHEN newer THEN u.spd ELSE s.last_speed END,
+             last_heading  = CASE WHEN newer THEN u.hdg ELSE s.last_heading END,
+             last_seq      = CASE WHEN newer THEN u.seq ELSE s.last_seq END,
+             battery       = CASE WHEN newer AND u.bat IS NOT NULL THEN u.bat ELSE s.battery END,
+             last_seen     = greatest(s.last_seen, u.seen),
+             updated_at    = now()
+         FROM (SELECT *, (st.last_fix_time IS NULL OR x.t > st.last_fix_time) AS newer
+               FROM unnest($1::text[], $2::timestamptz[], $3::float8[], $4::float8[], $5::float4[],
+                           $6::float4[], $7::float4[], $8::int8[], $9::int2[], $10::timestamptz[])
+                    AS x(tracker_id, t, lat, lon, acc, spd, hdg, seq, bat, seen)
+               JOIN tracker_status st USING (tracker_id)) u
+         WHERE s.tracker_id = u.tracker_id",
+        &[
+            &tracker, &time, &lat, &lon, &acc, &spd, &hdg, &seq, &bat, &seen,
+        ],
+    )
+    .await
+    .map_err(StorageError::query("updating tracker status from fixes"))?;
+    Ok(())
+}
+
+/// Marks trackers offline that have said nothing for `silence` (a collar that lost power sends no Last Will
+/// if the broker has not noticed the dead connection yet).
+pub async fn mark_silent_offline(
+    client: &Client,
+    silence: std::time::Duration,
+) -> Result<u64, StorageError> {
+    let secs = silence.as_secs_f64();
+    client
+        .execute(
+            "UPDATE tracker_status SET online = false, online_changed_at = now(), updated_at = now()
+             WHERE online AND last_seen < now() - make_interval(secs => $1)",
+            &[&secs],
+        )
+        .await
+        .map_err(StorageError::query("marking silent trackers offline"))
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        s.serialize_str(&hex)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let hex = String::deserialize(d)?;
+        if hex.len() % 2 != 0 {
+            return Err(serde::de::Error::custom("odd-length hex"));
+        }
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| {
+                hex.get(i..i + 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| serde::de::Error::custom("invalid hex"))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,234 @@
+//! Tracker provisioning and device credentials: secrets and claim codes are stored hashed, shown once.
+//!
+//! Device secrets are 256 random bits, so a fast SHA-256 digest is as safe to store as a slow
+//! password hash (nobody can guess through 2^256 values) and lets thousands of collars reconnect
+//! at once without the CPU cost of argon2. Claim codes are short enough for a person to type from
+//! the box, so they get argon2 like passwords.
+
+use argon2::password_hash::{PasswordHasher, SaltString};
+use argon2::{Argon2, PasswordHash, PasswordVerifier};
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use rand::Rng;
+use sha2::{Digest, Sha256};
+
+use super::{StorageError, pool_error_reason};
+use crate::protocol::TrackerId;
+
+/// The one-time output of provisioning.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Provisioned {
+    pub tracker_id: String,
+    pub secret: String,
+    pub claim_code: String,
+}
+
+/// A tracker as listed for operators.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TrackerInfo {
+    pub tracker_id: String,
+    pub pet_name: Option<String>,
+    pub owner_id: Option<i64>,
+    pub revoked: bool,
+    pub created_at: DateTime<Utc>,
+    pub online: Option<bool>,
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error("tracker {0} already exists")]
+    Exists(String),
+    #[error("no tracker {0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+fn random_token(len: usize, alphabet: &[u8]) -> String {
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| alphabet[rng.random_range(0..alphabet.len())] as char)
+        .collect()
+}
+
+/// The stored form of a device secret.
+pub fn hash_secret(secret: &[u8]) -> String {
+    let digest = Sha256::digest(secret);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// Compares in constant time, so response timing says nothing about how much of a guess was right.
+fn secret_matches(stored: &str, secret: &[u8]) -> bool {
+    let candidate = hash_secret(secret);
+    stored.len() == candidate.len()
+        && stored
+            .bytes()
+            .zip(candidate.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// argon2id with the crate's default (OWASP-recommended) parameters.
+pub fn hash_password(password: &str) -> Result<String, StorageError> {
+    let salt_bytes: [u8; 16] = rand::random();
+    let salt = SaltString::encode_b64(&salt_bytes)
+        .map_err(|e| StorageError::Pool(format!("hashing failed: {e}")))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| StorageError::Pool(format!("hashing failed: {e}")))
+}
+
+pub fn verify_password(stored: &str, password: &str) -> bool {
+    PasswordHash::new(stored)
+        .map(|hash| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &hash)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, StorageError> {
+    pool.get()
+        .await
+        .map_err(|e| StorageError::Pool(pool_error_reason(&e)))
+}
+
+/// Creates a tracker with a fresh secret and claim code, returned once in plain text.
+pub async fn provision(
+    pool: &Pool,
+    tracker: &TrackerId,
+    pet_name: Option<&str>,
+) -> Result<Provisioned, ProvisionError> {
+    let secret = random_token(
+        43,
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
+    );
+    // No 0/O or 1/I/L: people type this from a printed card.
+    let claim_code = random_token(12, b"ABCDEFGHJKMNPQRSTUVWXYZ23456789");
+    let claim_hash = tokio::task::spawn_blocking({
+        let code = claim_code.clone();
+        move || hash_password(&code)
+    })
+    .await
+    .map_err(|e| StorageError::Pool(e.to_string()))??;
+    let mut client = client(pool).await?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(StorageError::query("provisioning a tracker"))?;
+    let inserted = tx
+        .execute(
+            "INSERT INTO trackers (tracker_id, pet_name, secret_hash, claim_code_hash)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (tracker_id) DO NOTHING",
+            &[
+                &tracker.as_str(),
+                &pet_name,
+                &hash_secret(secret.as_bytes()),
+                &claim_hash,
+            ],
+        )
+        .await
+        .map_err(StorageError::query("provisioning a tracker"))?;
+    if inserted == 0 {
+        return Err(ProvisionError::Exists(tracker.to_string()));
+    }
+    tx.execute(
+        "INSERT INTO tracker_status (tracker_id) VALUES ($1) ON CONFLICT DO NOTHING",
+        &[&tracker.as_str()],
+    )
+    .await
+    .map_err(StorageError::query("provisioning a tracker"))?;
+    tx.commit()
+        .await
+        .map_err(StorageError::query("provisioning a tracker"))?;
+    Ok(Provisioned {
+        tracker_id: tracker.to_string(),
+        secret,
+        claim_code,
+    })
+}
+
+/// Whether `secret` is the current secret of a tracker that is not revoked.
+pub async fn authenticate(
+    pool: &Pool,
+    tracker: &TrackerId,
+    secret: &[u8],
+) -> Result<bool, StorageError> {
+    let client = client(pool).await?;
+    let row = client
+        .query_opt(
+            "SELECT secret_hash FROM trackers WHERE tracker_id = $1 AND NOT revoked",
+            &[&tracker.as_str()],
+        )
+        .await
+        .map_err(StorageError::query("authenticating a device"))?;
+    Ok(row.is_some_and(|r| secret_matches(r.get(0), secret)))
+}
+
+/// Marks a tracker revoked; its credentials stop working at once.
+pub async fn revoke(pool: &Pool, tracker: &TrackerId) -> Result<(), ProvisionError> {
+    let client = client(pool).await?;
+    let n = client
+        .execute(
+            "UPDATE trackers SET revoked = true, revoked_at = coalesce(revoked_at, now()) WHERE tracker_id = $1",
+            &[&tracker.as_str()],
+        )
+        .await
+        .map_err(StorageError::query("revoking a tracker"))?;
+    if n == 0 {
+        return Err(ProvisionError::NotFound(tracker.to_string()));
+    }
+    Ok(())
+}
+
+/// Every tracker with its connection state, oldest first.
+pub async fn list(pool: &Pool) -> Result<Vec<TrackerInfo>, StorageError> {
+    let client = client(pool).await?;
+    let rows = client
+        .query(
+            "SELECT t.tracker_id, t.pet_name, t.owner_id, t.revoked, t.created_at, s.online, s.last_seen
+             FROM trackers t LEFT JOIN tracker_status s USING (tracker_id)
+             ORDER BY t.created_at, t.tracker_id",
+            &[],
+        )
+        .await
+        .map_err(StorageError::query("listing trackers"))?;
+    Ok(rows
+        .iter()
+        .map(|r| TrackerInfo {
+            tracker_id: r.get(0),
+            pet_name: r.get(1),
+            owner_id: r.get(2),
+            revoked: r.get(3),
+            created_at: r.get(4),
+            online: r.get(5),
+            last_seen: r.get(6),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_matches_only_its_own_hash() {
+        let stored = hash_secret(b"right");
+        assert!(secret_matches(&stored, b"right"));
+        assert!(!secret_matches(&stored, b"wrong"));
+        assert!(!secret_matches("", b"right"));
+    }
+
+    #[test]
+    fn a_password_hash_verifies_only_the_password() {
+        let stored = hash_password("correct horse").unwrap();
+        assert!(stored.starts_with("$argon2id$"));
+        assert!(verify_password(&stored, "correct horse"));
+        assert!(!verify_password(&stored, "battery staple"));
+        assert!(!verify_password("not a hash", "x"));
+    }
+}

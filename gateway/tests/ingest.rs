@@ -1,0 +1,367 @@
+//! The ingest pipeline against a real PostgreSQL, driven through the same hooks the broker calls.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, TimeDelta, Utc};
+use gateway::broker::{DeviceHooks, DevicePublish};
+use gateway::ingest::{self, IngestConfig, IngestHandle};
+use gateway::protocol::TrackerId;
+use gateway::shutdown::{self, ShutdownTrigger};
+use gateway::storage::trackers;
+use gateway::testing::{TestDb, dedicated_cluster, fresh_database};
+
+struct Pipeline {
+    handle: IngestHandle,
+    trigger: ShutdownTrigger,
+}
+
+fn config(spool: &str) -> IngestConfig {
+    IngestConfig {
+        batch_size: 100,
+        batch_timeout: Duration::from_millis(10),
+        spool_dir: std::env::temp_dir()
+            .join(format!("pettracker-spool-{spool}-{}", std::process::id())),
+        ..IngestConfig::default()
+    }
+}
+
+fn start(pool: &deadpool_postgres::Pool, config: IngestConfig) -> Pipeline {
+    let _ = std::fs::remove_dir_all(&config.spool_dir);
+    let (trigger, shutdown) = shutdown::channel();
+    let handle = ingest::start(pool.clone(), config, shutdown).unwrap();
+    Pipeline { handle, trigger }
+}
+
+impl Pipeline {
+    async fn publish(
+        &self,
+        tracker: &str,
+        kind: &str,
+        payload: impl Into<Bytes>,
+        qos: u8,
+    ) -> Result<(), gateway::broker::Refused> {
+        self.handle
+            .hooks
+            .accept_publish(DevicePublish {
+                tracker: TrackerId::parse(tracker).unwrap(),
+                topic: format!("trackers/{tracker}/{kind}"),
+                payload: payload.into(),
+                qos,
+                received_at: Utc::now(),
+                last_will: false,
+            })
+            .await
+    }
+
+    async fn stop(self) -> Vec<ingest::AckDue> {
+        self.trigger.trigger();
+        self.handle.task.await.unwrap();
+        let mut acks = self.handle.acks;
+        let mut out = Vec::new();
+        while let Ok(ack) = acks.try_recv() {
+            out.push(ack);
+        }
+        out
+    }
+}
+
+fn fix(ts: DateTime<Utc>, lat: f64, seq: u64) -> String {
+    format!(
+        r#"{{"ts":"{}","lat":{lat},"lon":13.405,"acc":5.0,"bat":80,"seq":{seq}}}"#,
+        ts.to_rfc3339()
+    )
+}
+
+async fn provisioned(db: &TestDb, id: &str) {
+    trackers::provision(&db.pool, &TrackerId::parse(id).unwrap(), Some("Rex"))
+        .await
+        .unwrap();
+}
+
+async fn count(db: &TestDb, sql: &str) -> i64 {
+    db.pool
+        .get()
+        .await
+        .unwrap()
+        .query_one(sql, &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn a_qos1_fix_is_committed_before_its_publish_is_accepted() {
+    let db = fresh_database().await;
+    provisioned(&db, "rex").await;
+    let p = start(&db.pool, config("qos1"));
+    let now = Utc::now();
+    p.publish("rex", "telemetry", fix(now, 52.52, 7), 1)
+        .await
+        .unwrap();
+    // No waiting: acceptance of a QoS 1 publish means the row is already there.
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM positions WHERE tracker_id = 'rex'"
+        )
+        .await,
+        1
+    );
+    let acks = p.stop().await;
+    assert_eq!(
+        acks,
+        vec![ingest::AckDue {
+            tracker: "rex".into(),
+            seq: 7
+        }]
+    );
+}
+
+#[tokio::test]
+async fn every_valid_protocol_vector_is_stored_and_every_invalid_one_is_dead_lettered() {
+    use gateway::protocol::vectors::{Expectation, FixOutcome};
+    let db = fresh_database().await;
+    provisioned(&db, "vector-collar-1").await;
+    let vectors: Vec<_> = gateway::protocol::test_vectors()
+        .into_iter()
+        .filter(|v| v.topic.ends_with("/telemetry"))
+        .collect();
+    let mut cfg = config("vectors");
+    // The vectors' time rules are stated against their own server clock.
+    cfg.clock = ingest::Clock::Fixed(vectors[0].now);
+    let p = start(&db.pool, cfg);
+    let mut stored_times = std::collections::BTreeSet::new();
+    let mut expected_dead = 0;
+    for v in &vectors {
+        assert_eq!(v.now, vectors[0].now, "vectors share one clock");
+        match &v.expect {
+            Expectation::Fixes(outcomes) => {
+                for o in outcomes {
+                    match o {
+                        FixOutcome::Accepted(fix) => {
+                            let ts: DateTime<Utc> = fix["ts"].as_str().unwrap().parse().unwrap();
+                            stored_times.insert(ts);
+                        }
+                        FixOutcome::Rejected(_) => expected_dead += 1,
+                    }
+                }
+            }
+            Expectation::DeadLetter(_) => expected_dead += 1,
+            other => panic!("unexpected telemetry expectation {other:?}"),
+        }
+        p.publish("vector-collar-1", "telemetry", v.payload.clone(), 1)
+            .await
+            .unwrap();
+    }
+    p.stop().await;
+    // Vectors that share a device time are one fix: each (tracker, time) is stored once.
+    let client = db.pool.get().await.unwrap();
+    let times: std::collections::BTreeSet<DateTime<Utc>> = client
+        .query("SELECT device_time FROM positions", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(times, stored_times);
+    let dead = count(
+        &db,
+        "SELECT count(*) FROM dead_letters WHERE tracker_id = 'vector-collar-1' AND reason <> ''",
+    )
+    .await;
+    assert_eq!(dead, expected_dead);
+}
+
+#[tokio::test]
+async fn the_same_fix_sent_three_times_is_stored_once() {
+    let db = fresh_database().await;
+    provisioned(&db, "rex").await;
+    let p = start(&db.pool, config("dup"));
+    let t = Utc::now() - TimeDelta::minutes(1);
+    for qos in [0, 1, 1] {
+        p.publish("rex", "telemetry", fix(t, 52.52, 1), qos)
+            .await
+            .unwrap();
+    }
+    p.stop().await;
+    assert_eq!(count(&db, "SELECT count(*) FROM positions").await, 1);
+}
+
+#[tokio::test]
+async fn a_late_batch_of_old_fixes_is_stored_but_does_not_move_the_last_fix_back() {
+    let db = fresh_database().await;
+    provisioned(&db, "rex").await;
+    let p = start(&db.pool, config("order"));
+    let now = Utc::now();
+    p.publish("rex", "telemetry", fix(now, 52.60, 10), 1)
+        .await
+        .unwrap();
+    let old: Vec<String> = (1..=5)
+        .map(|i| fix(now - TimeDelta::minutes(i), 52.50, 10 - i as u64))
+        .collect();
+    p.publish("rex", "telemetry", format!("[{}]", old.join(",")), 1)
+        .await
+        .unwrap();
+    p.stop().await;
+    assert_eq!(count(&db, "SELECT count(*) FROM positions").await, 6);
+    let row = db
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT last_lat, last_seq, last_fix_time FROM tracker_status WHERE tracker_id = 'rex'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, f64>(0), 52.60);
+    assert_eq!(row.get::<_, i64>(1), 10);
+}
+
+#[tokio::test]
+async fn one_bad_fix_in_a_batch_is_dead_lettered_and_the_others_are_stored() {
+    let db = fresh_database().await;
+    provisioned(&db, "rex").await;
+    let p = start(&db.pool, config("mixed"));
+    let now = Utc::now();
+    let batch = format!(
+        "[{},{},{}]",
+        fix(now - TimeDelta::seconds(2), 52.5, 1),
+        fix(now - TimeDelta::seconds(1), 91.0, 2),
+        fix(now, 52.6, 3)
+    );
+    p.publish("rex", "telemetry", batch, 1).await.unwrap();
+    p.publish("rex", "telemetry", "{not json", 1).await.unwrap();
+    let acks = p.stop().await;
+    assert_eq!(count(&db, "SELECT count(*) FROM positions").await, 2);
+    let reasons: Vec<String> = db
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query("SELECT reason FROM dead_letters ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons[0].starts_with("lat"), "{reasons:?}");
+    assert!(reasons[1].to_lowercase().contains("json"), "{reasons:?}");
+    assert_eq!(acks.last().unwrap().seq, 3);
+}
+
+#[tokio::test]
+async fn status_and_presence_messages_update_the_tracker_status() {
+    let db = fresh_database().await;
+    provisioned(&db, "rex").await;
+    let p = start(&db.pool, config("status"));
+    p.handle
+        .hooks
+        .connected(&TrackerId::parse("rex").unwrap())
+        .await;
+    p.publish(
+        "rex",
+        "status",
+        r#"{"bat":42,"chg":true,"fw":"1.4.2","rssi":-71}"#,
+        1,
+    )
+    .await
+    .unwrap();
+    let row = db
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query_one("SELECT online, battery, charging, firmware, signal_dbm FROM tracker_status WHERE tracker_id = 'rex'", &[])
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0));
+    assert_eq!(row.get::<_, i16>(1), 42);
+    assert!(row.get::<_, bool>(2));
+    assert_eq!(row.get::<_, String>(3), "1.4.2");
+    assert_eq!(row.get::<_, i16>(4), -71);
+    p.publish("rex", "online", "offline", 1).await.unwrap();
+    p.stop().await;
+    let online: bool = db
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT online FROM tracker_status WHERE tracker_id = 'rex'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!online);
+}
+
+#[tokio::test]
+async fn fixes_sent_while_the_database_is_down_are_spooled_and_stored_exactly_once_when_it_returns()
+{
+    let mut pg = tokio::task::spawn_blocking(|| dedicated_cluster("outage"))
+        .await
+        .unwrap();
+    let pool = gateway::storage::connect(&pg.url(), 4).await.unwrap();
+    gateway::storage::migrate(&pool, gateway::storage::TimescalePreference::Auto)
+        .await
+        .unwrap();
+    trackers::provision(&pool, &TrackerId::parse("rex").unwrap(), None)
+        .await
+        .unwrap();
+    let p = start(&pool, config("outage"));
+    let base = Utc::now() - TimeDelta::minutes(10);
+    let mut seq = 0u64;
+    let mut send = async |n: usize, p: &Pipeline| {
+        for _ in 0..n {
+            seq += 1;
+            p.publish(
+                "rex",
+                "telemetry",
+                fix(base + TimeDelta::seconds(seq as i64), 52.5, seq),
+                1,
+            )
+            .await
+            .unwrap();
+        }
+    };
+    send(50, &p).await;
+    pg = tokio::task::spawn_blocking(move || {
+        pg.stop().unwrap();
+        pg
+    })
+    .await
+    .unwrap();
+    // Accepted while the database is down: they are durable in the spool.
+    send(50, &p).await;
+    let spool_files = std::fs::read_dir(&config("outage").spool_dir)
+        .unwrap()
+        .count();
+    assert!(spool_files > 0, "nothing was spooled");
+    pg = tokio::task::spawn_blocking(move || {
+        pg.restart().unwrap();
+        pg
+    })
+    .await
+    .unwrap();
+    send(50, &p).await;
+    let acks = p.stop().await;
+    let stored: i64 = pool
+        .get()
+        .await
+        .unwrap()
+        .query_one("SELECT count(*) FROM positions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 150);
+    assert_eq!(acks.iter().map(|a| a.seq).max(), Some(150));
+    pool.close();
+    tokio::task::spawn_blocking(move || pg.stop().unwrap())
+        .await
+        .unwrap();
+}

@@ -1,0 +1,182 @@
+//! The `pettracker` binary as an operator meets it: migrate, serve, shut down, and clear errors.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gateway::testing::{empty_database, fresh_database};
+use secrecy::ExposeSecret;
+
+fn pettracker() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pettracker"));
+    // Only what a test sets explicitly reaches the binary.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("PETTRACKER_") || key == "DATABASE_URL" || key == "RUST_LOG" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+fn error_lines(stderr: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn migrate_twice_applies_everything_then_nothing() {
+    let db = empty_database().await;
+    let run = || {
+        pettracker()
+            .arg("migrate")
+            .env("DATABASE_URL", db.url.expose_secret())
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(String::from_utf8_lossy(&first.stdout).contains("applied migrations [1, 2, 3, 4]"));
+    let second = run();
+    assert!(second.status.success());
+    assert!(
+        String::from_utf8_lossy(&second.stdout).contains("nothing to do"),
+        "{}",
+        String::from_utf8_lossy(&second.stdout)
+    );
+}
+
+#[test]
+fn a_malformed_database_url_is_one_error_line_naming_the_key() {
+    let out = pettracker()
+        .arg("migrate")
+        .env("DATABASE_URL", "postgres://u:hunter2@127.0.0.1:notaport/db")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let errors = error_lines(&out.stderr);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("database.url") && errors[0].contains("DATABASE_URL"),
+        "{errors:?}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("hunter2"));
+}
+
+#[test]
+fn an_unreachable_database_is_one_error_line_naming_the_server() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = pettracker()
+        .arg("migrate")
+        .env(
+            "DATABASE_URL",
+            format!("postgres://u:pw@127.0.0.1:{port}/pets"),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let errors = error_lines(&out.stderr);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains(&format!("127.0.0.1:{port}/pets")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn without_postgresql_installed_the_error_says_what_to_install_and_creates_nothing() {
+    let data_dir = std::env::temp_dir().join(format!("pettracker-nopg-{}", std::process::id()));
+    let out = pettracker()
+        .arg("migrate")
+        .env("PETTRACKER_PG_BINDIR", "/nonexistent/postgresql/bin")
+        .env("PETTRACKER_DATABASE_DATA_DIR", &data_dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let errors = error_lines(&out.stderr);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("install PostgreSQL") && errors[0].contains("DATABASE_URL"),
+        "{errors:?}"
+    );
+    assert!(!data_dir.exists());
+}
+
+#[test]
+fn a_bad_setting_in_the_config_file_is_named() {
+    let path = std::env::temp_dir().join(format!("pettracker-badcfg-{}.toml", std::process::id()));
+    std::fs::write(&path, "[database]\npool_size = 0\n").unwrap();
+    let out = pettracker()
+        .args(["--config"])
+        .arg(&path)
+        .arg("migrate")
+        .output()
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let errors = error_lines(&out.stderr);
+    assert!(
+        errors[0].contains("database.pool_size") && errors[0].contains("0 is outside"),
+        "{errors:?}"
+    );
+}
+
+#[tokio::test]
+async fn serve_answers_health_checks_and_stops_cleanly_on_sigterm() {
+    let db = fresh_database().await;
+    let mut child = pettracker()
+        .args([
+            "serve",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--mqtt-addr",
+            "127.0.0.1:0",
+        ])
+        .env("DATABASE_URL", db.url.expose_secret())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let addr = loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("serve never said it was serving");
+        if let Some(rest) = line.split("http_addr=").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    let health = reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let ready = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
