@@ -43,6 +43,36 @@ pub enum Command {
     Migrate,
     /// Run a self-contained demo: private database, broker, API and simulated pets.
     Demo(DemoArgs),
+    /// Manage trackers (collars): provision credentials, list them, revoke them.
+    #[command(subcommand)]
+    Tracker(TrackerCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrackerCommand {
+    /// Create a tracker and print its device secret and claim code. They are stored hashed and
+    /// shown only this once: flash the secret into the collar, print the claim code on its box.
+    Provision {
+        /// Tracker id: 1-64 letters, digits, '-' or '_' (it is the MQTT client id and username).
+        id: String,
+        /// The pet's name, shown to owners.
+        #[arg(long)]
+        pet_name: Option<String>,
+        /// Print one JSON object {"tracker_id","secret","claim_code"} instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List every tracker with its owner, revocation and connection state.
+    List {
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a tracker: its credentials stop working and a connected collar is disconnected.
+    Revoke {
+        /// The tracker id.
+        id: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -160,6 +190,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Tracker(command) => {
+            let config = load_config(&cli, &[])?;
+            crate::logging::init(config.log.format, "warn");
+            let database = crate::database::Database::open(&config).await?;
+            let result = async {
+                database.migrate(&config).await?;
+                tracker_command(&database.pool, command).await
+            }
+            .await;
+            database.close().await;
+            result
+        }
         Command::Demo(args) => {
             let mut config = load_config(
                 &cli,
@@ -181,4 +223,63 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             app.run_until(crate::app::termination_signal()).await
         }
     }
+}
+
+async fn tracker_command(
+    pool: &deadpool_postgres::Pool,
+    command: &TrackerCommand,
+) -> anyhow::Result<()> {
+    use gateway::protocol::TrackerId;
+    use gateway::storage::trackers;
+    let parse = |id: &str| {
+        TrackerId::parse(id).map_err(|e| anyhow::anyhow!("invalid tracker id {id:?}: {e}"))
+    };
+    match command {
+        TrackerCommand::Provision { id, pet_name, json } => {
+            let provisioned = trackers::provision(pool, &parse(id)?, pet_name.as_deref()).await?;
+            if *json {
+                println!("{}", serde_json::to_string(&provisioned)?);
+            } else {
+                println!("tracker:    {}", provisioned.tracker_id);
+                println!("secret:     {}", provisioned.secret);
+                println!("claim code: {}", provisioned.claim_code);
+                println!("(shown once: both are stored hashed)");
+            }
+        }
+        TrackerCommand::List { json } => {
+            let list = trackers::list(pool).await?;
+            if *json {
+                println!("{}", serde_json::to_string(&list)?);
+            } else {
+                println!(
+                    "{:<24} {:<16} {:<8} {:<8} {:<7} LAST SEEN",
+                    "TRACKER", "PET", "OWNER", "REVOKED", "ONLINE"
+                );
+                for t in list {
+                    println!(
+                        "{:<24} {:<16} {:<8} {:<8} {:<7} {}",
+                        t.tracker_id,
+                        t.pet_name.unwrap_or_default(),
+                        t.owner_id
+                            .map(|o| o.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                        if t.revoked { "yes" } else { "no" },
+                        if t.online.unwrap_or(false) {
+                            "yes"
+                        } else {
+                            "no"
+                        },
+                        t.last_seen
+                            .map(|s| s.to_rfc3339())
+                            .unwrap_or_else(|| "never".into()),
+                    );
+                }
+            }
+        }
+        TrackerCommand::Revoke { id } => {
+            trackers::revoke(pool, &parse(id)?).await?;
+            println!("tracker {id} revoked");
+        }
+    }
+    Ok(())
 }

@@ -20,6 +20,7 @@ pub struct Config {
     pub mqtt: MqttConfig,
     pub database: DatabaseConfig,
     pub storage: StorageConfig,
+    pub ingest: IngestSettings,
     pub log: LogConfig,
 }
 
@@ -46,6 +47,18 @@ pub struct MqttConfig {
     /// Accept any client without credentials or topic checks. For trying the broker by hand only:
     /// it is logged loudly at start.
     pub open: bool,
+    /// MQTT over TLS; needs `tls_cert` and `tls_key`. Unset: no TLS listener.
+    pub tls_addr: Option<SocketAddr>,
+    /// PEM certificate chain for the TLS listener.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for the TLS listener.
+    pub tls_key: Option<PathBuf>,
+    /// MQTT over WebSocket (path `/mqtt`). Unset: no WebSocket listener.
+    pub ws_addr: Option<SocketAddr>,
+    /// Most simultaneous device connections.
+    pub max_connections: usize,
+    /// Largest MQTT packet; larger ones close the connection.
+    pub max_packet_size: u32,
 }
 
 impl Default for MqttConfig {
@@ -53,6 +66,85 @@ impl Default for MqttConfig {
         Self {
             addr: SocketAddr::from(([0, 0, 0, 0], 1883)),
             open: false,
+            tls_addr: None,
+            tls_cert: None,
+            tls_key: None,
+            ws_addr: None,
+            max_connections: 200_000,
+            max_packet_size: 512 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestSettings {
+    /// Rows per database transaction at most.
+    pub batch_size: usize,
+    /// A batch is written at the latest this long after its first row arrived.
+    pub batch_timeout_ms: u64,
+    /// Messages waiting for decoding; when full, publishers wait (backpressure).
+    pub queue_capacity: usize,
+    /// How long a QoS 1 publish may wait to be stored before the collar is told to resend.
+    pub accept_timeout_ms: u64,
+    /// Where batches wait on disk while the database is unreachable.
+    pub spool_dir: PathBuf,
+    /// A tracker that says nothing for this long is marked offline.
+    pub silence_timeout_secs: u64,
+    /// Fixes dated further than this in the future are refused (broken device clock).
+    pub max_future_skew_secs: u64,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        Self {
+            batch_size: 1000,
+            batch_timeout_ms: 20,
+            queue_capacity: 10_000,
+            accept_timeout_ms: 5_000,
+            spool_dir: PathBuf::from("data/spool"),
+            silence_timeout_secs: 600,
+            max_future_skew_secs: 300,
+        }
+    }
+}
+
+impl Config {
+    /// The pipeline settings the gateway takes.
+    pub fn ingest_config(&self) -> gateway::ingest::IngestConfig {
+        let i = &self.ingest;
+        gateway::ingest::IngestConfig {
+            batch_size: i.batch_size,
+            batch_timeout: std::time::Duration::from_millis(i.batch_timeout_ms),
+            queue_capacity: i.queue_capacity,
+            accept_timeout: std::time::Duration::from_millis(i.accept_timeout_ms),
+            spool_dir: i.spool_dir.clone(),
+            silence_timeout: std::time::Duration::from_secs(i.silence_timeout_secs),
+            limits: gateway::protocol::ValidationLimits {
+                max_future_skew: chrono::TimeDelta::seconds(i.max_future_skew_secs as i64),
+                max_age: chrono::TimeDelta::days(i64::from(self.storage.retention_days)),
+            },
+            clock: gateway::ingest::Clock::System,
+        }
+    }
+
+    /// The listener settings the broker takes.
+    pub fn broker_config(&self) -> gateway::broker::BrokerConfig {
+        let m = &self.mqtt;
+        gateway::broker::BrokerConfig {
+            tcp: Some(m.addr),
+            tls: match (m.tls_addr, &m.tls_cert, &m.tls_key) {
+                (Some(addr), Some(cert), Some(key)) => Some(gateway::broker::TlsListener {
+                    addr,
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => None,
+            },
+            ws: m.ws_addr,
+            open: m.open,
+            max_packet_size: m.max_packet_size,
+            max_connections: m.max_connections,
         }
     }
 }
@@ -131,27 +223,29 @@ pub enum Kind {
 }
 
 /// Every setting: dotted key, type, and what it is for (shown in docs/operations.md).
+#[rustfmt::skip]
 pub const KEYS: &[(&str, Kind, &str)] = &[
     ("http.addr", Kind::Str, "HTTP listen address"),
     ("mqtt.addr", Kind::Str, "MQTT/TCP listen address"),
-    (
-        "mqtt.open",
-        Kind::Bool,
-        "accept any MQTT client (development only)",
-    ),
-    (
-        "database.url",
-        Kind::Secret,
-        "PostgreSQL URL; unset runs a private cluster",
-    ),
-    (
-        "database.data_dir",
-        Kind::Str,
-        "directory of the private cluster",
-    ),
+    ("mqtt.open", Kind::Bool, "accept any MQTT client (development only)"),
+    ("mqtt.tls_addr", Kind::Str, "MQTT/TLS listen address (unset: off)"),
+    ("mqtt.tls_cert", Kind::Str, "PEM certificate chain for MQTT/TLS"),
+    ("mqtt.tls_key", Kind::Str, "PEM private key for MQTT/TLS"),
+    ("mqtt.ws_addr", Kind::Str, "MQTT over WebSocket listen address (unset: off)"),
+    ("mqtt.max_connections", Kind::Int, "most simultaneous device connections"),
+    ("mqtt.max_packet_size", Kind::Int, "largest MQTT packet in bytes"),
+    ("database.url", Kind::Secret, "PostgreSQL URL; unset runs a private cluster"),
+    ("database.data_dir", Kind::Str, "directory of the private cluster"),
     ("database.pool_size", Kind::Int, "database connections"),
     ("database.timescaledb", Kind::Str, "auto | required | off"),
     ("storage.retention_days", Kind::Int, "days of history kept"),
+    ("ingest.batch_size", Kind::Int, "rows per database transaction at most"),
+    ("ingest.batch_timeout_ms", Kind::Int, "longest wait before a partial batch is written"),
+    ("ingest.queue_capacity", Kind::Int, "messages waiting for decoding before publishers wait"),
+    ("ingest.accept_timeout_ms", Kind::Int, "longest wait for a QoS 1 publish to be stored"),
+    ("ingest.spool_dir", Kind::Str, "directory for batches while the database is down"),
+    ("ingest.silence_timeout_secs", Kind::Int, "silence after which a tracker is offline"),
+    ("ingest.max_future_skew_secs", Kind::Int, "how far in the future a fix may be dated"),
     ("log.format", Kind::Str, "text | json"),
     ("log.level", Kind::Str, "tracing filter, e.g. info"),
 ];
@@ -336,6 +430,33 @@ impl Config {
                 "must be at least 1".to_owned(),
             ));
         }
+        if self.mqtt.tls_addr.is_some()
+            && (self.mqtt.tls_cert.is_none() || self.mqtt.tls_key.is_none())
+        {
+            return Err(fail(
+                "mqtt.tls_addr",
+                "a TLS listener needs mqtt.tls_cert and mqtt.tls_key (see broker-config/README.md)"
+                    .to_owned(),
+            ));
+        }
+        for (key, value) in [
+            ("ingest.batch_size", self.ingest.batch_size),
+            ("ingest.queue_capacity", self.ingest.queue_capacity),
+            ("mqtt.max_connections", self.mqtt.max_connections),
+        ] {
+            if value == 0 {
+                return Err(fail(key, "must be at least 1".to_owned()));
+            }
+        }
+        if self.ingest.accept_timeout_ms == 0 || self.ingest.accept_timeout_ms > 30_000 {
+            return Err(fail(
+                "ingest.accept_timeout_ms",
+                format!(
+                    "{} is outside 1..=30000: a publish hook blocks its connection, so it must stay below the collars' keep-alive",
+                    self.ingest.accept_timeout_ms
+                ),
+            ));
+        }
         if let Some(url) = &self.database.url {
             gateway::storage::describe_url(url).map_err(|e| fail("database.url", e.to_string()))?;
         }
@@ -459,6 +580,8 @@ mod tests {
                 Kind::Str if key.ends_with("addr") => "127.0.0.1:9",
                 Kind::Str if key.ends_with("timescaledb") => "auto",
                 Kind::Str if key.ends_with("format") => "json",
+                Kind::Str if key.ends_with("_addr") => "127.0.0.1:9",
+                Kind::Str if key.contains("tls_") || key.ends_with("_dir") => "/tmp/x",
                 Kind::Str => "info",
             };
             let name = env_name(key);

@@ -232,15 +232,41 @@ async fn drop_stale_databases(admin: &tokio_postgres::Client) {
 }
 
 /// A private cluster for one test that needs to stop and start the server (outage tests).
-pub fn dedicated_cluster(label: &str) -> PrivatePostgres {
+/// Dropping it stops the server and deletes its files.
+pub struct DedicatedCluster(Option<PrivatePostgres>, PathBuf);
+
+impl std::ops::Deref for DedicatedCluster {
+    type Target = PrivatePostgres;
+    fn deref(&self) -> &PrivatePostgres {
+        self.0.as_ref().expect("cluster present until drop")
+    }
+}
+
+impl std::ops::DerefMut for DedicatedCluster {
+    fn deref_mut(&mut self) -> &mut PrivatePostgres {
+        self.0.as_mut().expect("cluster present until drop")
+    }
+}
+
+impl Drop for DedicatedCluster {
+    fn drop(&mut self) {
+        if let Some(pg) = self.0.take() {
+            let _ = pg.stop();
+        }
+        let _ = std::fs::remove_dir_all(&self.1);
+    }
+}
+
+pub fn dedicated_cluster(label: &str) -> DedicatedCluster {
     let root = std::env::temp_dir().join(format!(
         "pettracker-{label}-{}-{}",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
     let _ = std::fs::remove_dir_all(&root);
-    let mut opts = PrivateDbOptions::new(root);
+    let mut opts = PrivateDbOptions::new(&root);
     opts.settings = fast_settings();
-    PrivatePostgres::start(opts)
-        .unwrap_or_else(|e| panic!("cannot start a dedicated PostgreSQL: {e}"))
+    let pg = PrivatePostgres::start(opts)
+        .unwrap_or_else(|e| panic!("cannot start a dedicated PostgreSQL: {e}"));
+    DedicatedCluster(Some(pg), root)
 }

@@ -14,6 +14,7 @@ use gateway::testing::{TestDb, dedicated_cluster, fresh_database};
 struct Pipeline {
     handle: IngestHandle,
     trigger: ShutdownTrigger,
+    spool_dir: std::path::PathBuf,
 }
 
 fn config(spool: &str) -> IngestConfig {
@@ -29,8 +30,13 @@ fn config(spool: &str) -> IngestConfig {
 fn start(pool: &deadpool_postgres::Pool, config: IngestConfig) -> Pipeline {
     let _ = std::fs::remove_dir_all(&config.spool_dir);
     let (trigger, shutdown) = shutdown::channel();
+    let spool_dir = config.spool_dir.clone();
     let handle = ingest::start(pool.clone(), config, shutdown).unwrap();
-    Pipeline { handle, trigger }
+    Pipeline {
+        handle,
+        trigger,
+        spool_dir,
+    }
 }
 
 impl Pipeline {
@@ -62,6 +68,7 @@ impl Pipeline {
         while let Ok(ack) = acks.try_recv() {
             out.push(ack);
         }
+        let _ = std::fs::remove_dir_all(&self.spool_dir);
         out
     }
 }

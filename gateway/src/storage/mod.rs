@@ -2,6 +2,7 @@
 
 pub mod ingest;
 pub mod migrate;
+pub mod notify;
 pub mod private;
 pub mod trackers;
 

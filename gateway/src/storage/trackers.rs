@@ -169,10 +169,15 @@ pub async fn authenticate(
     Ok(row.is_some_and(|r| secret_matches(r.get(0), secret)))
 }
 
-/// Marks a tracker revoked; its credentials stop working at once.
+/// Marks a tracker revoked; its credentials stop working at once, and running servers
+/// are told (NOTIFY) to disconnect it.
 pub async fn revoke(pool: &Pool, tracker: &TrackerId) -> Result<(), ProvisionError> {
-    let client = client(pool).await?;
-    let n = client
+    let mut client = client(pool).await?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(StorageError::query("revoking a tracker"))?;
+    let n = tx
         .execute(
             "UPDATE trackers SET revoked = true, revoked_at = coalesce(revoked_at, now()) WHERE tracker_id = $1",
             &[&tracker.as_str()],
@@ -182,6 +187,15 @@ pub async fn revoke(pool: &Pool, tracker: &TrackerId) -> Result<(), ProvisionErr
     if n == 0 {
         return Err(ProvisionError::NotFound(tracker.to_string()));
     }
+    tx.execute(
+        "SELECT pg_notify($1, $2)",
+        &[&super::notify::TRACKER_REVOKED, &tracker.as_str()],
+    )
+    .await
+    .map_err(StorageError::query("announcing a revocation"))?;
+    tx.commit()
+        .await
+        .map_err(StorageError::query("revoking a tracker"))?;
     Ok(())
 }
 

@@ -1,0 +1,151 @@
+//! The TimescaleDB path: migrations, hypertable, policies, continuous aggregate and the ingest write path.
+//!
+//! TimescaleDB is not packaged for the CI machine, so `.ci/timescale` serves PGlite with TimescaleDB
+//! over the wire protocol and runs these with `PETTRACKER_TIMESCALE_URL` set:
+//! `cargo test -p gateway --test timescale -- --ignored --test-threads=1`.
+//! That server holds one database and one connection at a time, hence pool size 1 and no fresh
+//! database per test.
+
+use chrono::{TimeDelta, TimeZone, Utc};
+use gateway::storage::ingest::{BatchRows, FixRow, write_batch};
+use gateway::storage::{self, Backend, TimescalePreference};
+use secrecy::SecretString;
+
+async fn pool() -> deadpool_postgres::Pool {
+    let url = std::env::var("PETTRACKER_TIMESCALE_URL")
+        .expect("set PETTRACKER_TIMESCALE_URL to a TimescaleDB server (see .ci/timescale)");
+    storage::connect(&SecretString::from(url), 1).await.unwrap()
+}
+
+fn fix(tracker: &str, t: chrono::DateTime<Utc>, lat: f64) -> FixRow {
+    FixRow {
+        tracker_id: tracker.into(),
+        device_time: t,
+        received_at: Utc::now(),
+        lat,
+        lon: 13.4,
+        altitude: None,
+        accuracy: Some(4.0),
+        speed: None,
+        heading: None,
+        satellites: Some(9),
+        battery: Some(80),
+        seq: None,
+    }
+}
+
+async fn one(pool: &deadpool_postgres::Pool, sql: &str) -> i64 {
+    pool.get()
+        .await
+        .unwrap()
+        .query_one(sql, &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+#[ignore = "needs a TimescaleDB server: run by .ci/timescale"]
+async fn migrations_build_the_timescaledb_schema_once_and_the_write_path_and_summaries_work() {
+    let pool = pool().await;
+    let first = storage::migrate(&pool, TimescalePreference::Required)
+        .await
+        .unwrap();
+    println!("first migration run: {first:?}");
+    assert_eq!(first.backend, Backend::TimescaleDb);
+    let second = storage::migrate(&pool, TimescalePreference::Required)
+        .await
+        .unwrap();
+    assert!(
+        second.applied.is_empty(),
+        "second run applied {:?}",
+        second.applied
+    );
+
+    let hypertables = one(
+        &pool,
+        "SELECT count(*) FROM timescaledb_information.hypertables WHERE hypertable_name = 'positions'",
+    )
+    .await;
+    assert_eq!(hypertables, 1, "positions is a hypertable");
+    let segment_by = one(
+        &pool,
+        "SELECT count(*) FROM timescaledb_information.compression_settings
+         WHERE hypertable_name = 'positions' AND attname = 'tracker_id' AND segmentby_column_index = 1",
+    )
+    .await;
+    assert_eq!(segment_by, 1, "compressed segments are per tracker");
+    let caggs = one(
+        &pool,
+        "SELECT count(*) FROM timescaledb_information.continuous_aggregates WHERE view_name = 'daily_summaries'",
+    )
+    .await;
+    assert_eq!(caggs, 1, "daily_summaries is a continuous aggregate");
+
+    storage::apply_retention(&pool, 30).await.unwrap();
+    storage::apply_retention(&pool, 30).await.unwrap();
+    let jobs = one(
+        &pool,
+        "SELECT count(*) FROM timescaledb_information.jobs
+         WHERE hypertable_name = 'positions' AND proc_name IN ('policy_retention', 'policy_compression')",
+    )
+    .await;
+    assert_eq!(jobs, 2, "one retention and one compression policy");
+
+    // Two days of fixes, one of them sent twice.
+    let day1 = Utc.with_ymd_and_hms(2026, 11, 20, 8, 0, 0).unwrap();
+    let day2 = day1 + TimeDelta::days(1);
+    let rows = BatchRows {
+        fixes: vec![
+            fix("ts-rex", day1, 52.50),
+            fix("ts-rex", day1 + TimeDelta::minutes(1), 52.51),
+            fix("ts-rex", day1 + TimeDelta::minutes(1), 52.51),
+            fix("ts-rex", day2, 52.60),
+        ],
+        ..BatchRows::default()
+    };
+    let outcome = {
+        let mut client = pool.get().await.unwrap();
+        write_batch(&mut client, &rows).await.unwrap()
+    };
+    assert_eq!((outcome.fixes_stored, outcome.duplicates), (3, 1));
+    let again = {
+        let mut client = pool.get().await.unwrap();
+        write_batch(&mut client, &rows).await.unwrap()
+    };
+    assert_eq!(
+        (again.fixes_stored, again.duplicates),
+        (0, 4),
+        "re-sent batch stored nothing"
+    );
+
+    let client = pool.get().await.unwrap();
+    client
+        .batch_execute("CALL refresh_continuous_aggregate('daily_summaries', NULL, NULL)")
+        .await
+        .unwrap();
+    let days = client
+        .query(
+            "SELECT day, points, first_lat, last_lat FROM daily_summaries WHERE tracker_id = 'ts-rex' ORDER BY day",
+            &[],
+        )
+        .await
+        .unwrap();
+    let days: Vec<(i64, f64, f64)> = days
+        .iter()
+        .map(|r| (r.get(1), r.get(2), r.get(3)))
+        .collect();
+    println!("daily summaries: {days:?}");
+    assert_eq!(days, vec![(2, 52.50, 52.51), (1, 52.60, 52.60)]);
+
+    let buckets: i64 = client
+        .query_one(
+            "SELECT count(*) FROM (SELECT time_bucket(INTERVAL '5 minutes', device_time) b
+             FROM positions WHERE tracker_id = 'ts-rex' GROUP BY b) x",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(buckets, 2);
+}
