@@ -4,8 +4,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use gateway::broker::{self, BrokerHandle};
+use gateway::ingest::{self, AckDue};
+use gateway::protocol::{self, Seq, TrackerId};
 use gateway::shutdown::{self, Shutdown, ShutdownTrigger};
+use gateway::storage::notify;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
@@ -15,6 +20,9 @@ use crate::http::{self, HttpState};
 /// A server started by [`spawn`]: its bound addresses and the means to stop it.
 pub struct RunningApp {
     pub http_addr: SocketAddr,
+    pub mqtt_addr: Option<SocketAddr>,
+    pub mqtt_tls_addr: Option<SocketAddr>,
+    pub mqtt_ws_addr: Option<SocketAddr>,
     pub pool: deadpool_postgres::Pool,
     trigger: ShutdownTrigger,
     task: JoinHandle<anyhow::Result<()>>,
@@ -28,10 +36,7 @@ impl RunningApp {
     }
 
     /// Waits until the server stops by itself (a fatal error) or `signal` completes.
-    pub async fn run_until(
-        self,
-        signal: impl std::future::Future<Output = ()>,
-    ) -> anyhow::Result<()> {
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
         let RunningApp {
             trigger, mut task, ..
         } = self;
@@ -50,7 +55,7 @@ impl RunningApp {
 pub async fn spawn(config: Config) -> anyhow::Result<RunningApp> {
     let http_listener = TcpListener::bind(config.http.addr).await.with_context(|| {
         format!(
-            "cannot listen on {} for HTTP (setting http.addr)",
+            "cannot listen on {} for HTTP (change http.addr / PETTRACKER_HTTP_ADDR / --http-addr)",
             config.http.addr
         )
     })?;
@@ -59,43 +64,128 @@ pub async fn spawn(config: Config) -> anyhow::Result<RunningApp> {
     let database = Database::open(&config).await?;
     let report = database.migrate(&config).await?;
     tracing::info!(backend = report.backend.as_str(), version = report.current, applied = ?report.applied, "database schema ready");
-    if let Err(err) =
-        gateway::storage::apply_retention(&database.pool, config.storage.retention_days).await
-    {
+    if let Err(err) = gateway::storage::apply_retention(&database.pool, config.storage.retention_days).await {
         tracing::warn!(%err, "could not apply the retention window");
     }
 
     let (trigger, shutdown) = shutdown::channel();
+    // The pipeline stops only after the broker has stopped feeding it.
+    let (ingest_trigger, ingest_shutdown) = shutdown::channel();
+    let pipeline = ingest::start(database.pool.clone(), config.ingest_config(), ingest_shutdown)
+        .context("cannot open the ingest spool (setting ingest.spool_dir)")?;
+
+    if config.mqtt.open {
+        tracing::warn!(
+            "MQTT OPEN MODE: any client may connect without credentials and publish for any tracker. \
+             Never use this outside development (setting mqtt.open / --mqtt-open)."
+        );
+    }
+    let broker = broker::start(config.broker_config(), pipeline.hooks.clone()).await?;
+    let (mqtt_addr, mqtt_tls_addr, mqtt_ws_addr) = (broker.tcp_addr(), broker.tls_addr(), broker.ws_addr());
+    let broker = Arc::new(broker);
+
+    let ack_task = tokio::spawn(forward_acks(pipeline.acks, broker.clone()));
+    let revoked = notify::listen(database.url.clone(), notify::TRACKER_REVOKED, shutdown.clone());
+    let revoke_task = tokio::spawn(kick_revoked(revoked, broker.clone()));
+
+    let ready_broker = broker.clone();
     let state = HttpState {
         pool: database.pool.clone(),
         metrics: http::metrics_handle(),
-        broker_ready: Arc::new(|| true),
+        broker_ready: Arc::new(move || ready_broker.is_listening()),
     };
     let pool = database.pool.clone();
-    let task = tokio::spawn(run(http_listener, state, database, shutdown));
-    tracing::info!(%http_addr, "pettracker is serving");
+    let parts = Parts {
+        http_listener,
+        state,
+        database,
+        broker,
+        ack_task,
+        revoke_task,
+        ingest_trigger,
+        ingest_task: pipeline.task,
+    };
+    let task = tokio::spawn(run(parts, shutdown));
+    tracing::info!(%http_addr, mqtt_addr = ?mqtt_addr, "pettracker is serving");
     Ok(RunningApp {
         http_addr,
+        mqtt_addr,
+        mqtt_tls_addr,
+        mqtt_ws_addr,
         pool,
         trigger,
         task,
     })
 }
 
-async fn run(
+struct Parts {
     http_listener: TcpListener,
     state: HttpState,
     database: Database,
-    shutdown: Shutdown,
-) -> anyhow::Result<()> {
+    broker: Arc<BrokerHandle>,
+    ack_task: JoinHandle<()>,
+    revoke_task: JoinHandle<()>,
+    ingest_trigger: ShutdownTrigger,
+    ingest_task: JoinHandle<()>,
+}
+
+async fn run(parts: Parts, shutdown: Shutdown) -> anyhow::Result<()> {
+    let Parts {
+        http_listener,
+        state,
+        database,
+        broker,
+        ack_task,
+        revoke_task,
+        ingest_trigger,
+        ingest_task,
+    } = parts;
     let mut http_shutdown = shutdown.clone();
-    let server = warp::serve(http::routes(state))
+    warp::serve(http::routes(state))
         .incoming(http_listener)
         .graceful(async move { http_shutdown.recv().await })
-        .run();
-    server.await;
+        .run()
+        .await;
+
+    // Collars are disconnected at shutdown, so acks still owed could not reach them anyway;
+    // they are cumulative, and the collars re-send unacknowledged fixes, which are deduplicated.
+    revoke_task.abort();
+    ack_task.abort();
+    let _ = revoke_task.await;
+    let _ = ack_task.await;
+    match Arc::try_unwrap(broker) {
+        Ok(broker) => broker.shutdown().await,
+        Err(_) => tracing::warn!("broker still referenced at shutdown; its listeners close with the process"),
+    }
+    ingest_trigger.trigger();
+    let _ = ingest_task.await;
     database.close().await;
+    tracing::info!("pettracker stopped");
     Ok(())
+}
+
+/// Publishes `{"seq": N}` on `trackers/{id}/ack` for each committed batch.
+async fn forward_acks(mut acks: mpsc::Receiver<AckDue>, broker: Arc<BrokerHandle>) {
+    while let Some(ack) = acks.recv().await {
+        let (Ok(tracker), Ok(seq)) = (TrackerId::parse(&ack.tracker), Seq::try_from(ack.seq)) else {
+            continue;
+        };
+        let topic = protocol::topics::ack(&tracker);
+        let payload = protocol::encode_ack(seq);
+        if let Err(err) = broker.publish(&topic, payload.into(), 1).await {
+            tracing::debug!(%err, %tracker, "ack not delivered; the collar will re-send and be acked then");
+        }
+    }
+}
+
+/// Disconnects collars whose tracker was revoked, by this or any other process.
+async fn kick_revoked(mut revoked: mpsc::Receiver<String>, broker: Arc<BrokerHandle>) {
+    while let Some(id) = revoked.recv().await {
+        if let Ok(tracker) = TrackerId::parse(&id) {
+            tracing::info!(%tracker, "tracker revoked: disconnecting it");
+            broker.kick(&tracker).await;
+        }
+    }
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM (what Kubernetes and docker send).

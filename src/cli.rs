@@ -96,6 +96,9 @@ pub struct DemoArgs {
     /// HTTP listen address.
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
     pub http_addr: String,
+    /// MQTT listen address.
+    #[arg(long, default_value = "127.0.0.1:1883", value_name = "ADDR")]
+    pub mqtt_addr: String,
 }
 
 /// Parses arguments, runs the command, and turns any error into one line on stderr and exit code 1.
@@ -205,21 +208,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => {
             let mut config = load_config(
                 &cli,
-                &[("http.addr", Some(args.http_addr.clone()), "--http-addr")],
+                &[
+                    ("http.addr", Some(args.http_addr.clone()), "--http-addr"),
+                    ("mqtt.addr", Some(args.mqtt_addr.clone()), "--mqtt-addr"),
+                ],
             )?;
             crate::logging::init(config.log.format, &config.log.level);
-            if config.database.url.is_none() {
-                config.database.data_dir = PathBuf::from("data/demo");
-                if args.reset && config.database.data_dir.exists() {
-                    std::fs::remove_dir_all(&config.database.data_dir)?;
-                }
+            let demo_dir = PathBuf::from("data/demo");
+            if args.reset && demo_dir.exists() {
+                std::fs::remove_dir_all(&demo_dir)?;
             }
+            if config.database.url.is_none() {
+                config.database.data_dir = demo_dir.join("postgres");
+            }
+            config.ingest.spool_dir = demo_dir.join("spool");
             let app = crate::app::spawn(config).await?;
-            println!("pettracker demo is running");
-            println!("  API:     http://{}/api/v1", app.http_addr);
-            println!("  health:  http://{}/readyz", app.http_addr);
-            println!("  metrics: http://{}/metrics", app.http_addr);
-            println!("Press Ctrl-C to stop.");
+            let trackers = crate::demo::ensure_trackers(&app.pool, &demo_dir).await?;
+            crate::demo::print_welcome(&app, &trackers);
             app.run_until(crate::app::termination_signal()).await
         }
     }

@@ -237,7 +237,7 @@ pub const KEYS: &[(&str, Kind, &str)] = &[
     ("database.url", Kind::Secret, "PostgreSQL URL; unset runs a private cluster"),
     ("database.data_dir", Kind::Str, "directory of the private cluster"),
     ("database.pool_size", Kind::Int, "database connections"),
-    ("database.timescaledb", Kind::Str, "auto | required | off"),
+    ("database.timescaledb", Kind::Str, "auto, required or off"),
     ("storage.retention_days", Kind::Int, "days of history kept"),
     ("ingest.batch_size", Kind::Int, "rows per database transaction at most"),
     ("ingest.batch_timeout_ms", Kind::Int, "longest wait before a partial batch is written"),
@@ -246,7 +246,7 @@ pub const KEYS: &[(&str, Kind, &str)] = &[
     ("ingest.spool_dir", Kind::Str, "directory for batches while the database is down"),
     ("ingest.silence_timeout_secs", Kind::Int, "silence after which a tracker is offline"),
     ("ingest.max_future_skew_secs", Kind::Int, "how far in the future a fix may be dated"),
-    ("log.format", Kind::Str, "text | json"),
+    ("log.format", Kind::Str, "text or json"),
     ("log.level", Kind::Str, "tracing filter, e.g. info"),
 ];
 
@@ -568,6 +568,15 @@ mod tests {
     fn the_database_url_is_redacted_in_debug_output() {
         let config = load("", &[("DATABASE_URL", "postgres://u:hunter2@localhost/db")]).unwrap();
         assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn operations_guide_lists_every_setting_and_its_variable() {
+        let doc = include_str!("../docs/operations.md");
+        for (key, _, _) in KEYS {
+            assert!(doc.contains(&format!("`{key}`")), "docs/operations.md misses {key}");
+            assert!(doc.contains(&env_name(key)), "docs/operations.md misses {}", env_name(key));
+        }
     }
 
     #[test]

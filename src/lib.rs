@@ -4,5 +4,6 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod database;
+pub mod demo;
 pub mod http;
 pub mod logging;
