@@ -68,10 +68,10 @@ async fn listen_once(
         }
     }
     while let Some(message) = messages.next().await {
-        if let AsyncMessage::Notification(n) = message? {
-            if tx.send(n.payload().to_owned()).await.is_err() {
-                return Ok(());
-            }
+        if let AsyncMessage::Notification(n) = message?
+            && tx.send(n.payload().to_owned()).await.is_err()
+        {
+            return Ok(());
         }
     }
     Ok(())
