@@ -36,7 +36,10 @@ impl RunningApp {
     }
 
     /// Waits until the server stops by itself (a fatal error) or `signal` completes.
-    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
         let RunningApp {
             trigger, mut task, ..
         } = self;
@@ -64,15 +67,21 @@ pub async fn spawn(config: Config) -> anyhow::Result<RunningApp> {
     let database = Database::open(&config).await?;
     let report = database.migrate(&config).await?;
     tracing::info!(backend = report.backend.as_str(), version = report.current, applied = ?report.applied, "database schema ready");
-    if let Err(err) = gateway::storage::apply_retention(&database.pool, config.storage.retention_days).await {
+    if let Err(err) =
+        gateway::storage::apply_retention(&database.pool, config.storage.retention_days).await
+    {
         tracing::warn!(%err, "could not apply the retention window");
     }
 
     let (trigger, shutdown) = shutdown::channel();
     // The pipeline stops only after the broker has stopped feeding it.
     let (ingest_trigger, ingest_shutdown) = shutdown::channel();
-    let pipeline = ingest::start(database.pool.clone(), config.ingest_config(), ingest_shutdown)
-        .context("cannot open the ingest spool (setting ingest.spool_dir)")?;
+    let pipeline = ingest::start(
+        database.pool.clone(),
+        config.ingest_config(),
+        ingest_shutdown,
+    )
+    .context("cannot open the ingest spool (setting ingest.spool_dir)")?;
 
     if config.mqtt.open {
         tracing::warn!(
@@ -81,11 +90,16 @@ pub async fn spawn(config: Config) -> anyhow::Result<RunningApp> {
         );
     }
     let broker = broker::start(config.broker_config(), pipeline.hooks.clone()).await?;
-    let (mqtt_addr, mqtt_tls_addr, mqtt_ws_addr) = (broker.tcp_addr(), broker.tls_addr(), broker.ws_addr());
+    let (mqtt_addr, mqtt_tls_addr, mqtt_ws_addr) =
+        (broker.tcp_addr(), broker.tls_addr(), broker.ws_addr());
     let broker = Arc::new(broker);
 
     let ack_task = tokio::spawn(forward_acks(pipeline.acks, broker.clone()));
-    let revoked = notify::listen(database.url.clone(), notify::TRACKER_REVOKED, shutdown.clone());
+    let revoked = notify::listen(
+        database.url.clone(),
+        notify::TRACKER_REVOKED,
+        shutdown.clone(),
+    );
     let revoke_task = tokio::spawn(kick_revoked(revoked, broker.clone()));
 
     let ready_broker = broker.clone();
@@ -155,7 +169,9 @@ async fn run(parts: Parts, shutdown: Shutdown) -> anyhow::Result<()> {
     let _ = ack_task.await;
     match Arc::try_unwrap(broker) {
         Ok(broker) => broker.shutdown().await,
-        Err(_) => tracing::warn!("broker still referenced at shutdown; its listeners close with the process"),
+        Err(_) => tracing::warn!(
+            "broker still referenced at shutdown; its listeners close with the process"
+        ),
     }
     ingest_trigger.trigger();
     let _ = ingest_task.await;
@@ -167,7 +183,8 @@ async fn run(parts: Parts, shutdown: Shutdown) -> anyhow::Result<()> {
 /// Publishes `{"seq": N}` on `trackers/{id}/ack` for each committed batch.
 async fn forward_acks(mut acks: mpsc::Receiver<AckDue>, broker: Arc<BrokerHandle>) {
     while let Some(ack) = acks.recv().await {
-        let (Ok(tracker), Ok(seq)) = (TrackerId::parse(&ack.tracker), Seq::try_from(ack.seq)) else {
+        let (Ok(tracker), Ok(seq)) = (TrackerId::parse(&ack.tracker), Seq::try_from(ack.seq))
+        else {
             continue;
         };
         let topic = protocol::topics::ack(&tracker);

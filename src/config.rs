@@ -574,8 +574,15 @@ mod tests {
     fn operations_guide_lists_every_setting_and_its_variable() {
         let doc = include_str!("../docs/operations.md");
         for (key, _, _) in KEYS {
-            assert!(doc.contains(&format!("`{key}`")), "docs/operations.md misses {key}");
-            assert!(doc.contains(&env_name(key)), "docs/operations.md misses {}", env_name(key));
+            assert!(
+                doc.contains(&format!("`{key}`")),
+                "docs/operations.md misses {key}"
+            );
+            assert!(
+                doc.contains(&env_name(key)),
+                "docs/operations.md misses {}",
+                env_name(key)
+            );
         }
     }
 

@@ -16,7 +16,10 @@ const PETS: &[(&str, &str)] = &[
 
 /// Provisions the demo collars once and remembers their secrets in `dir/trackers.json`
 /// (demo only: real secrets are shown once and never stored in plain text).
-pub async fn ensure_trackers(pool: &deadpool_postgres::Pool, dir: &Path) -> anyhow::Result<Vec<Provisioned>> {
+pub async fn ensure_trackers(
+    pool: &deadpool_postgres::Pool,
+    dir: &Path,
+) -> anyhow::Result<Vec<Provisioned>> {
     let file = dir.join("trackers.json");
     if let Ok(text) = std::fs::read_to_string(&file)
         && let Ok(list) = serde_json::from_str::<Vec<Provisioned>>(&text)
@@ -29,7 +32,9 @@ pub async fn ensure_trackers(pool: &deadpool_postgres::Pool, dir: &Path) -> anyh
         match trackers::provision(pool, &tracker, Some(pet)).await {
             Ok(p) => list.push(p),
             Err(ProvisionError::Exists(_)) => {
-                anyhow::bail!("demo tracker {id} exists but its secret was lost; run `pettracker demo --reset`")
+                anyhow::bail!(
+                    "demo tracker {id} exists but its secret was lost; run `pettracker demo --reset`"
+                )
             }
             Err(e) => return Err(e.into()),
         }
@@ -45,7 +50,14 @@ pub fn print_welcome(app: &RunningApp, trackers: &[Provisioned]) {
     println!("  health:  http://{}/readyz", app.http_addr);
     println!("  metrics: http://{}/metrics", app.http_addr);
     if let (Some(mqtt), Some(first)) = (app.mqtt_addr, trackers.first()) {
-        println!("  MQTT:    {mqtt}  (collars: {})", trackers.iter().map(|t| t.tracker_id.as_str()).collect::<Vec<_>>().join(", "));
+        println!(
+            "  MQTT:    {mqtt}  (collars: {})",
+            trackers
+                .iter()
+                .map(|t| t.tracker_id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         println!();
         println!("Publish a fix as {}:", first.tracker_id);
         println!(

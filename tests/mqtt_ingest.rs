@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::{connect, fix_json, options, spawn_app, wait_for};
@@ -12,20 +11,42 @@ use rumqttc::{ConnectReturnCode, ConnectionError, Packet, QoS};
 async fn a_collar_publishing_with_its_credentials_is_stored_and_acknowledged() {
     let t = spawn_app().await;
     let secret = t.provision("rex").await;
-    let (client, mut events) = connect(options(t.mqtt_port(), "rex", "rex", &secret)).await.unwrap();
-    client.subscribe("trackers/rex/ack", QoS::AtLeastOnce).await.unwrap();
-    wait_for(&mut events, |p| matches!(p, Packet::SubAck(_)).then_some(())).await;
-
-    client
-        .publish("trackers/rex/telemetry", QoS::AtLeastOnce, false, fix_json(41, 52.52))
+    let (client, mut events) = connect(options(t.mqtt_port(), "rex", "rex", &secret))
         .await
         .unwrap();
-    wait_for(&mut events, |p| matches!(p, Packet::PubAck(_)).then_some(())).await;
+    client
+        .subscribe("trackers/rex/ack", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    wait_for(&mut events, |p| {
+        matches!(p, Packet::SubAck(_)).then_some(())
+    })
+    .await;
+
+    client
+        .publish(
+            "trackers/rex/telemetry",
+            QoS::AtLeastOnce,
+            false,
+            fix_json(41, 52.52),
+        )
+        .await
+        .unwrap();
+    wait_for(&mut events, |p| {
+        matches!(p, Packet::PubAck(_)).then_some(())
+    })
+    .await;
     // PUBACK means durably accepted: the row is there without waiting.
-    assert_eq!(t.count("SELECT count(*) FROM positions WHERE tracker_id = 'rex'").await, 1);
+    assert_eq!(
+        t.count("SELECT count(*) FROM positions WHERE tracker_id = 'rex'")
+            .await,
+        1
+    );
 
     let ack: serde_json::Value = wait_for(&mut events, |p| match p {
-        Packet::Publish(p) if p.topic == "trackers/rex/ack" => serde_json::from_slice(&p.payload).ok(),
+        Packet::Publish(p) if p.topic == "trackers/rex/ack" => {
+            serde_json::from_slice(&p.payload).ok()
+        }
         _ => None,
     })
     .await;
@@ -36,7 +57,7 @@ async fn a_collar_publishing_with_its_credentials_is_stored_and_acknowledged() {
         .get()
         .await
         .unwrap()
-        .query_one("SELECT lat, accuracy, battery, online FROM positions JOIN tracker_status USING (tracker_id)", &[])
+        .query_one("SELECT p.lat, p.accuracy, p.battery, s.online FROM positions p JOIN tracker_status s USING (tracker_id)", &[])
         .await
         .unwrap();
     assert_eq!(row.get::<_, f64>(0), 52.52);
@@ -56,7 +77,9 @@ async fn wrong_unknown_and_mismatched_credentials_are_refused() {
         ("ghost", "ghost", secret.as_str()),
         ("luna", "rex", secret.as_str()),
     ] {
-        let refused = connect(options(port, client_id, user, password)).await.err();
+        let refused = connect(options(port, client_id, user, password))
+            .await
+            .err();
         assert!(
             matches!(
                 refused,
@@ -75,9 +98,16 @@ async fn a_collar_cannot_publish_for_another_tracker() {
     let t = spawn_app().await;
     let rex = t.provision("rex").await;
     t.provision("luna").await;
-    let (client, mut events) = connect(options(t.mqtt_port(), "rex", "rex", &rex)).await.unwrap();
+    let (client, mut events) = connect(options(t.mqtt_port(), "rex", "rex", &rex))
+        .await
+        .unwrap();
     client
-        .publish("trackers/luna/telemetry", QoS::AtLeastOnce, false, fix_json(1, 10.0))
+        .publish(
+            "trackers/luna/telemetry",
+            QoS::AtLeastOnce,
+            false,
+            fix_json(1, 10.0),
+        )
         .await
         .unwrap();
     // The broker refuses it (and may close the connection); either way nothing is stored for luna.
@@ -86,11 +116,20 @@ async fn a_collar_cannot_publish_for_another_tracker() {
     })
     .await;
     client
-        .publish("trackers/rex/telemetry", QoS::AtLeastOnce, false, fix_json(2, 11.0))
+        .publish(
+            "trackers/rex/telemetry",
+            QoS::AtLeastOnce,
+            false,
+            fix_json(2, 11.0),
+        )
         .await
         .ok();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(t.count("SELECT count(*) FROM positions WHERE tracker_id = 'luna'").await, 0);
+    assert_eq!(
+        t.count("SELECT count(*) FROM positions WHERE tracker_id = 'luna'")
+            .await,
+        0
+    );
     t.stop().await;
 }
 
@@ -100,15 +139,39 @@ async fn mosquitto_pub_at_qos_0_and_1_single_and_batched_is_stored_once_each() {
     let secret = t.provision("rex").await;
     let port = t.mqtt_port().to_string();
     let batch = format!("[{},{}]", fix_json(3, 52.3), fix_json(4, 52.4));
-    for (qos, payload) in [("0", fix_json(1, 52.1)), ("1", fix_json(2, 52.2)), ("1", batch.clone()), ("1", batch)] {
-        let out = Command::new("mosquitto_pub")
-            .args(["-h", "127.0.0.1", "-p", &port, "-i", "rex", "-u", "rex", "-P", &secret])
+    for (qos, payload) in [
+        ("0", fix_json(1, 52.1)),
+        ("1", fix_json(2, 52.2)),
+        ("1", batch.clone()),
+        ("1", batch),
+    ] {
+        // tokio's Command: a blocking wait would stall the test runtime, which also runs the broker.
+        let out = tokio::process::Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-i",
+                "rex",
+                "-u",
+                "rex",
+                "-P",
+                &secret,
+            ])
             .args(["-q", qos, "-t", "trackers/rex/telemetry", "-m", &payload])
             .output()
+            .await
             .expect("mosquitto_pub is installed (apt-get install mosquitto-clients)");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    t.wait_for_count("SELECT count(*) FROM positions WHERE tracker_id = 'rex'", 4).await;
+    t.wait_for_count("SELECT count(*) FROM positions WHERE tracker_id = 'rex'", 4)
+        .await;
     t.stop().await;
 }
 
@@ -116,19 +179,45 @@ async fn mosquitto_pub_at_qos_0_and_1_single_and_batched_is_stored_once_each() {
 async fn a_malformed_payload_is_dead_lettered_and_the_connection_keeps_working() {
     let t = spawn_app().await;
     let secret = t.provision("rex").await;
-    let (client, mut events) = connect(options(t.mqtt_port(), "rex", "rex", &secret)).await.unwrap();
-    client
-        .publish("trackers/rex/telemetry", QoS::AtLeastOnce, false, "{\"lat\": oops")
+    let (client, mut events) = connect(options(t.mqtt_port(), "rex", "rex", &secret))
         .await
         .unwrap();
-    wait_for(&mut events, |p| matches!(p, Packet::PubAck(_)).then_some(())).await;
     client
-        .publish("trackers/rex/telemetry", QoS::AtLeastOnce, false, fix_json(5, 1.0))
+        .publish(
+            "trackers/rex/telemetry",
+            QoS::AtLeastOnce,
+            false,
+            "{\"lat\": oops",
+        )
         .await
         .unwrap();
-    wait_for(&mut events, |p| matches!(p, Packet::PubAck(_)).then_some(())).await;
-    assert_eq!(t.count("SELECT count(*) FROM dead_letters WHERE tracker_id = 'rex'").await, 1);
-    assert_eq!(t.count("SELECT count(*) FROM positions WHERE tracker_id = 'rex'").await, 1);
+    wait_for(&mut events, |p| {
+        matches!(p, Packet::PubAck(_)).then_some(())
+    })
+    .await;
+    client
+        .publish(
+            "trackers/rex/telemetry",
+            QoS::AtLeastOnce,
+            false,
+            fix_json(5, 1.0),
+        )
+        .await
+        .unwrap();
+    wait_for(&mut events, |p| {
+        matches!(p, Packet::PubAck(_)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        t.count("SELECT count(*) FROM dead_letters WHERE tracker_id = 'rex'")
+            .await,
+        1
+    );
+    assert_eq!(
+        t.count("SELECT count(*) FROM positions WHERE tracker_id = 'rex'")
+            .await,
+        1
+    );
     t.stop().await;
 }
 
@@ -138,9 +227,12 @@ async fn a_revoked_collar_is_disconnected_and_cannot_reconnect() {
     let secret = t.provision("rex").await;
     let opts = options(t.mqtt_port(), "rex", "rex", &secret);
     let (_client, mut events) = connect(opts.clone()).await.unwrap();
-    gateway::storage::trackers::revoke(&t.app.pool, &gateway::protocol::TrackerId::parse("rex").unwrap())
-        .await
-        .unwrap();
+    gateway::storage::trackers::revoke(
+        &t.app.pool,
+        &gateway::protocol::TrackerId::parse("rex").unwrap(),
+    )
+    .await
+    .unwrap();
     let ended = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             if events.poll().await.is_err() {
@@ -151,8 +243,11 @@ async fn a_revoked_collar_is_disconnected_and_cannot_reconnect() {
     .await;
     assert!(ended.is_ok(), "revoked collar still connected after 10 s");
     assert!(connect(opts).await.is_err());
-    t.wait_for_count("SELECT count(*) FROM tracker_status WHERE tracker_id = 'rex' AND NOT online", 1)
-        .await;
+    t.wait_for_count(
+        "SELECT count(*) FROM tracker_status WHERE tracker_id = 'rex' AND NOT online",
+        1,
+    )
+    .await;
     t.stop().await;
 }
 
@@ -160,12 +255,22 @@ async fn a_revoked_collar_is_disconnected_and_cannot_reconnect() {
 async fn metrics_count_stored_fixes() {
     let t = spawn_app().await;
     let secret = t.provision("rex").await;
-    let (client, mut events) = connect(options(t.mqtt_port(), "rex", "rex", &secret)).await.unwrap();
-    client
-        .publish("trackers/rex/telemetry", QoS::AtLeastOnce, false, fix_json(9, 3.0))
+    let (client, mut events) = connect(options(t.mqtt_port(), "rex", "rex", &secret))
         .await
         .unwrap();
-    wait_for(&mut events, |p| matches!(p, Packet::PubAck(_)).then_some(())).await;
+    client
+        .publish(
+            "trackers/rex/telemetry",
+            QoS::AtLeastOnce,
+            false,
+            fix_json(9, 3.0),
+        )
+        .await
+        .unwrap();
+    wait_for(&mut events, |p| {
+        matches!(p, Packet::PubAck(_)).then_some(())
+    })
+    .await;
     let text = reqwest::get(format!("http://{}/metrics", t.app.http_addr))
         .await
         .unwrap()

@@ -48,7 +48,15 @@ impl TestApp {
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
-        self.app.pool.get().await.unwrap().query_one(sql, &[]).await.unwrap().get(0)
+        self.app
+            .pool
+            .get()
+            .await
+            .unwrap()
+            .query_one(sql, &[])
+            .await
+            .unwrap()
+            .get(0)
     }
 
     /// Polls `sql` until it returns `want`; fails the test after 10 s.
@@ -59,7 +67,10 @@ impl TestApp {
             if got == want {
                 return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "{sql}: {got}, want {want}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{sql}: {got}, want {want}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -84,7 +95,7 @@ pub async fn connect(opts: MqttOptions) -> Result<(AsyncClient, EventLoop), Conn
     tokio::time::timeout(deadline, async {
         loop {
             match events.poll().await? {
-                Event::Incoming(Packet::ConnAck(_)) => return Ok(()),
+                Event::Incoming(Packet::ConnAck(_)) => return Ok::<(), ConnectionError>(()),
                 _ => continue,
             }
         }
@@ -115,5 +126,8 @@ pub async fn wait_for<T>(events: &mut EventLoop, mut want: impl FnMut(&Packet) -
 
 pub fn fix_json(seq: u64, lat: f64) -> String {
     let ts = chrono::Utc::now() - chrono::TimeDelta::seconds(1000 - seq as i64);
-    format!(r#"{{"ts":"{}","lat":{lat},"lon":13.405,"acc":4.5,"bat":77,"seq":{seq}}}"#, ts.to_rfc3339())
+    format!(
+        r#"{{"ts":"{}","lat":{lat},"lon":13.405,"acc":4.5,"bat":77,"seq":{seq}}}"#,
+        ts.to_rfc3339()
+    )
 }

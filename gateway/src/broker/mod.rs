@@ -96,3 +96,7 @@ pub const METRIC_CONNECTED: &str = "pettracker_devices_connected";
 /// How long a publish hook may take before the broker gives up on it; must stay well below
 /// the collars' keep-alive, because a connection reads nothing while its hook runs.
 pub const DEFAULT_ACCEPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+mod rmqtt;
+
+pub use self::rmqtt::{BrokerHandle, start};

@@ -16,7 +16,7 @@ use super::{StorageError, pool_error_reason};
 use crate::protocol::TrackerId;
 
 /// The one-time output of provisioning.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Provisioned {
     pub tracker_id: String,
     pub secret: String,
