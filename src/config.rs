@@ -601,9 +601,23 @@ mod tests {
                 Kind::Str => "info",
             };
             let name = env_name(key);
+            // The TLS listener's keys are only valid together.
+            let tls = [
+                ("PETTRACKER_MQTT_TLS_ADDR", "127.0.0.1:9"),
+                ("PETTRACKER_MQTT_TLS_CERT", "/tmp/x"),
+                ("PETTRACKER_MQTT_TLS_KEY", "/tmp/x"),
+            ];
             let result = Loader::new(None)
                 .unwrap()
-                .env(|k| (k == name).then(|| sample.to_owned()))
+                .env(|k| {
+                    if k == name {
+                        return Some(sample.to_owned());
+                    }
+                    let companion = tls.iter().find(|(env, _)| *env == k);
+                    companion
+                        .filter(|_| key.starts_with("mqtt.tls_"))
+                        .map(|(_, v)| v.to_string())
+                })
                 .unwrap()
                 .load();
             assert!(result.is_ok(), "{key}: {:?}", result.err());
