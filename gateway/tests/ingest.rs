@@ -320,7 +320,7 @@ async fn fixes_sent_while_the_database_is_down_are_spooled_and_stored_exactly_on
     trackers::provision(&pool, &TrackerId::parse("rex").unwrap(), None)
         .await
         .unwrap();
-    let p = start(&pool, config("outage"));
+    let mut p = start(&pool, config("outage"));
     let base = Utc::now() - TimeDelta::minutes(10);
     let mut seq = 0u64;
     let mut send = async |n: usize, p: &Pipeline| {
@@ -349,6 +349,15 @@ async fn fixes_sent_while_the_database_is_down_are_spooled_and_stored_exactly_on
         .unwrap()
         .count();
     assert!(spool_files > 0, "nothing was spooled");
+    // Spooled is durable but not committed: no collar may be told to drop those fixes yet.
+    let mut acked_so_far = Vec::new();
+    while let Ok(ack) = p.handle.acks.try_recv() {
+        acked_so_far.push(ack.seq);
+    }
+    assert!(
+        acked_so_far.iter().all(|&s| s <= 50),
+        "acked spooled fixes: {acked_so_far:?}"
+    );
     pg = tokio::task::spawn_blocking(move || {
         pg.restart().unwrap();
         pg
