@@ -193,3 +193,37 @@ async fn an_unreachable_server_is_named_in_the_error() {
     assert!(err.contains(&format!("127.0.0.1:{port}/db")), "{err}");
     assert!(!err.contains("secretpw"), "{err}");
 }
+
+#[tokio::test]
+async fn daily_summaries_count_points_and_measure_the_distance_in_device_time_order() {
+    let db = fresh_database().await;
+    let client = db.pool.get().await.unwrap();
+    // Inserted out of order: the distance must follow device time, not arrival.
+    client
+        .batch_execute(
+            "INSERT INTO positions (tracker_id, device_time, lat, lon) VALUES
+               ('rex', '2026-11-20 10:00Z', 52.51, 13.4),
+               ('rex', '2026-11-20 08:00Z', 52.50, 13.4),
+               ('rex', '2026-11-20 12:00Z', 52.50, 13.4),
+               ('rex', '2026-11-21 09:00Z', 52.60, 13.4)",
+        )
+        .await
+        .unwrap();
+    let rows = client
+        .query(
+            "SELECT points, first_lat, last_lat, distance_m FROM daily_summaries
+             WHERE tracker_id = 'rex' ORDER BY day",
+            &[],
+        )
+        .await
+        .unwrap();
+    let days: Vec<(i64, f64, f64, f64)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(days.len(), 2, "{days:?}");
+    assert_eq!((days[0].0, days[0].1, days[0].2), (3, 52.50, 52.50));
+    // There and back: twice 0.01 degree of latitude, 1,111.95 m each way.
+    assert!((days[0].3 - 2223.9).abs() < 1.0, "{days:?}");
+    assert_eq!((days[1].0, days[1].3), (1, 0.0));
+}

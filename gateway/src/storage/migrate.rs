@@ -37,10 +37,16 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 3,
         name: "daily summaries",
-        timescale: &[include_str!(
-            "migrations/0003_daily_summaries_timescaledb.sql"
-        )],
-        postgres: &[include_str!("migrations/0003_daily_summaries_postgres.sql")],
+        // Separate statements: the aggregate's functions, then the view, which on TimescaleDB
+        // may not share an (implicit) transaction with anything.
+        timescale: &[
+            include_str!("migrations/0003_path_length.sql"),
+            include_str!("migrations/0003_daily_summaries_timescaledb.sql"),
+        ],
+        postgres: &[
+            include_str!("migrations/0003_path_length.sql"),
+            include_str!("migrations/0003_daily_summaries_postgres.sql"),
+        ],
         transactional: false,
     },
     Migration {

@@ -222,12 +222,15 @@ pub async fn backend(pool: &Pool) -> Result<Backend, StorageError> {
 /// Keeps positions within the retention window. TimescaleDB drops whole chunks with its own job;
 /// on plain PostgreSQL pettracker deletes old rows itself, in slices so no lock is held for long.
 pub async fn apply_retention(pool: &Pool, retention_days: u32) -> Result<u64, StorageError> {
+    // Asked before taking a connection: `backend` takes one of its own, and holding ours while it
+    // waits would deadlock a pool of one.
+    let backend = backend(pool).await?;
     let client = pool
         .get()
         .await
         .map_err(|e| StorageError::Pool(pool_error_reason(&e)))?;
     let days = i32::try_from(retention_days).unwrap_or(i32::MAX);
-    match backend(pool).await? {
+    match backend {
         Backend::TimescaleDb => {
             client
                 .execute(

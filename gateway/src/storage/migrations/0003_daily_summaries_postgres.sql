@@ -8,6 +8,7 @@ SELECT tracker_id,
        (array_agg(lat ORDER BY device_time ASC))[1]          AS first_lat,
        (array_agg(lon ORDER BY device_time ASC))[1]          AS first_lon,
        (array_agg(lat ORDER BY device_time DESC))[1]         AS last_lat,
-       (array_agg(lon ORDER BY device_time DESC))[1]         AS last_lon
+       (array_agg(lon ORDER BY device_time DESC))[1]         AS last_lon,
+       path_length_m(lat, lon ORDER BY device_time)          AS distance_m
 FROM positions
 GROUP BY tracker_id, day

@@ -1,4 +1,4 @@
-CREATE MATERIALIZED VIEW daily_summaries WITH (timescaledb.continuous) AS
+CREATE MATERIALIZED VIEW IF NOT EXISTS daily_summaries WITH (timescaledb.continuous) AS
 SELECT tracker_id,
        time_bucket(INTERVAL '1 day', device_time) AS day,
        count(*)                   AS points,
@@ -7,7 +7,8 @@ SELECT tracker_id,
        first(lat, device_time)    AS first_lat,
        first(lon, device_time)    AS first_lon,
        last(lat, device_time)     AS last_lat,
-       last(lon, device_time)     AS last_lon
+       last(lon, device_time)     AS last_lon,
+       path_length_m(lat, lon ORDER BY device_time) AS distance_m
 FROM positions
 GROUP BY tracker_id, day
 WITH NO DATA

@@ -1,0 +1,24 @@
+-- path_length_m(lat, lon ORDER BY device_time): metres along a track, great-circle (haversine,
+-- mean Earth radius) between consecutive points. An aggregate rather than a window function, so
+-- TimescaleDB's continuous aggregates can hold it (they allow no window functions).
+-- The state is {metres so far, last lat, last lon}; NULL before the first point.
+CREATE OR REPLACE FUNCTION pettracker_path_step(state DOUBLE PRECISION[], lat DOUBLE PRECISION, lon DOUBLE PRECISION)
+RETURNS DOUBLE PRECISION[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN state IS NULL THEN ARRAY[0, lat, lon]
+    ELSE ARRAY[state[1] + 2 * 6371008.8 * asin(least(1, sqrt(
+              power(sin(radians(lat - state[2]) / 2), 2)
+            + cos(radians(state[2])) * cos(radians(lat)) * power(sin(radians(lon - state[3]) / 2), 2)))),
+          lat, lon]
+    END
+$$;
+
+CREATE OR REPLACE FUNCTION pettracker_path_final(state DOUBLE PRECISION[])
+RETURNS DOUBLE PRECISION
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT coalesce(state[1], 0) $$;
+
+CREATE OR REPLACE AGGREGATE path_length_m(DOUBLE PRECISION, DOUBLE PRECISION) (
+    SFUNC = pettracker_path_step,
+    STYPE = DOUBLE PRECISION[],
+    FINALFUNC = pettracker_path_final
+);
