@@ -58,9 +58,13 @@ pub enum TrackerCommand {
         /// The pet's name, shown to owners.
         #[arg(long)]
         pet_name: Option<String>,
-        /// Print one JSON object {"tracker_id","secret","claim_code"} instead of text.
+        /// Print one JSON object {"tracker_id","secret","claim_code"} instead of text (with
+        /// --count, one object per line: the credentials file firmware-sim reads).
         #[arg(long)]
         json: bool,
+        /// Provision a batch: ID is then a prefix and the trackers are ID-1 ... ID-N.
+        #[arg(long, value_name = "N")]
+        count: Option<u32>,
     },
     /// List every tracker with its owner, revocation and connection state.
     List {
@@ -240,7 +244,41 @@ async fn tracker_command(
         TrackerId::parse(id).map_err(|e| anyhow::anyhow!("invalid tracker id {id:?}: {e}"))
     };
     match command {
-        TrackerCommand::Provision { id, pet_name, json } => {
+        TrackerCommand::Provision {
+            id,
+            pet_name,
+            json,
+            count: Some(count),
+        } => {
+            use futures::StreamExt;
+            let ids = (1..=*count)
+                .map(|i| parse(&format!("{id}-{i}")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            // A few at a time: hashing the claim codes is the slow part, and it runs on the
+            // blocking pool while the database takes the inserts.
+            let mut results = futures::stream::iter(ids)
+                .map(|tracker| async move {
+                    trackers::provision(pool, &tracker, pet_name.as_deref()).await
+                })
+                .buffered(8);
+            while let Some(provisioned) = results.next().await {
+                let provisioned = provisioned?;
+                if *json {
+                    println!("{}", serde_json::to_string(&provisioned)?);
+                } else {
+                    println!(
+                        "{} {} {}",
+                        provisioned.tracker_id, provisioned.secret, provisioned.claim_code
+                    );
+                }
+            }
+        }
+        TrackerCommand::Provision {
+            id,
+            pet_name,
+            json,
+            count: None,
+        } => {
             let provisioned = trackers::provision(pool, &parse(id)?, pet_name.as_deref()).await?;
             if *json {
                 println!("{}", serde_json::to_string(&provisioned)?);

@@ -180,3 +180,74 @@ async fn serve_answers_health_checks_and_stops_cleanly_on_sigterm() {
         .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn tracker_provision_prints_credentials_once_that_authenticate_and_revoke_ends_them() {
+    use gateway::protocol::TrackerId;
+    use gateway::storage::trackers::{Provisioned, authenticate};
+    let db = fresh_database().await;
+    let run = |args: &[&str]| {
+        let out = pettracker()
+            .arg("tracker")
+            .args(args)
+            .env("DATABASE_URL", db.url.expose_secret())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let one: Provisioned = serde_json::from_str(&run(&["provision", "rex", "--json"])).unwrap();
+    assert_eq!(one.tracker_id, "rex");
+    let fleet: Vec<Provisioned> = run(&["provision", "sim", "--count", "3", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ids: Vec<_> = fleet.iter().map(|p| p.tracker_id.as_str()).collect();
+    assert_eq!(ids, ["sim-1", "sim-2", "sim-3"]);
+    for p in fleet.iter().chain([&one]) {
+        let id = TrackerId::parse(&p.tracker_id).unwrap();
+        assert!(
+            authenticate(&db.pool, &id, p.secret.as_bytes())
+                .await
+                .unwrap()
+        );
+    }
+    // Stored hashed: neither the secret nor the claim code is in the table.
+    let client = db.pool.get().await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT secret_hash, claim_code_hash FROM trackers WHERE tracker_id = 'rex'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (secret_hash, claim_hash): (String, String) = (row.get(0), row.get(1));
+    assert!(!secret_hash.contains(&one.secret) && !claim_hash.contains(&one.claim_code));
+
+    let list = run(&["list", "--json"]);
+    assert!(list.contains("\"sim-2\""), "{list}");
+    run(&["revoke", "rex"]);
+    let rex = TrackerId::parse("rex").unwrap();
+    assert!(
+        !authenticate(&db.pool, &rex, one.secret.as_bytes())
+            .await
+            .unwrap()
+    );
+
+    // Provisioning an existing id is refused, and says so.
+    let again = pettracker()
+        .args(["tracker", "provision", "sim-2"])
+        .env("DATABASE_URL", db.url.expose_secret())
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("sim-2"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+}
