@@ -93,6 +93,9 @@ pub struct IngestSettings {
     pub silence_timeout_secs: u64,
     /// Fixes dated further than this in the future are refused (broken device clock).
     pub max_future_skew_secs: u64,
+    /// Batches written in parallel, each for its own shard of the trackers. More than the
+    /// database's cores gains nothing; each takes one connection from `database.pool_size`.
+    pub writers: usize,
 }
 
 impl Default for IngestSettings {
@@ -105,6 +108,7 @@ impl Default for IngestSettings {
             spool_dir: PathBuf::from("data/spool"),
             silence_timeout_secs: 600,
             max_future_skew_secs: 300,
+            writers: 2,
         }
     }
 }
@@ -125,6 +129,7 @@ impl Config {
                 max_age: chrono::TimeDelta::days(i64::from(self.storage.retention_days)),
             },
             clock: gateway::ingest::Clock::System,
+            writers: i.writers,
         }
     }
 
@@ -246,6 +251,7 @@ pub const KEYS: &[(&str, Kind, &str)] = &[
     ("ingest.spool_dir", Kind::Str, "directory for batches while the database is down"),
     ("ingest.silence_timeout_secs", Kind::Int, "silence after which a tracker is offline"),
     ("ingest.max_future_skew_secs", Kind::Int, "how far in the future a fix may be dated"),
+    ("ingest.writers", Kind::Int, "batches written in parallel (shards of the trackers)"),
     ("log.format", Kind::Str, "text or json"),
     ("log.level", Kind::Str, "tracing filter, e.g. info"),
 ];
@@ -442,6 +448,7 @@ impl Config {
         for (key, value) in [
             ("ingest.batch_size", self.ingest.batch_size),
             ("ingest.queue_capacity", self.ingest.queue_capacity),
+            ("ingest.writers", self.ingest.writers),
             ("mqtt.max_connections", self.mqtt.max_connections),
         ] {
             if value == 0 {

@@ -39,6 +39,20 @@ pub struct Decoded {
     pub done: Option<oneshot::Sender<()>>,
 }
 
+impl Decoded {
+    /// The tracker this message concerns (one envelope is about one tracker), if it named a valid one.
+    pub fn tracker(&self) -> Option<&str> {
+        let r = &self.rows;
+        r.fixes
+            .first()
+            .map(|f| f.tracker_id.as_str())
+            .or_else(|| r.statuses.first().map(|x| x.tracker_id.as_str()))
+            .or_else(|| r.presence.first().map(|x| x.tracker_id.as_str()))
+            .or_else(|| self.ack.as_ref().map(|(t, _)| t.as_str()))
+            .or_else(|| r.dead_letters.first().and_then(|d| d.tracker_id.as_deref()))
+    }
+}
+
 /// Decodes and validates one envelope. Never fails: what cannot be used becomes a dead letter.
 pub fn decode(envelope: Envelope, now: DateTime<Utc>, limits: &ValidationLimits) -> Decoded {
     let mut out = Decoded {

@@ -47,6 +47,10 @@ pub struct IngestConfig {
     pub limits: ValidationLimits,
     /// The server clock that device times are checked against; fixed in tests of the time rules.
     pub clock: Clock,
+    /// Batchers and writers working in parallel, each on its own connection, for a shard of the
+    /// trackers: a tracker always lands in the same shard, so its fixes and acks stay in order,
+    /// while the database works on several batches at once.
+    pub writers: usize,
 }
 
 /// Where "now" comes from.
@@ -77,6 +81,7 @@ impl Default for IngestConfig {
             silence_timeout: Duration::from_secs(600),
             limits: ValidationLimits::default(),
             clock: Clock::System,
+            writers: 2,
         }
     }
 }
@@ -111,37 +116,45 @@ pub fn start(
         );
     }
     let (input_tx, input_rx) = mpsc::channel::<Envelope>(config.queue_capacity.max(1));
-    let (decoded_tx, decoded_rx) = mpsc::channel(config.batch_size.max(1) * 2);
-    let (batch_tx, batch_rx) = mpsc::channel(4);
     let (ack_tx, ack_rx) = mpsc::channel(config.queue_capacity.max(1));
+    let spool = Arc::new(tokio::sync::Mutex::new(spool));
+    let mut shards = Vec::new();
+    let mut stage_tasks = Vec::new();
+    for _ in 0..config.writers.max(1) {
+        let (decoded_tx, decoded_rx) = mpsc::channel(config.batch_size.max(1) * 2);
+        let (batch_tx, batch_rx) = mpsc::channel(2);
+        shards.push(decoded_tx);
+        stage_tasks.push(tokio::spawn(batch::run(
+            decoded_rx,
+            batch_tx,
+            config.batch_size.max(1),
+            config.batch_timeout,
+        )));
+        let writer = write::Writer {
+            pool: pool.clone(),
+            spool: spool.clone(),
+            acks: ack_tx.clone(),
+            attempts: 3,
+            replay_every: Duration::from_secs(1),
+        };
+        stage_tasks.push(tokio::spawn(writer.run(batch_rx)));
+    }
+    drop(ack_tx);
 
     let decode_task = tokio::spawn(run_decode(
         input_rx,
-        decoded_tx,
+        shards,
         config.limits,
         config.clock,
         shutdown.clone(),
     ));
-    let batch_task = tokio::spawn(batch::run(
-        decoded_rx,
-        batch_tx,
-        config.batch_size.max(1),
-        config.batch_timeout,
-    ));
-    let writer = write::Writer {
-        pool: pool.clone(),
-        spool,
-        acks: ack_tx,
-        attempts: 3,
-        replay_every: Duration::from_secs(1),
-    };
-    let write_task = tokio::spawn(writer.run(batch_rx));
     let silence_task = tokio::spawn(run_silence(pool.clone(), config.silence_timeout, shutdown));
 
     let task = tokio::spawn(async move {
         let _ = decode_task.await;
-        let _ = batch_task.await;
-        let _ = write_task.await;
+        for stage in stage_tasks {
+            let _ = stage.await;
+        }
         silence_task.abort();
     });
     Ok(IngestHandle {
@@ -157,7 +170,7 @@ pub fn start(
 
 async fn run_decode(
     mut input: mpsc::Receiver<Envelope>,
-    output: mpsc::Sender<decode::Decoded>,
+    shards: Vec<mpsc::Sender<decode::Decoded>>,
     limits: ValidationLimits,
     clock: Clock,
     mut shutdown: Shutdown,
@@ -174,10 +187,19 @@ async fn run_decode(
         let Some(envelope) = envelope else { break };
         events::queue_depth(input.len());
         let decoded = decode::decode(envelope, clock.now(), &limits);
-        if output.send(decoded).await.is_err() {
+        let shard = &shards[shard_of(decoded.tracker(), shards.len())];
+        if shard.send(decoded).await.is_err() {
             break;
         }
     }
+}
+
+/// The shard a tracker's messages go to; messages naming no valid tracker go to the first.
+fn shard_of(tracker: Option<&str>, shards: usize) -> usize {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    // A fixed hasher, not a randomly seeded one: the shard must not change while running.
+    let hasher = BuildHasherDefault::<DefaultHasher>::default();
+    tracker.map_or(0, |t| (hasher.hash_one(t) % shards as u64) as usize)
 }
 
 async fn run_silence(pool: Pool, silence: Duration, mut shutdown: Shutdown) {
@@ -258,5 +280,24 @@ impl DeviceHooks for Ingest {
         if let Err(err) = self.enqueue(inbound, false).await {
             tracing::warn!(%err, %tracker, "presence update dropped");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shard_of;
+
+    #[test]
+    fn a_tracker_always_lands_in_the_same_shard_and_trackers_spread_over_all() {
+        let shards = 4;
+        let mut used = [0usize; 4];
+        for i in 0..1000 {
+            let id = format!("collar-{i}");
+            let shard = shard_of(Some(&id), shards);
+            assert_eq!(shard, shard_of(Some(&id), shards));
+            used[shard] += 1;
+        }
+        assert!(used.iter().all(|&n| n > 150), "{used:?}");
+        assert_eq!(shard_of(None, shards), 0);
     }
 }

@@ -1,10 +1,11 @@
 //! Write stage: commits batches, retries what is worth retrying, spools to disk while the database is away, and replays in order.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
 use rand::Rng;
-use tokio::sync::mpsc;
+use tokio::sync::{Mutex, mpsc};
 
 use crate::storage::ingest::{BatchRows, DeadLetterRow, WriteOutcome, write_batch};
 use crate::storage::{StorageError, pool_error_reason};
@@ -20,9 +21,12 @@ pub struct AckDue {
     pub seq: i64,
 }
 
+/// One of the pipeline's writers. Each owns a shard of the trackers (see `ingest::start`), so a
+/// tracker's batches are committed in order; all share one spool, replayed in order by whichever
+/// writer gets to it first.
 pub struct Writer {
     pub pool: Pool,
-    pub spool: Spool,
+    pub spool: Arc<Mutex<Spool>>,
     pub acks: mpsc::Sender<AckDue>,
     /// Attempts for one batch before it goes to the spool.
     pub attempts: u32,
@@ -35,22 +39,24 @@ impl Writer {
     pub async fn run(mut self, mut input: mpsc::Receiver<Batch>) {
         let mut replay = tokio::time::interval(self.replay_every);
         replay.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        events::spool(self.spool.files(), self.spool.bytes());
+        {
+            let spool = self.spool.lock().await;
+            events::spool(spool.files(), spool.bytes());
+        }
         loop {
             tokio::select! {
                 batch = input.recv() => match batch {
                     Some(batch) => self.handle(batch).await,
                     None => break,
                 },
-                _ = replay.tick(), if !self.spool.is_empty() => self.replay().await,
+                _ = replay.tick() => self.replay().await,
             }
         }
-        if !self.spool.is_empty() {
-            self.replay().await;
-        }
-        if !self.spool.is_empty() {
+        self.replay().await;
+        let spool = self.spool.lock().await;
+        if !spool.is_empty() {
             tracing::warn!(
-                batches = self.spool.files(),
+                batches = spool.files(),
                 "database unavailable at shutdown: batches stay spooled and are replayed at the next start"
             );
         }
@@ -60,7 +66,8 @@ impl Writer {
         let Batch { rows, acks, done } = batch;
         let acks: Vec<(String, i64)> = acks.into_iter().collect();
         // While older batches wait in the spool, newer ones queue behind them.
-        let committed = if self.spool.is_empty() {
+        let spool_empty = self.spool.lock().await.is_empty();
+        let committed = if spool_empty {
             self.write_with_retry(&rows).await
         } else {
             Err(())
@@ -69,13 +76,14 @@ impl Writer {
             self.send_acks(&acks);
         } else {
             let spooled = SpooledBatch { rows, acks };
-            if let Err(err) = self.spool.append(&spooled) {
+            let mut spool = self.spool.lock().await;
+            if let Err(err) = spool.append(&spooled) {
                 // Neither the database nor the disk took it: the publishers get no PUBACK and
                 // will send again, so nothing is lost; their waiters see the channel drop.
                 tracing::error!(%err, "cannot spool a batch; QoS 1 publishers will resend");
                 return;
             }
-            events::spool(self.spool.files(), self.spool.bytes());
+            events::spool(spool.files(), spool.bytes());
         }
         for waiter in done {
             let _ = waiter.send(());
@@ -126,8 +134,16 @@ impl Writer {
         Ok(outcome)
     }
 
+    /// Replays the spool in order, unless it is empty or another writer is already at it.
     async fn replay(&mut self) {
-        let pending = match self.spool.pending() {
+        let spool = self.spool.clone();
+        let Ok(mut spool) = spool.try_lock() else {
+            return;
+        };
+        if spool.is_empty() {
+            return;
+        }
+        let pending = match spool.pending() {
             Ok(p) => p,
             Err(err) => {
                 tracing::error!(%err, "cannot list the spool");
@@ -135,17 +151,17 @@ impl Writer {
             }
         };
         for (_, path) in pending {
-            let batch = match self.spool.read(&path) {
+            let batch = match spool.read(&path) {
                 Ok(b) => b,
                 Err(err) => {
                     tracing::error!(%err, "moving an unreadable spool file aside");
-                    let _ = self.spool.quarantine(&path);
+                    let _ = spool.quarantine(&path);
                     continue;
                 }
             };
             match self.write_once(&batch.rows).await {
                 Ok(_) => {
-                    if let Err(err) = self.spool.remove(&path) {
+                    if let Err(err) = spool.remove(&path) {
                         // Replaying it again later is harmless: writes are idempotent.
                         tracing::error!(%err, "cannot remove a replayed spool file");
                         return;
@@ -160,7 +176,7 @@ impl Writer {
                     tracing::error!(%err, "database refused a spooled batch; storing it as dead letters");
                     let dead = as_dead_letters(&batch.rows, &err.to_string());
                     if self.write_once(&dead).await.is_ok() {
-                        let _ = self.spool.remove(&path);
+                        let _ = spool.remove(&path);
                         self.send_acks(&batch.acks);
                     } else {
                         break;
@@ -168,8 +184,8 @@ impl Writer {
                 }
             }
         }
-        events::spool(self.spool.files(), self.spool.bytes());
-        if self.spool.is_empty() {
+        events::spool(spool.files(), spool.bytes());
+        if spool.is_empty() {
             tracing::info!("spool replayed: the database has every batch");
         }
     }

@@ -88,46 +88,73 @@ pub struct WriteOutcome {
     pub dead_letters: u64,
 }
 
-/// Writes a batch in one transaction.
+/// Fixes into `positions` and each tracker's newest one into `tracker_status`, as one statement:
+/// a statement is atomic on its own, so the common batch (fixes only) needs no BEGIN/COMMIT and
+/// costs one round trip with a cached prepared statement. Round trips, not rows, dominate a
+/// batch's cost when the database shares its cores with the broker.
+///
+/// `newer` compares against the status row as it was before this statement (all parts of a
+/// statement see the same snapshot), which is what "moves only forward in device time" needs.
+const WRITE_FIXES: &str = "
+WITH ins AS (
+    INSERT INTO positions (tracker_id, device_time, received_at, lat, lon, altitude,
+                           accuracy, speed, heading, satellites, battery, seq)
+    SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::float8[],
+                         $5::float8[], $6::float4[], $7::float4[], $8::float4[],
+                         $9::float4[], $10::int2[], $11::int2[], $12::int8[])
+    ON CONFLICT (tracker_id, device_time) DO NOTHING
+    RETURNING 1
+), upd AS (
+    UPDATE tracker_status s SET
+        last_fix_time = CASE WHEN newer THEN u.t ELSE s.last_fix_time END,
+        last_lat      = CASE WHEN newer THEN u.lat ELSE s.last_lat END,
+        last_lon      = CASE WHEN newer THEN u.lon ELSE s.last_lon END,
+        last_accuracy = CASE WHEN newer THEN u.acc ELSE s.last_accuracy END,
+        last_speed    = CASE WHEN newer THEN u.spd ELSE s.last_speed END,
+        last_heading  = CASE WHEN newer THEN u.hdg ELSE s.last_heading END,
+        last_seq      = CASE WHEN newer THEN u.seq ELSE s.last_seq END,
+        battery       = CASE WHEN newer AND u.bat IS NOT NULL THEN u.bat ELSE s.battery END,
+        last_seen     = greatest(s.last_seen, u.seen),
+        updated_at    = now()
+    FROM (SELECT *, (st.last_fix_time IS NULL OR x.t > st.last_fix_time) AS newer
+          FROM unnest($13::text[], $14::timestamptz[], $15::float8[], $16::float8[], $17::float4[],
+                      $18::float4[], $19::float4[], $20::int8[], $21::int2[], $22::timestamptz[])
+               AS x(tracker_id, t, lat, lon, acc, spd, hdg, seq, bat, seen)
+          JOIN tracker_status st USING (tracker_id)) u
+    WHERE s.tracker_id = u.tracker_id
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM ins)";
+
+/// Writes a batch atomically: one statement when it holds only fixes, else one transaction.
 pub async fn write_batch(
-    client: &mut Client,
+    client: &mut deadpool_postgres::ClientWrapper,
     rows: &BatchRows,
 ) -> Result<WriteOutcome, StorageError> {
     let q = StorageError::query;
-    let tx = client.transaction().await.map_err(q("starting a batch"))?;
     let mut outcome = WriteOutcome::default();
+    let fixes_only =
+        rows.statuses.is_empty() && rows.presence.is_empty() && rows.dead_letters.is_empty();
+    if fixes_only {
+        if !rows.fixes.is_empty() {
+            let stmt = client
+                .prepare_cached(WRITE_FIXES)
+                .await
+                .map_err(q("preparing the fix insert"))?;
+            outcome.fixes_stored = write_fixes(&**client, &stmt, &rows.fixes).await?;
+            outcome.duplicates = rows.fixes.len() as u64 - outcome.fixes_stored;
+        }
+        return Ok(outcome);
+    }
 
+    let tx = client.transaction().await.map_err(q("starting a batch"))?;
     if !rows.fixes.is_empty() {
-        let f = &rows.fixes;
-        let tracker: Vec<&str> = f.iter().map(|r| r.tracker_id.as_str()).collect();
-        let device_time: Vec<DateTime<Utc>> = f.iter().map(|r| r.device_time).collect();
-        let received: Vec<DateTime<Utc>> = f.iter().map(|r| r.received_at).collect();
-        let lat: Vec<f64> = f.iter().map(|r| r.lat).collect();
-        let lon: Vec<f64> = f.iter().map(|r| r.lon).collect();
-        let alt: Vec<Option<f32>> = f.iter().map(|r| r.altitude).collect();
-        let acc: Vec<Option<f32>> = f.iter().map(|r| r.accuracy).collect();
-        let spd: Vec<Option<f32>> = f.iter().map(|r| r.speed).collect();
-        let hdg: Vec<Option<f32>> = f.iter().map(|r| r.heading).collect();
-        let sat: Vec<Option<i16>> = f.iter().map(|r| r.satellites).collect();
-        let bat: Vec<Option<i16>> = f.iter().map(|r| r.battery).collect();
-        let seq: Vec<Option<i64>> = f.iter().map(|r| r.seq).collect();
-        let inserted = tx
-            .execute(
-                "INSERT INTO positions (tracker_id, device_time, received_at, lat, lon, altitude,
-                                        accuracy, speed, heading, satellites, battery, seq)
-                 SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::float8[],
-                                      $5::float8[], $6::float4[], $7::float4[], $8::float4[],
-                                      $9::float4[], $10::int2[], $11::int2[], $12::int8[])
-                 ON CONFLICT (tracker_id, device_time) DO NOTHING",
-                &[
-                    &tracker, &device_time, &received, &lat, &lon, &alt, &acc, &spd, &hdg, &sat, &bat, &seq,
-                ],
-            )
+        let stmt = tx
+            .prepare_cached(WRITE_FIXES)
             .await
-            .map_err(q("inserting positions"))?;
-        outcome.fixes_stored = inserted;
-        outcome.duplicates = f.len() as u64 - inserted;
-        update_status_from_fixes(&tx, f).await?;
+            .map_err(q("preparing the fix insert"))?;
+        outcome.fixes_stored = write_fixes(&*tx, &stmt, &rows.fixes).await?;
+        outcome.duplicates = rows.fixes.len() as u64 - outcome.fixes_stored;
     }
 
     for status in &rows.statuses {
@@ -185,14 +212,29 @@ pub async fn write_batch(
     Ok(outcome)
 }
 
-/// Moves each tracker's last fix forward to the newest fix of the batch, if it is newer in device time.
-async fn update_status_from_fixes(
-    tx: &tokio_postgres::Transaction<'_>,
-    fixes: &[FixRow],
-) -> Result<(), StorageError> {
+/// Runs [`WRITE_FIXES`]; returns how many fixes were new.
+async fn write_fixes(
+    client: &impl tokio_postgres::GenericClient,
+    stmt: &tokio_postgres::Statement,
+    f: &[FixRow],
+) -> Result<u64, StorageError> {
+    let tracker: Vec<&str> = f.iter().map(|r| r.tracker_id.as_str()).collect();
+    let device_time: Vec<DateTime<Utc>> = f.iter().map(|r| r.device_time).collect();
+    let received: Vec<DateTime<Utc>> = f.iter().map(|r| r.received_at).collect();
+    let lat: Vec<f64> = f.iter().map(|r| r.lat).collect();
+    let lon: Vec<f64> = f.iter().map(|r| r.lon).collect();
+    let alt: Vec<Option<f32>> = f.iter().map(|r| r.altitude).collect();
+    let acc: Vec<Option<f32>> = f.iter().map(|r| r.accuracy).collect();
+    let spd: Vec<Option<f32>> = f.iter().map(|r| r.speed).collect();
+    let hdg: Vec<Option<f32>> = f.iter().map(|r| r.heading).collect();
+    let sat: Vec<Option<i16>> = f.iter().map(|r| r.satellites).collect();
+    let bat: Vec<Option<i16>> = f.iter().map(|r| r.battery).collect();
+    let seq: Vec<Option<i64>> = f.iter().map(|r| r.seq).collect();
+
+    // Each tracker's newest fix of the batch (by device time) and when it was last heard from.
     let mut newest: std::collections::HashMap<&str, (&FixRow, DateTime<Utc>)> =
         std::collections::HashMap::new();
-    for fix in fixes {
+    for fix in f {
         let entry = newest
             .entry(fix.tracker_id.as_str())
             .or_insert((fix, fix.received_at));
@@ -202,41 +244,49 @@ async fn update_status_from_fixes(
         entry.1 = entry.1.max(fix.received_at);
     }
     let rows: Vec<(&FixRow, DateTime<Utc>)> = newest.into_values().collect();
-    let tracker: Vec<&str> = rows.iter().map(|r| r.0.tracker_id.as_str()).collect();
-    let time: Vec<DateTime<Utc>> = rows.iter().map(|r| r.0.device_time).collect();
-    let lat: Vec<f64> = rows.iter().map(|r| r.0.lat).collect();
-    let lon: Vec<f64> = rows.iter().map(|r| r.0.lon).collect();
-    let acc: Vec<Option<f32>> = rows.iter().map(|r| r.0.accuracy).collect();
-    let spd: Vec<Option<f32>> = rows.iter().map(|r| r.0.speed).collect();
-    let hdg: Vec<Option<f32>> = rows.iter().map(|r| r.0.heading).collect();
-    let seq: Vec<Option<i64>> = rows.iter().map(|r| r.0.seq).collect();
-    let bat: Vec<Option<i16>> = rows.iter().map(|r| r.0.battery).collect();
-    let seen: Vec<DateTime<Utc>> = rows.iter().map(|r| r.1).collect();
-    tx.execute(
-        "UPDATE tracker_status s SET
-             last_fix_time = CASE WHEN newer THEN u.t ELSE s.last_fix_time END,
-             last_lat      = CASE WHEN newer THEN u.lat ELSE s.last_lat END,
-             last_lon      = CASE WHEN newer THEN u.lon ELSE s.last_lon END,
-             last_accuracy = CASE WHEN newer THEN u.acc ELSE s.last_accuracy END,
-             last_speed    = CASE WHEN newer THEN u.spd ELSE s.last_speed END,
-             last_heading  = CASE WHEN newer THEN u.hdg ELSE s.last_heading END,
-             last_seq      = CASE WHEN newer THEN u.seq ELSE s.last_seq END,
-             battery       = CASE WHEN newer AND u.bat IS NOT NULL THEN u.bat ELSE s.battery END,
-             last_seen     = greatest(s.last_seen, u.seen),
-             updated_at    = now()
-         FROM (SELECT *, (st.last_fix_time IS NULL OR x.t > st.last_fix_time) AS newer
-               FROM unnest($1::text[], $2::timestamptz[], $3::float8[], $4::float8[], $5::float4[],
-                           $6::float4[], $7::float4[], $8::int8[], $9::int2[], $10::timestamptz[])
-                    AS x(tracker_id, t, lat, lon, acc, spd, hdg, seq, bat, seen)
-               JOIN tracker_status st USING (tracker_id)) u
-         WHERE s.tracker_id = u.tracker_id",
-        &[
-            &tracker, &time, &lat, &lon, &acc, &spd, &hdg, &seq, &bat, &seen,
-        ],
-    )
-    .await
-    .map_err(StorageError::query("updating tracker status from fixes"))?;
-    Ok(())
+    let s_tracker: Vec<&str> = rows.iter().map(|r| r.0.tracker_id.as_str()).collect();
+    let s_time: Vec<DateTime<Utc>> = rows.iter().map(|r| r.0.device_time).collect();
+    let s_lat: Vec<f64> = rows.iter().map(|r| r.0.lat).collect();
+    let s_lon: Vec<f64> = rows.iter().map(|r| r.0.lon).collect();
+    let s_acc: Vec<Option<f32>> = rows.iter().map(|r| r.0.accuracy).collect();
+    let s_spd: Vec<Option<f32>> = rows.iter().map(|r| r.0.speed).collect();
+    let s_hdg: Vec<Option<f32>> = rows.iter().map(|r| r.0.heading).collect();
+    let s_seq: Vec<Option<i64>> = rows.iter().map(|r| r.0.seq).collect();
+    let s_bat: Vec<Option<i16>> = rows.iter().map(|r| r.0.battery).collect();
+    let s_seen: Vec<DateTime<Utc>> = rows.iter().map(|r| r.1).collect();
+
+    let row = client
+        .query_one(
+            stmt,
+            &[
+                &tracker,
+                &device_time,
+                &received,
+                &lat,
+                &lon,
+                &alt,
+                &acc,
+                &spd,
+                &hdg,
+                &sat,
+                &bat,
+                &seq,
+                &s_tracker,
+                &s_time,
+                &s_lat,
+                &s_lon,
+                &s_acc,
+                &s_spd,
+                &s_hdg,
+                &s_seq,
+                &s_bat,
+                &s_seen,
+            ],
+        )
+        .await
+        .map_err(StorageError::query("writing fixes"))?;
+    let inserted: i64 = row.get(0);
+    Ok(inserted.max(0) as u64)
 }
 
 /// Marks trackers offline that have said nothing for `silence` (a collar that lost power sends no Last Will
