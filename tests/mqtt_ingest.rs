@@ -280,3 +280,118 @@ async fn metrics_count_stored_fixes() {
     assert!(text.contains("pettracker_fixes_stored_total"), "{text}");
     t.stop().await;
 }
+
+#[tokio::test]
+async fn cbor_fixes_single_and_batched_at_qos_0_and_1_are_stored_with_their_values() {
+    use gateway::protocol::{Encoding, RawFix, encode_telemetry};
+    let t = spawn_app().await;
+    let secret = t.provision("rex").await;
+    let (client, mut events) = connect(options(t.mqtt_port(), "rex", "rex", &secret))
+        .await
+        .unwrap();
+    let base = chrono::Utc::now() - chrono::TimeDelta::minutes(5);
+    let fix = |seq: u64, lat: f64| RawFix {
+        device_time: base + chrono::TimeDelta::seconds(seq as i64),
+        lat,
+        lon: 13.405,
+        altitude: Some(34.5),
+        accuracy: Some(3.0),
+        speed: Some(1.5),
+        heading: Some(90.0),
+        satellites: Some(8),
+        battery: Some(66),
+        seq: Some(seq),
+    };
+    let single = encode_telemetry(&[fix(1, 52.1)], Encoding::Cbor);
+    let batch = encode_telemetry(&[fix(2, 52.2), fix(3, 52.3)], Encoding::Cbor);
+    assert_ne!(single.first(), Some(&b'{'), "not CBOR");
+    client
+        .publish("trackers/rex/telemetry", QoS::AtMostOnce, false, single)
+        .await
+        .unwrap();
+    client
+        .publish("trackers/rex/telemetry", QoS::AtLeastOnce, false, batch)
+        .await
+        .unwrap();
+    wait_for(&mut events, |p| {
+        matches!(p, Packet::PubAck(_)).then_some(())
+    })
+    .await;
+    t.wait_for_count("SELECT count(*) FROM positions WHERE tracker_id = 'rex'", 3)
+        .await;
+    let row = t
+        .app
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT lat, altitude, accuracy, speed, heading, satellites, battery, seq
+             FROM positions WHERE tracker_id = 'rex' AND seq = 3",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, f64>(0), 52.3);
+    assert_eq!(row.get::<_, Option<f32>>(1), Some(34.5));
+    assert_eq!(row.get::<_, Option<f32>>(2), Some(3.0));
+    assert_eq!(row.get::<_, Option<f32>>(3), Some(1.5));
+    assert_eq!(row.get::<_, Option<f32>>(4), Some(90.0));
+    assert_eq!(row.get::<_, Option<i16>>(5), Some(8));
+    assert_eq!(row.get::<_, Option<i16>>(6), Some(66));
+    assert_eq!(row.get::<_, Option<i64>>(7), Some(3));
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn an_oversize_payload_is_dead_lettered_with_its_size_and_the_collar_stays_connected() {
+    let t = spawn_app().await;
+    let secret = t.provision("rex").await;
+    let mut opts = options(t.mqtt_port(), "rex", "rex", &secret);
+    // rumqttc's own limit is 10 KiB; the broker's (mqtt.max_packet_size) is 512 KiB.
+    opts.set_max_packet_size(1024 * 1024, 1024 * 1024);
+    let (client, mut events) = connect(opts).await.unwrap();
+    // Larger than the protocol's limit, smaller than the MQTT packet limit: it arrives, and is refused.
+    let big = vec![b' '; gateway::protocol::MAX_PAYLOAD_BYTES + 1];
+    client
+        .publish("trackers/rex/telemetry", QoS::AtLeastOnce, false, big)
+        .await
+        .unwrap();
+    wait_for(&mut events, |p| {
+        matches!(p, Packet::PubAck(_)).then_some(())
+    })
+    .await;
+    client
+        .publish(
+            "trackers/rex/telemetry",
+            QoS::AtLeastOnce,
+            false,
+            fix_json(7, 52.7),
+        )
+        .await
+        .unwrap();
+    wait_for(&mut events, |p| {
+        matches!(p, Packet::PubAck(_)).then_some(())
+    })
+    .await;
+    t.wait_for_count("SELECT count(*) FROM positions WHERE tracker_id = 'rex'", 1)
+        .await;
+    let reason: String = t
+        .app
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT reason FROM dead_letters WHERE tracker_id = 'rex'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        reason.contains(&gateway::protocol::MAX_PAYLOAD_BYTES.to_string()),
+        "{reason}"
+    );
+    t.stop().await;
+}
