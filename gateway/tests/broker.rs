@@ -150,6 +150,20 @@ async fn connect(o: MqttOptions) -> Result<(AsyncClient, EventLoop), String> {
     }
 }
 
+/// Publishes `{}` at QoS 1 on `topic` and waits for its PUBACK; `Err` if the connection ended
+/// (or nothing came) instead.
+async fn publish_qos1(
+    client: &AsyncClient,
+    events: &mut EventLoop,
+    topic: &str,
+) -> Result<(), String> {
+    client
+        .publish(topic, QoS::AtLeastOnce, false, "{}")
+        .await
+        .map_err(|e| e.to_string())?;
+    next(events, |p| matches!(p, Packet::PubAck(_)).then_some(())).await
+}
+
 fn id(s: &str) -> TrackerId {
     TrackerId::parse(s).unwrap()
 }
@@ -219,14 +233,7 @@ async fn a_publish_the_gateway_refuses_gets_no_puback_and_the_connection_is_clos
     let (client, mut events) = connect(options(&handle, "rex", Some(SECRET)))
         .await
         .unwrap();
-    client
-        .publish("trackers/rex/telemetry", QoS::AtLeastOnce, false, "{}")
-        .await
-        .unwrap();
-    let outcome = next(&mut events, |p| {
-        matches!(p, Packet::PubAck(_)).then_some(())
-    })
-    .await;
+    let outcome = publish_qos1(&client, &mut events, "trackers/rex/telemetry").await;
     assert!(
         outcome.is_err(),
         "a refused publish was acknowledged: the collar would drop a fix that was not stored"
@@ -240,14 +247,7 @@ async fn a_collar_cannot_publish_on_another_trackers_topic() {
     let (client, mut events) = connect(options(&handle, "rex", Some(SECRET)))
         .await
         .unwrap();
-    client
-        .publish("trackers/fido/telemetry", QoS::AtLeastOnce, false, "{}")
-        .await
-        .unwrap();
-    let outcome = next(&mut events, |p| {
-        matches!(p, Packet::PubAck(_)).then_some(())
-    })
-    .await;
+    let outcome = publish_qos1(&client, &mut events, "trackers/fido/telemetry").await;
     assert!(
         outcome.is_err(),
         "publish as another tracker was acknowledged"
@@ -256,14 +256,7 @@ async fn a_collar_cannot_publish_on_another_trackers_topic() {
     let (client, mut events) = connect(options(&handle, "rex", Some(SECRET)))
         .await
         .unwrap();
-    client
-        .publish("trackers/rex/commands", QoS::AtLeastOnce, false, "{}")
-        .await
-        .unwrap();
-    let outcome = next(&mut events, |p| {
-        matches!(p, Packet::PubAck(_)).then_some(())
-    })
-    .await;
+    let outcome = publish_qos1(&client, &mut events, "trackers/rex/commands").await;
     assert!(
         outcome.is_err(),
         "publish on a downlink topic was acknowledged"
