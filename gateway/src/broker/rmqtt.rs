@@ -411,9 +411,24 @@ impl Handler for Hooks {
                     last_will: false,
                 };
                 match st.device.accept_publish(publish).await {
-                    Ok(()) => (
+                    // In open mode anyone may subscribe to uplink topics (handy with
+                    // mosquitto_sub), so route the message on. Otherwise no client may subscribe
+                    // to them and the gateway already has the message: routing it would only
+                    // cost CPU. "No matching subscribers" (0x10) is a success code: MQTT 3.1.1
+                    // collars get a plain PUBACK, MQTT 5 ones a PUBACK that says exactly that.
+                    Ok(()) if st.open => (
                         false,
                         Some(HookResult::PublishAclResult(PublishAclResult::allow())),
+                    ),
+                    Ok(()) => (
+                        false,
+                        Some(HookResult::PublishAclResult(PublishAclResult(
+                            PublishResult::reason_code(
+                                PublishAckReason::NoMatchingSubscribers,
+                                None,
+                                false,
+                            ),
+                        ))),
                     ),
                     Err(refused) => {
                         tracing::warn!(client_id = %s.id.client_id, %refused, "publish not taken; disconnecting so the collar re-sends");
