@@ -107,7 +107,9 @@ pub async fn spawn(config: Config) -> anyhow::Result<RunningApp> {
         pool: database.pool.clone(),
         metrics: http::metrics_handle(),
         broker_ready: Arc::new(move || ready_broker.is_listening()),
+        auth: Arc::new(crate::auth::AuthKeys::from_config(&config.auth)),
     };
+    crate::auth::warm_up();
     let pool = database.pool.clone();
     let parts = Parts {
         http_listener,

@@ -46,6 +46,26 @@ pub enum Command {
     /// Manage trackers (collars): provision credentials, list them, revoke them.
     #[command(subcommand)]
     Tracker(TrackerCommand),
+    /// Manage user accounts of the HTTP API.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create an account and print its id. The password is read from standard input
+    /// (--password-stdin) or PETTRACKER_USER_PASSWORD, never from an argument, which other users
+    /// of the machine could see in the process list.
+    Create {
+        /// The account's email address (it logs in with it).
+        email: String,
+        /// Make the account an administrator.
+        #[arg(long)]
+        admin: bool,
+        /// Read the password from standard input (one line; the trailing newline is dropped).
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -209,6 +229,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             database.close().await;
             result
         }
+        Command::User(command) => {
+            let config = load_config(&cli, &[])?;
+            crate::logging::init(config.log.format, "warn");
+            let database = crate::database::Database::open(&config).await?;
+            let result = async {
+                database.migrate(&config).await?;
+                user_command(&database.pool, &config, command).await
+            }
+            .await;
+            database.close().await;
+            result
+        }
         Command::Demo(args) => {
             let mut config = load_config(
                 &cli,
@@ -232,6 +264,55 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             app.run_until(crate::app::termination_signal()).await
         }
     }
+}
+
+/// The password for `user create`: standard input or the environment, never an argument.
+fn read_new_password(from_stdin: bool) -> anyhow::Result<secrecy::SecretString> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| anyhow::anyhow!("cannot read the password from standard input: {e}"))?;
+        let password = line.strip_suffix('\n').unwrap_or(&line);
+        let password = password.strip_suffix('\r').unwrap_or(password);
+        return Ok(secrecy::SecretString::from(password.to_owned()));
+    }
+    match std::env::var("PETTRACKER_USER_PASSWORD") {
+        Ok(password) if !password.is_empty() => Ok(secrecy::SecretString::from(password)),
+        _ => anyhow::bail!(
+            "no password given: pass --password-stdin and write it to standard input, \
+             or set PETTRACKER_USER_PASSWORD"
+        ),
+    }
+}
+
+async fn user_command(
+    pool: &deadpool_postgres::Pool,
+    config: &Config,
+    command: &UserCommand,
+) -> anyhow::Result<()> {
+    use crate::auth::{Email, Password, store};
+    match command {
+        UserCommand::Create {
+            email,
+            admin,
+            password_stdin,
+        } => {
+            let email = Email::parse(email).map_err(|e| anyhow::anyhow!("invalid email: {e}"))?;
+            let password = Password::parse(&read_new_password(*password_stdin)?, &email)
+                .map_err(|e| anyhow::anyhow!("password refused: {e}"))?;
+            let listed = config
+                .auth
+                .admin_emails
+                .iter()
+                .any(|e| e.trim().to_lowercase() == email.normalized());
+            let user = store::create_user(pool, &email, &password, *admin || listed)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot create user {email}: {e}"))?;
+            println!("{}", user.id);
+        }
+    }
+    Ok(())
 }
 
 async fn tracker_command(

@@ -21,6 +21,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub storage: StorageConfig,
     pub ingest: IngestSettings,
+    pub auth: AuthConfig,
     pub log: LogConfig,
 }
 
@@ -195,6 +196,34 @@ impl Default for StorageConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// HMAC-SHA256 key signing access tokens, at least 32 bytes. Unset: a random key per start,
+    /// so every access token dies with the process (refresh tokens, stored in the database, do not).
+    pub token_secret: Option<SecretString>,
+    /// Lifetime of an access token. Short, because an access token cannot be revoked.
+    pub access_token_ttl_secs: u64,
+    /// Lifetime of a refresh token; each use replaces it with a new one.
+    pub refresh_token_ttl_days: u32,
+    /// Users registering with one of these emails (compared case-insensitively) become admins.
+    pub admin_emails: Vec<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            token_secret: None,
+            access_token_ttl_secs: 900,
+            refresh_token_ttl_days: 30,
+            admin_emails: Vec::new(),
+        }
+    }
+}
+
+/// The smallest accepted `auth.token_secret`: HS256 keys shorter than the hash output are weak.
+pub const MIN_TOKEN_SECRET_BYTES: usize = 32;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     pub format: LogFormat,
     /// A `tracing` filter such as `info` or `pettracker=debug,gateway=debug`.
@@ -225,6 +254,8 @@ pub enum Kind {
     Int,
     Bool,
     Secret,
+    /// Comma-separated in the environment and flags, a TOML array in the file.
+    List,
 }
 
 /// Every setting: dotted key, type, and what it is for (shown in docs/operations.md).
@@ -252,6 +283,10 @@ pub const KEYS: &[(&str, Kind, &str)] = &[
     ("ingest.silence_timeout_secs", Kind::Int, "silence after which a tracker is offline"),
     ("ingest.max_future_skew_secs", Kind::Int, "how far in the future a fix may be dated"),
     ("ingest.writers", Kind::Int, "batches written in parallel (shards of the trackers)"),
+    ("auth.token_secret", Kind::Secret, "key signing access tokens, at least 32 bytes (unset: random per start)"),
+    ("auth.access_token_ttl_secs", Kind::Int, "lifetime of an access token"),
+    ("auth.refresh_token_ttl_days", Kind::Int, "lifetime of a refresh token"),
+    ("auth.admin_emails", Kind::List, "emails that become admins when they register (comma-separated)"),
     ("log.format", Kind::Str, "text or json"),
     ("log.level", Kind::Str, "tracing filter, e.g. info"),
 ];
@@ -358,6 +393,13 @@ impl Loader {
                     .parse()
                     .map_err(|_| invalid(format!("{raw:?} is not a whole number")))?,
             ),
+            Kind::List => toml::Value::Array(
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|item| !item.is_empty())
+                    .map(|item| toml::Value::String(item.to_owned()))
+                    .collect(),
+            ),
             Kind::Bool => toml::Value::Boolean(match raw.trim().to_ascii_lowercase().as_str() {
                 "1" | "true" | "yes" | "on" => true,
                 "0" | "false" | "no" | "off" | "" => false,
@@ -396,7 +438,10 @@ impl Loader {
                 let key = e.path().to_string();
                 let message = e.inner().message().to_owned();
                 // Secrets never appear in errors: serde messages may quote the value.
-                let message = if key == "database.url" {
+                let secret = KEYS
+                    .iter()
+                    .any(|k| k.0 == key && matches!(k.1, Kind::Secret));
+                let message = if secret {
                     "invalid value".to_owned()
                 } else {
                     message
@@ -466,6 +511,38 @@ impl Config {
         }
         if let Some(url) = &self.database.url {
             gateway::storage::describe_url(url).map_err(|e| fail("database.url", e.to_string()))?;
+        }
+        if let Some(secret) = &self.auth.token_secret {
+            let len = secrecy::ExposeSecret::expose_secret(secret).len();
+            if len < MIN_TOKEN_SECRET_BYTES {
+                return Err(fail(
+                    "auth.token_secret",
+                    format!(
+                        "is {len} bytes; it must be at least {MIN_TOKEN_SECRET_BYTES} (e.g. `openssl rand -hex 32`)"
+                    ),
+                ));
+            }
+        }
+        if self.auth.access_token_ttl_secs == 0 || self.auth.access_token_ttl_secs > 86_400 {
+            return Err(fail(
+                "auth.access_token_ttl_secs",
+                format!(
+                    "{} is outside 1..=86400: access tokens cannot be revoked, so they must stay short-lived",
+                    self.auth.access_token_ttl_secs
+                ),
+            ));
+        }
+        if self.auth.refresh_token_ttl_days == 0 || self.auth.refresh_token_ttl_days > 365 {
+            return Err(fail(
+                "auth.refresh_token_ttl_days",
+                format!("{} is outside 1..=365", self.auth.refresh_token_ttl_days),
+            ));
+        }
+        if let Some(bad) = self.auth.admin_emails.iter().find(|e| !e.contains('@')) {
+            return Err(fail(
+                "auth.admin_emails",
+                format!("{bad:?} is not an email address"),
+            ));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(fail(
@@ -578,6 +655,34 @@ mod tests {
     }
 
     #[test]
+    fn a_short_token_secret_is_refused_without_echoing_it() {
+        let err = load("", &[("PETTRACKER_AUTH_TOKEN_SECRET", "hunter2-too-short")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("auth.token_secret"), "{err}");
+        assert!(err.contains("32"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn admin_emails_are_a_comma_separated_list_in_the_environment() {
+        let config = load(
+            "",
+            &[(
+                "PETTRACKER_AUTH_ADMIN_EMAILS",
+                " ada@example.com,,bob@example.com ",
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            config.auth.admin_emails,
+            ["ada@example.com", "bob@example.com"]
+        );
+        let config = load("[auth]\nadmin_emails = [\"ada@example.com\"]\n", &[]).unwrap();
+        assert_eq!(config.auth.admin_emails, ["ada@example.com"]);
+    }
+
+    #[test]
     fn operations_guide_lists_every_setting_and_its_variable() {
         let doc = include_str!("../docs/operations.md");
         for (key, _, _) in KEYS {
@@ -599,7 +704,9 @@ mod tests {
             let sample = match kind {
                 Kind::Int => "3",
                 Kind::Bool => "true",
+                Kind::Secret if key.starts_with("auth.") => "0123456789abcdef0123456789abcdef",
                 Kind::Secret => "postgres://localhost/x",
+                Kind::List => "ada@example.com, bob@example.com",
                 Kind::Str if key.ends_with("addr") => "127.0.0.1:9",
                 Kind::Str if key.ends_with("timescaledb") => "auto",
                 Kind::Str if key.ends_with("format") => "json",

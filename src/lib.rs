@@ -1,9 +1,11 @@
 //! The pettracker server: configuration, the command line, the HTTP side, and wiring of the gateway.
 
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod database;
 pub mod demo;
 pub mod http;
 pub mod logging;
+pub mod trackers;

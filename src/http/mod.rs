@@ -1,4 +1,8 @@
-//! The HTTP side: health checks and metrics now, the REST API and live feeds as they are built.
+//! The HTTP side: health checks, metrics, and the REST API under `/api/v1` (see docs/api/openapi.yaml).
+
+pub mod auth;
+pub mod error;
+pub mod trackers;
 
 use std::convert::Infallible;
 use std::sync::{Arc, OnceLock};
@@ -9,6 +13,9 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use warp::Filter;
 use warp::http::StatusCode;
 
+use crate::auth::AuthKeys;
+use error::{ApiError, error_response};
+
 /// What the HTTP handlers share.
 #[derive(Clone)]
 pub struct HttpState {
@@ -16,6 +23,8 @@ pub struct HttpState {
     pub metrics: PrometheusHandle,
     /// Reports whether the broker accepts connections, for `/readyz`.
     pub broker_ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// Token keys and lifetimes, and the login throttle.
+    pub auth: Arc<AuthKeys>,
 }
 
 /// The process-wide Prometheus recorder. `metrics` has one global recorder, so every app in a
@@ -76,6 +85,8 @@ pub fn routes(
     healthz
         .or(readyz)
         .or(metrics_route)
+        .or(auth::routes(state.clone()))
+        .or(trackers::routes(state))
         .recover(handle_rejection)
 }
 
@@ -90,9 +101,12 @@ async fn database_ready(pool: &Pool) -> bool {
     )
 }
 
-/// Turns warp's rejections into JSON errors, so no client ever sees an HTML or empty error body.
+/// Turns rejections into JSON errors, so no client ever sees an HTML or empty error body:
+/// [`ApiError`]s from our filters, and warp's own (no route, bad method, body problems).
 async fn handle_rejection(rejection: warp::Rejection) -> Result<warp::reply::Response, Infallible> {
-    use warp::Reply;
+    if let Some(err) = rejection.find::<ApiError>() {
+        return Ok(err.to_response());
+    }
     let (status, code, message) = if rejection.is_not_found() {
         (
             StatusCode::NOT_FOUND,
@@ -105,6 +119,37 @@ async fn handle_rejection(rejection: warp::Rejection) -> Result<warp::reply::Res
             "method_not_allowed",
             "method not allowed on this route".to_owned(),
         )
+    } else if let Some(err) = rejection.find::<warp::filters::body::BodyDeserializeError>() {
+        (
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("invalid JSON body: {err}"),
+        )
+    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the request body is too large".to_owned(),
+        )
+    } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
+        (
+            StatusCode::LENGTH_REQUIRED,
+            "length_required",
+            "a request body with a Content-Length header is required".to_owned(),
+        )
+    } else if rejection
+        .find::<warp::reject::UnsupportedMediaType>()
+        .is_some()
+    {
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the request body must be JSON".to_owned(),
+        )
+    } else if let Some(err) = rejection.find::<warp::reject::InvalidHeader>() {
+        (StatusCode::BAD_REQUEST, "bad_request", err.to_string())
+    } else if let Some(err) = rejection.find::<warp::reject::MissingHeader>() {
+        (StatusCode::BAD_REQUEST, "bad_request", err.to_string())
     } else {
         (
             StatusCode::BAD_REQUEST,
@@ -112,9 +157,5 @@ async fn handle_rejection(rejection: warp::Rejection) -> Result<warp::reply::Res
             format!("{rejection:?}"),
         )
     };
-    Ok(warp::reply::with_status(
-        warp::reply::json(&serde_json::json!({"error": code, "message": message})),
-        status,
-    )
-    .into_response())
+    Ok(error_response(status, code, &message, None))
 }

@@ -1,6 +1,8 @@
 //! Shared test support: a whole app on port 0 with a fresh database, and real MQTT clients.
 #![allow(dead_code)]
 
+pub mod api;
+
 use std::time::Duration;
 
 use gateway::protocol::TrackerId;

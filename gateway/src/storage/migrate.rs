@@ -58,6 +58,20 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: &[],
         transactional: true,
     },
+    Migration {
+        version: 5,
+        name: "accounts",
+        timescale: &[include_str!("migrations/0005_accounts.sql")],
+        postgres: &[include_str!("migrations/0005_accounts.sql")],
+        transactional: true,
+    },
+    Migration {
+        version: 6,
+        name: "tracker sharing",
+        timescale: &[include_str!("migrations/0006_tracker_members.sql")],
+        postgres: &[include_str!("migrations/0006_tracker_members.sql")],
+        transactional: true,
+    },
 ];
 
 /// The newest schema version this binary knows.

@@ -1,0 +1,404 @@
+//! The accounts part of the API under `/api/v1`: register, login, token refresh and logout, `me`,
+//! API keys, and the [`authenticated`] filter every other API route uses to know its caller.
+
+use std::net::SocketAddr;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Filter, Rejection, Reply};
+
+use super::HttpState;
+use super::error::ApiError;
+use crate::auth::{AccountError, Email, LoginThrottle, Password, Scope, store};
+
+/// Largest JSON body the account routes accept: every one of them is a few short fields.
+const MAX_JSON_BODY: u64 = 16 * 1024;
+
+/// Who is calling, as proven by the `Authorization: Bearer` header.
+///
+/// Get one with [`authenticated`]; a route that changes anything must call
+/// [`Caller::require_write`] first, so read-only API keys stay read-only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub user_id: i64,
+    pub is_admin: bool,
+    /// Access tokens are always [`Scope::Full`]; API keys have the scope they were created with.
+    pub scope: Scope,
+    /// The API key used, when the caller presented one rather than an access token.
+    pub api_key_id: Option<i64>,
+}
+
+impl Caller {
+    /// 403 unless the caller may change things (a read-only API key may not).
+    pub fn require_write(&self) -> Result<(), ApiError> {
+        match self.scope {
+            Scope::Full => Ok(()),
+            Scope::Read => Err(ApiError::Forbidden(
+                "this API key is read-only; use a key with scope \"full\"".to_owned(),
+            )),
+        }
+    }
+}
+
+/// Extracts the [`Caller`] from `Authorization: Bearer <access token or API key>`.
+///
+/// A missing, malformed, expired or revoked credential rejects with 401 (JSON body,
+/// `WWW-Authenticate: Bearer`). Put it after the path and method filters of a route, so a request
+/// for another route is never answered with 401.
+pub fn authenticated(
+    state: HttpState,
+) -> impl Filter<Extract = (Caller,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("authorization").and_then(move |header: Option<String>| {
+        let state = state.clone();
+        async move {
+            authenticate(&state, header.as_deref())
+                .await
+                .map_err(warp::reject::custom)
+        }
+    })
+}
+
+async fn authenticate(state: &HttpState, header: Option<&str>) -> Result<Caller, ApiError> {
+    let header = header.ok_or_else(|| {
+        ApiError::Unauthorized("an Authorization: Bearer header is required".to_owned())
+    })?;
+    let token = header
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|token| !token.is_empty())
+        .ok_or_else(|| {
+            ApiError::Unauthorized("the Authorization header must be `Bearer <token>`".to_owned())
+        })?;
+    if token.starts_with(crate::auth::tokens::API_KEY_PREFIX) {
+        let owner = store::authenticate_api_key(&state.pool, token)
+            .await?
+            .ok_or_else(|| ApiError::Unauthorized("unknown or revoked API key".to_owned()))?;
+        return Ok(Caller {
+            user_id: owner.user_id,
+            is_admin: owner.is_admin,
+            scope: owner.scope,
+            api_key_id: Some(owner.key_id),
+        });
+    }
+    let invalid = || ApiError::Unauthorized("invalid or expired access token".to_owned());
+    let claims = state.auth.verify_access_token(token).ok_or_else(invalid)?;
+    Ok(Caller {
+        user_id: claims.sub.parse().map_err(|_| invalid())?,
+        is_admin: claims.admin,
+        scope: claims.scope,
+        api_key_id: None,
+    })
+}
+
+/// A JSON body of type `T`, at most [`MAX_JSON_BODY`] bytes. Anything else rejects with a 400
+/// that says what is wrong and, when it can, which field (411/413 for a missing or oversize body).
+pub fn json_body<T: DeserializeOwned + Send>()
+-> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+    warp::body::content_length_limit(MAX_JSON_BODY)
+        .and(warp::body::bytes())
+        .and_then(|body: warp::hyper::body::Bytes| async move {
+            parse_json::<T>(&body).map_err(warp::reject::custom)
+        })
+}
+
+fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let field = (path != ".").then_some(path);
+        ApiError::BadRequest {
+            message: format!("invalid JSON body: {}", e.inner()),
+            field,
+        }
+    })?;
+    deserializer
+        .end()
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}"), None))?;
+    Ok(value)
+}
+
+/// Turns a handler's outcome into the response.
+fn respond(result: Result<Response, ApiError>) -> Response {
+    result.unwrap_or_else(|e| e.to_response())
+}
+
+fn json_with_status(value: &impl serde::Serialize, status: StatusCode) -> Response {
+    warp::reply::with_status(warp::reply::json(value), status).into_response()
+}
+
+/// The account routes, all under `/api/v1`.
+pub fn routes(
+    state: HttpState,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static {
+    let with_state = {
+        let state = state.clone();
+        warp::any().map(move || state.clone())
+    };
+
+    let register = warp::path!("api" / "v1" / "auth" / "register")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(json_body::<Credentials>())
+        .then(|state, body| async move { respond(register(state, body).await) })
+        .boxed();
+
+    let login = warp::path!("api" / "v1" / "auth" / "login")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(warp::addr::remote())
+        .and(json_body::<Credentials>())
+        .then(|state, remote, body| async move { respond(login(state, remote, body).await) })
+        .boxed();
+
+    let refresh = warp::path!("api" / "v1" / "auth" / "refresh")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(json_body::<RefreshRequest>())
+        .then(|state, body| async move { respond(refresh(state, body).await) })
+        .boxed();
+
+    let logout = warp::path!("api" / "v1" / "auth" / "logout")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(json_body::<RefreshRequest>())
+        .then(|state, body| async move { respond(logout(state, body).await) })
+        .boxed();
+
+    let me = warp::path!("api" / "v1" / "me")
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(authenticated(state.clone()))
+        .then(|state, caller| async move { respond(me(state, caller).await) })
+        .boxed();
+
+    let create_key = warp::path!("api" / "v1" / "api-keys")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(authenticated(state.clone()))
+        .and(json_body::<NewApiKey>())
+        .then(
+            |state, caller, body| async move { respond(create_api_key(state, caller, body).await) },
+        )
+        .boxed();
+
+    let list_keys = warp::path!("api" / "v1" / "api-keys")
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(authenticated(state.clone()))
+        .then(|state, caller| async move { respond(list_api_keys(state, caller).await) })
+        .boxed();
+
+    let delete_key = warp::path!("api" / "v1" / "api-keys" / i64)
+        .and(warp::delete())
+        .and(with_state)
+        .and(authenticated(state))
+        .then(|id, state, caller| async move { respond(delete_api_key(state, caller, id).await) })
+        .boxed();
+
+    register
+        .or(login)
+        .unify()
+        .or(refresh)
+        .unify()
+        .or(logout)
+        .unify()
+        .or(me)
+        .unify()
+        .or(create_key)
+        .unify()
+        .or(list_keys)
+        .unify()
+        .or(delete_key)
+        .unify()
+        .boxed()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Credentials {
+    email: String,
+    password: SecretString,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshRequest {
+    refresh_token: SecretString,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewApiKey {
+    name: String,
+    scope: Scope,
+}
+
+async fn register(state: HttpState, body: Credentials) -> Result<Response, ApiError> {
+    let email = Email::parse(&body.email)?;
+    let password = Password::parse(&body.password, &email)?;
+    let is_admin = state.auth.is_admin_email(&email.normalized());
+    let user = store::create_user(&state.pool, &email, &password, is_admin).await?;
+    if is_admin {
+        tracing::info!(
+            user_id = user.id,
+            "admin account registered (auth.admin_emails)"
+        );
+    }
+    Ok(json_with_status(
+        &serde_json::json!({"id": user.id, "email": user.email}),
+        StatusCode::CREATED,
+    ))
+}
+
+async fn login(
+    state: HttpState,
+    remote: Option<SocketAddr>,
+    body: Credentials,
+) -> Result<Response, ApiError> {
+    let email = Email::parse(&body.email)?;
+    let throttle_key = LoginThrottle::key(&email.normalized(), remote.map(|a| a.ip()));
+    // Checked before the password, so a throttled guesser costs us no hashing either.
+    if let Err(wait) = state.auth.throttle.check(&throttle_key) {
+        return Err(ApiError::TooManyRequests {
+            retry_after_secs: wait.as_secs().max(1),
+        });
+    }
+    let credentials = store::find_credentials(&state.pool, &email).await?;
+    let stored = credentials.as_ref().map(|c| c.password_hash.clone());
+    let valid = crate::auth::verify_password(stored, &body.password).await?;
+    let user = match credentials {
+        Some(c) if valid => c.user,
+        // One answer for an unknown email and a wrong password: which one it was stays secret.
+        _ => {
+            state.auth.throttle.record_failure(&throttle_key);
+            return Err(AccountError::BadCredentials.into());
+        }
+    };
+    state.auth.throttle.record_success(&throttle_key);
+    let refresh_token =
+        store::issue_refresh_token(&state.pool, user.id, state.auth.refresh_ttl).await?;
+    token_response(&state, user.id, user.is_admin, refresh_token)
+}
+
+fn token_response(
+    state: &HttpState,
+    user_id: i64,
+    is_admin: bool,
+    refresh_token: String,
+) -> Result<Response, ApiError> {
+    let access_token = state
+        .auth
+        .issue_access_token(user_id, is_admin)
+        .map_err(|e| ApiError::Internal(format!("cannot sign an access token: {e}")))?;
+    Ok(json_with_status(
+        &serde_json::json!({
+            "access_token": access_token,
+            "token_type": "Bearer",
+            "expires_in": state.auth.access_ttl.as_secs(),
+            "refresh_token": refresh_token,
+        }),
+        StatusCode::OK,
+    ))
+}
+
+async fn refresh(state: HttpState, body: RefreshRequest) -> Result<Response, ApiError> {
+    let (user, refresh_token) = store::rotate_refresh_token(
+        &state.pool,
+        body.refresh_token.expose_secret(),
+        state.auth.refresh_ttl,
+    )
+    .await?;
+    token_response(&state, user.id, user.is_admin, refresh_token)
+}
+
+async fn logout(state: HttpState, body: RefreshRequest) -> Result<Response, ApiError> {
+    store::revoke_refresh_token(&state.pool, body.refresh_token.expose_secret()).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn me(state: HttpState, caller: Caller) -> Result<Response, ApiError> {
+    // A token outlives a deleted account by at most its lifetime; it then proves nobody.
+    let user = store::get_user(&state.pool, caller.user_id)
+        .await?
+        .ok_or_else(|| ApiError::Unauthorized("the account no longer exists".to_owned()))?;
+    Ok(json_with_status(&user, StatusCode::OK))
+}
+
+async fn create_api_key(
+    state: HttpState,
+    caller: Caller,
+    body: NewApiKey,
+) -> Result<Response, ApiError> {
+    caller.require_write()?;
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::bad_request(
+            "name must be 1 to 100 characters",
+            Some("name"),
+        ));
+    }
+    let (info, key) = store::create_api_key(&state.pool, caller.user_id, name, body.scope).await?;
+    Ok(json_with_status(
+        &serde_json::json!({
+            "id": info.id,
+            "name": info.name,
+            "scope": info.scope,
+            "created_at": info.created_at,
+            "key": key,
+        }),
+        StatusCode::CREATED,
+    ))
+}
+
+async fn list_api_keys(state: HttpState, caller: Caller) -> Result<Response, ApiError> {
+    let keys = store::list_api_keys(&state.pool, caller.user_id).await?;
+    Ok(json_with_status(&keys, StatusCode::OK))
+}
+
+async fn delete_api_key(state: HttpState, caller: Caller, id: i64) -> Result<Response, ApiError> {
+    caller.require_write()?;
+    store::revoke_api_key(&state.pool, caller.user_id, id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_only_caller_may_not_write() {
+        let caller = Caller {
+            user_id: 1,
+            is_admin: false,
+            scope: Scope::Read,
+            api_key_id: Some(3),
+        };
+        assert!(matches!(
+            caller.require_write(),
+            Err(ApiError::Forbidden(_))
+        ));
+        let caller = Caller {
+            scope: Scope::Full,
+            ..caller
+        };
+        assert!(caller.require_write().is_ok());
+    }
+
+    #[test]
+    fn bad_json_names_the_field_at_fault() {
+        let err = parse_json::<NewApiKey>(br#"{"name": "x", "scope": "admin"}"#).unwrap_err();
+        match err {
+            ApiError::BadRequest { field, message } => {
+                assert_eq!(field.as_deref(), Some("scope"));
+                assert!(message.contains("full"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse_json::<NewApiKey>(b"{").is_err());
+        assert!(parse_json::<NewApiKey>(br#"{"name":"x","scope":"read"} trailing"#).is_err());
+    }
+}

@@ -1,0 +1,381 @@
+//! The trackers part of the API under `/api/v1`: claim, list, rename, release, share, and read
+//! latest and historical positions — each route checks what the caller may see or change.
+//!
+//! Another user's tracker answers 404, exactly like one that does not exist; a member (viewer)
+//! trying to change something gets 403, since they already know the tracker exists.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use gateway::protocol::TrackerId;
+use serde::Deserialize;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Filter, Rejection, Reply};
+
+use super::HttpState;
+use super::auth::{Caller, authenticated, json_body};
+use super::error::ApiError;
+use crate::trackers::{self, ClaimError, Cursor, MemberError, Role};
+
+fn respond(result: Result<Response, ApiError>) -> Response {
+    result.unwrap_or_else(|e| e.to_response())
+}
+
+fn json(value: &impl serde::Serialize, status: StatusCode) -> Response {
+    warp::reply::with_status(warp::reply::json(value), status).into_response()
+}
+
+/// A tracker id from the path; a malformed one cannot name any tracker, so it is a 404 too.
+fn tracker_id(raw: &str) -> Result<TrackerId, ApiError> {
+    TrackerId::parse(raw).map_err(|_| ApiError::NotFound)
+}
+
+/// The caller's role for `tracker`, or 404 when they may not see it.
+async fn role(state: &HttpState, caller: &Caller, tracker: &TrackerId) -> Result<Role, ApiError> {
+    trackers::role(&state.pool, caller.user_id, tracker)
+        .await?
+        .ok_or(ApiError::NotFound)
+}
+
+/// 404 unless the caller may see the tracker, 403 unless they own it with a write credential.
+async fn require_owner(
+    state: &HttpState,
+    caller: &Caller,
+    tracker: &TrackerId,
+) -> Result<(), ApiError> {
+    match role(state, caller, tracker).await? {
+        Role::Owner => caller.require_write(),
+        Role::Viewer => Err(ApiError::Forbidden(
+            "only the tracker's owner may change it".to_owned(),
+        )),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClaimRequest {
+    tracker_id: String,
+    claim_code: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrackerPatch {
+    /// `null` clears the name; absent leaves it.
+    #[serde(default, deserialize_with = "present")]
+    pet_name: Option<Option<String>>,
+}
+
+/// Tells a field sent as `null` (`Some(None)`) from one left out (`None`, via `default`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewMember {
+    email: String,
+}
+
+/// The tracker routes, all under `/api/v1`.
+pub fn routes(
+    state: HttpState,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static {
+    let with_state = {
+        let state = state.clone();
+        warp::any().map(move || state.clone())
+    };
+    let auth = authenticated(state);
+
+    let claim = warp::path!("api" / "v1" / "trackers" / "claim")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(auth.clone())
+        .and(json_body::<ClaimRequest>())
+        .then(|state, caller, body| async move { respond(claim(state, caller, body).await) })
+        .boxed();
+
+    let list = warp::path!("api" / "v1" / "trackers")
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(auth.clone())
+        .then(|state: HttpState, caller: Caller| async move {
+            respond(
+                trackers::list(&state.pool, caller.user_id)
+                    .await
+                    .map(|list| json(&serde_json::json!({ "trackers": list }), StatusCode::OK))
+                    .map_err(ApiError::from),
+            )
+        })
+        .boxed();
+
+    let get_route = warp::path!("api" / "v1" / "trackers" / String)
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(auth.clone())
+        .then(|id: String, state, caller| async move { respond(get_one(state, caller, id).await) })
+        .boxed();
+
+    let patch = warp::path!("api" / "v1" / "trackers" / String)
+        .and(warp::patch())
+        .and(with_state.clone())
+        .and(auth.clone())
+        .and(json_body::<TrackerPatch>())
+        .then(|id: String, state, caller, body| async move {
+            respond(patch(state, caller, id, body).await)
+        })
+        .boxed();
+
+    let release = warp::path!("api" / "v1" / "trackers" / String)
+        .and(warp::delete())
+        .and(with_state.clone())
+        .and(auth.clone())
+        .then(|id: String, state, caller| async move { respond(release(state, caller, id).await) })
+        .boxed();
+
+    let latest = warp::path!("api" / "v1" / "trackers" / String / "latest")
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(auth.clone())
+        .then(|id: String, state, caller| async move { respond(get_one(state, caller, id).await) })
+        .boxed();
+
+    let positions = warp::path!("api" / "v1" / "trackers" / String / "positions")
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(auth.clone())
+        .and(warp::query::<HashMap<String, String>>())
+        .then(|id: String, state, caller, query| async move {
+            respond(positions(state, caller, id, query).await)
+        })
+        .boxed();
+
+    let members = warp::path!("api" / "v1" / "trackers" / String / "members")
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(auth.clone())
+        .then(|id: String, state, caller| async move { respond(members(state, caller, id).await) })
+        .boxed();
+
+    let add_member = warp::path!("api" / "v1" / "trackers" / String / "members")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(auth.clone())
+        .and(json_body::<NewMember>())
+        .then(|id: String, state, caller, body| async move {
+            respond(add_member(state, caller, id, body).await)
+        })
+        .boxed();
+
+    let remove_member = warp::path!("api" / "v1" / "trackers" / String / "members" / i64)
+        .and(warp::delete())
+        .and(with_state)
+        .and(auth)
+        .then(|id: String, member: i64, state, caller| async move {
+            respond(remove_member(state, caller, id, member).await)
+        })
+        .boxed();
+
+    claim
+        .or(list)
+        .unify()
+        .or(latest)
+        .unify()
+        .or(positions)
+        .unify()
+        .or(members)
+        .unify()
+        .or(add_member)
+        .unify()
+        .or(remove_member)
+        .unify()
+        .or(get_route)
+        .unify()
+        .or(patch)
+        .unify()
+        .or(release)
+        .unify()
+}
+
+async fn claim(state: HttpState, caller: Caller, body: ClaimRequest) -> Result<Response, ApiError> {
+    caller.require_write()?;
+    let not_claimable = || {
+        ApiError::bad_request(
+            "no unclaimed tracker with that id and claim code; check both on the collar's card",
+            Some("claim_code"),
+        )
+    };
+    let tracker = TrackerId::parse(&body.tracker_id).map_err(|_| not_claimable())?;
+    match trackers::claim(&state.pool, caller.user_id, &tracker, &body.claim_code).await {
+        Ok(view) => Ok(json(&view, StatusCode::OK)),
+        Err(ClaimError::NotClaimable) => Err(not_claimable()),
+        Err(ClaimError::Storage(e)) => Err(e.into()),
+    }
+}
+
+async fn get_one(state: HttpState, caller: Caller, id: String) -> Result<Response, ApiError> {
+    let tracker = tracker_id(&id)?;
+    let view = trackers::get(&state.pool, caller.user_id, &tracker)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(json(&view, StatusCode::OK))
+}
+
+async fn patch(
+    state: HttpState,
+    caller: Caller,
+    id: String,
+    body: TrackerPatch,
+) -> Result<Response, ApiError> {
+    let tracker = tracker_id(&id)?;
+    require_owner(&state, &caller, &tracker).await?;
+    if let Some(name) = body.pet_name {
+        let name = name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
+        if name.as_ref().is_some_and(|n| n.chars().count() > 64) {
+            return Err(ApiError::bad_request(
+                "pet_name is at most 64 characters",
+                Some("pet_name"),
+            ));
+        }
+        trackers::set_pet_name(&state.pool, caller.user_id, &tracker, name.as_deref()).await?;
+    }
+    get_one(state, caller, id).await
+}
+
+async fn release(state: HttpState, caller: Caller, id: String) -> Result<Response, ApiError> {
+    let tracker = tracker_id(&id)?;
+    require_owner(&state, &caller, &tracker).await?;
+    trackers::release(&state.pool, caller.user_id, &tracker).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Parses an RFC 3339 time query parameter.
+fn time_param(
+    query: &HashMap<String, String>,
+    key: &str,
+) -> Result<Option<DateTime<Utc>>, ApiError> {
+    query
+        .get(key)
+        .map(|raw| {
+            DateTime::parse_from_rfc3339(raw)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| {
+                    ApiError::bad_request(
+                        format!("{key} must be an RFC 3339 time, e.g. 2026-11-24T12:00:00Z"),
+                        Some(key),
+                    )
+                })
+        })
+        .transpose()
+}
+
+async fn positions(
+    state: HttpState,
+    caller: Caller,
+    id: String,
+    query: HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    const KNOWN: [&str; 4] = ["from", "to", "limit", "cursor"];
+    if let Some(unknown) = query.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        return Err(ApiError::bad_request(
+            format!("unknown query parameter {unknown:?}; known: from, to, limit, cursor"),
+            Some(unknown),
+        ));
+    }
+    let tracker = tracker_id(&id)?;
+    role(&state, &caller, &tracker).await?;
+    let to = time_param(&query, "to")?.unwrap_or_else(|| Utc::now() + TimeDelta::hours(1));
+    let from = time_param(&query, "from")?.unwrap_or(to - TimeDelta::hours(24));
+    if from >= to {
+        return Err(ApiError::bad_request(
+            "from must be before to",
+            Some("from"),
+        ));
+    }
+    let limit = match query.get("limit") {
+        None => trackers::DEFAULT_PAGE,
+        Some(raw) => raw
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=trackers::MAX_PAGE).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    format!(
+                        "limit must be a whole number from 1 to {}",
+                        trackers::MAX_PAGE
+                    ),
+                    Some("limit"),
+                )
+            })?,
+    };
+    let cursor = query
+        .get("cursor")
+        .map(|raw| {
+            Cursor::parse(raw).ok_or_else(|| {
+                ApiError::bad_request(
+                    "cursor is not one this server gave out; pass next_cursor unchanged",
+                    Some("cursor"),
+                )
+            })
+        })
+        .transpose()?;
+    let page = trackers::positions(&state.pool, &tracker, from, to, cursor, limit).await?;
+    Ok(json(&page, StatusCode::OK))
+}
+
+async fn members(state: HttpState, caller: Caller, id: String) -> Result<Response, ApiError> {
+    let tracker = tracker_id(&id)?;
+    role(&state, &caller, &tracker).await?;
+    let members = trackers::members(&state.pool, &tracker).await?;
+    Ok(json(
+        &serde_json::json!({ "members": members }),
+        StatusCode::OK,
+    ))
+}
+
+async fn add_member(
+    state: HttpState,
+    caller: Caller,
+    id: String,
+    body: NewMember,
+) -> Result<Response, ApiError> {
+    let tracker = tracker_id(&id)?;
+    require_owner(&state, &caller, &tracker).await?;
+    match trackers::add_member(&state.pool, caller.user_id, &tracker, &body.email).await {
+        Ok(member) => Ok(json(&member, StatusCode::CREATED)),
+        Err(MemberError::NoSuchUser) => Err(ApiError::bad_request(
+            "no account with that email; ask them to register first",
+            Some("email"),
+        )),
+        Err(MemberError::IsOwner) => Err(ApiError::Conflict(
+            "the owner already sees this tracker".to_owned(),
+        )),
+        Err(MemberError::Storage(e)) => Err(e.into()),
+    }
+}
+
+/// The owner removes a member, or a member leaves.
+async fn remove_member(
+    state: HttpState,
+    caller: Caller,
+    id: String,
+    member: i64,
+) -> Result<Response, ApiError> {
+    let tracker = tracker_id(&id)?;
+    let leaving = member == caller.user_id;
+    match role(&state, &caller, &tracker).await? {
+        Role::Owner => caller.require_write()?,
+        Role::Viewer if leaving => caller.require_write()?,
+        Role::Viewer => {
+            return Err(ApiError::Forbidden(
+                "only the tracker's owner may remove other members".to_owned(),
+            ));
+        }
+    }
+    if trackers::remove_member(&state.pool, &tracker, member).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError::NotFound)
+    }
+}

@@ -1,0 +1,492 @@
+//! Owner-side trackers: who may see or change which tracker, claiming, sharing, and position history.
+//!
+//! Every query here takes the caller's user id and answers only about trackers that user owns or
+//! was invited to; an unknown tracker and another user's tracker look the same (`None`), so the
+//! API never reveals that a tracker exists.
+//!
+//! A tracker's history belongs to its current owner from the moment of the claim
+//! (`trackers.claimed_at`): a collar that is released and claimed by someone else does not show
+//! the new owner where the previous owner's pet went.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use gateway::protocol::TrackerId;
+use gateway::storage::{StorageError, pool_error_reason};
+use serde::Serialize;
+use tokio_postgres::Row;
+
+/// What a user may do with a tracker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Claimed it: sees everything, changes settings, shares, commands, releases.
+    Owner,
+    /// Invited by the owner: sees positions, status and alerts; changes nothing.
+    Viewer,
+}
+
+/// A tracker as its owner and members see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrackerView {
+    pub id: String,
+    pub pet_name: Option<String>,
+    pub role: Role,
+    /// Revoked by an operator: the collar can no longer connect.
+    pub revoked: bool,
+    pub claimed_at: Option<DateTime<Utc>>,
+    pub status: StatusView,
+}
+
+/// The tracker's current state.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusView {
+    pub online: bool,
+    pub online_since: Option<DateTime<Utc>>,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub battery: Option<i16>,
+    pub charging: Option<bool>,
+    pub firmware: Option<String>,
+    /// The fix with the newest device time (not the last to arrive).
+    pub last_fix: Option<FixView>,
+}
+
+/// One stored fix, in the device protocol's field names.
+#[derive(Debug, Clone, Serialize)]
+pub struct FixView {
+    pub ts: DateTime<Utc>,
+    pub lat: f64,
+    pub lon: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alt: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acc: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spd: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hdg: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sat: Option<i16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bat: Option<i16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub received_at: Option<DateTime<Utc>>,
+}
+
+/// A member of a tracker, as its owner sees them.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberView {
+    pub user_id: i64,
+    pub email: String,
+    pub role: Role,
+    pub added_at: DateTime<Utc>,
+}
+
+/// Why a claim did not go through. One variant on purpose: wrong code, unknown tracker and a
+/// tracker owned by someone else must be indistinguishable to the caller.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    #[error("no unclaimed tracker with that id and claim code")]
+    NotClaimable,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Why a member could not be added.
+#[derive(Debug, thiserror::Error)]
+pub enum MemberError {
+    #[error("no account with that email")]
+    NoSuchUser,
+    #[error("the owner is not added as a member")]
+    IsOwner,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+const VIEW_COLUMNS: &str = "
+    t.tracker_id, t.pet_name, (t.owner_id = $1) AS owned, t.revoked, t.claimed_at,
+    coalesce(s.online, false) AS online, s.online_changed_at, s.last_seen, s.battery, s.charging,
+    s.firmware,
+    -- A fix from before the claim belongs to the previous owner.
+    CASE WHEN s.last_fix_time >= t.claimed_at THEN s.last_fix_time END AS last_fix_time,
+    s.last_lat, s.last_lon, s.last_accuracy, s.last_speed, s.last_heading, s.last_seq";
+
+/// Trackers the user owns or was invited to, and the user's role for each.
+const VISIBLE: &str = "(t.owner_id = $1 OR EXISTS (SELECT 1 FROM tracker_members m
+                        WHERE m.tracker_id = t.tracker_id AND m.user_id = $1))";
+
+async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, StorageError> {
+    pool.get()
+        .await
+        .map_err(|e| StorageError::Pool(pool_error_reason(&e)))
+}
+
+fn view(row: &Row) -> TrackerView {
+    let last_fix_time: Option<DateTime<Utc>> = row.get("last_fix_time");
+    let last_fix = last_fix_time.and_then(|ts| {
+        Some(FixView {
+            ts,
+            lat: row.get::<_, Option<f64>>("last_lat")?,
+            lon: row.get::<_, Option<f64>>("last_lon")?,
+            alt: None,
+            acc: row.get("last_accuracy"),
+            spd: row.get("last_speed"),
+            hdg: row.get("last_heading"),
+            sat: None,
+            bat: None,
+            seq: row.get("last_seq"),
+            received_at: None,
+        })
+    });
+    TrackerView {
+        id: row.get("tracker_id"),
+        pet_name: row.get("pet_name"),
+        role: if row.get::<_, Option<bool>>("owned").unwrap_or(false) {
+            Role::Owner
+        } else {
+            Role::Viewer
+        },
+        revoked: row.get("revoked"),
+        claimed_at: row.get("claimed_at"),
+        status: StatusView {
+            online: row.get("online"),
+            online_since: row.get("online_changed_at"),
+            last_seen: row.get("last_seen"),
+            battery: row.get("battery"),
+            charging: row.get("charging"),
+            firmware: row.get("firmware"),
+            last_fix,
+        },
+    }
+}
+
+/// The user's trackers with their status, ordered by id.
+pub async fn list(pool: &Pool, user: i64) -> Result<Vec<TrackerView>, StorageError> {
+    let sql = format!(
+        "SELECT {VIEW_COLUMNS} FROM trackers t LEFT JOIN tracker_status s USING (tracker_id)
+         WHERE {VISIBLE} ORDER BY t.tracker_id"
+    );
+    let rows = client(pool)
+        .await?
+        .query(&sql, &[&user])
+        .await
+        .map_err(StorageError::query("listing trackers"))?;
+    Ok(rows.iter().map(view).collect())
+}
+
+/// One tracker, if the user may see it.
+pub async fn get(
+    pool: &Pool,
+    user: i64,
+    tracker: &TrackerId,
+) -> Result<Option<TrackerView>, StorageError> {
+    let sql = format!(
+        "SELECT {VIEW_COLUMNS} FROM trackers t LEFT JOIN tracker_status s USING (tracker_id)
+         WHERE t.tracker_id = $2 AND {VISIBLE}"
+    );
+    let row = client(pool)
+        .await?
+        .query_opt(&sql, &[&user, &tracker.as_str()])
+        .await
+        .map_err(StorageError::query("reading a tracker"))?;
+    Ok(row.as_ref().map(view))
+}
+
+/// The user's role for a tracker; `None` when the user may not see it (or it does not exist).
+pub async fn role(
+    pool: &Pool,
+    user: i64,
+    tracker: &TrackerId,
+) -> Result<Option<Role>, StorageError> {
+    Ok(get(pool, user, tracker).await?.map(|t| t.role))
+}
+
+/// A well-formed argon2 hash of a random string: verifying a guess against it costs what a real
+/// verification costs, so an unknown tracker id answers as slowly as a wrong claim code.
+fn dummy_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| {
+        gateway::storage::trackers::hash_password("not-a-claim-code-at-all").unwrap_or_default()
+    })
+}
+
+/// Makes `user` the owner of an unclaimed tracker whose claim code matches. Claiming a tracker
+/// one already owns succeeds again (a retried request must not fail).
+pub async fn claim(
+    pool: &Pool,
+    user: i64,
+    tracker: &TrackerId,
+    code: &str,
+) -> Result<TrackerView, ClaimError> {
+    let mut client = client(pool).await?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(StorageError::query("claiming a tracker"))?;
+    let row = tx
+        .query_opt(
+            "SELECT claim_code_hash, owner_id FROM trackers
+             WHERE tracker_id = $1 AND NOT revoked FOR UPDATE",
+            &[&tracker.as_str()],
+        )
+        .await
+        .map_err(StorageError::query("claiming a tracker"))?;
+    let (hash, owner): (String, Option<i64>) = match &row {
+        Some(r) => (r.get(0), r.get(1)),
+        None => (dummy_hash().to_owned(), None),
+    };
+    let candidate = code.trim().to_ascii_uppercase();
+    let matches = tokio::task::spawn_blocking(move || {
+        gateway::storage::trackers::verify_password(&hash, &candidate)
+    })
+    .await
+    .unwrap_or(false);
+    let claimable = row.is_some() && matches && owner.is_none_or(|o| o == user);
+    if !claimable {
+        return Err(ClaimError::NotClaimable);
+    }
+    if owner.is_none() {
+        tx.execute(
+            "UPDATE trackers SET owner_id = $2, claimed_at = now() WHERE tracker_id = $1",
+            &[&tracker.as_str(), &user],
+        )
+        .await
+        .map_err(StorageError::query("claiming a tracker"))?;
+    }
+    tx.commit()
+        .await
+        .map_err(StorageError::query("claiming a tracker"))?;
+    drop(client);
+    get(pool, user, tracker)
+        .await?
+        .ok_or(ClaimError::NotClaimable)
+}
+
+/// Renames the pet. Only the owner; returns false when the user does not own the tracker.
+pub async fn set_pet_name(
+    pool: &Pool,
+    user: i64,
+    tracker: &TrackerId,
+    pet_name: Option<&str>,
+) -> Result<bool, StorageError> {
+    let n = client(pool)
+        .await?
+        .execute(
+            "UPDATE trackers SET pet_name = $3 WHERE tracker_id = $1 AND owner_id = $2",
+            &[&tracker.as_str(), &user, &pet_name],
+        )
+        .await
+        .map_err(StorageError::query("renaming a pet"))?;
+    Ok(n == 1)
+}
+
+/// Gives the tracker up: no owner, no members, claimable again with its code. Only the owner.
+pub async fn release(pool: &Pool, user: i64, tracker: &TrackerId) -> Result<bool, StorageError> {
+    let mut client = client(pool).await?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(StorageError::query("releasing a tracker"))?;
+    let n = tx
+        .execute(
+            "UPDATE trackers SET owner_id = NULL, claimed_at = NULL, pet_name = NULL
+             WHERE tracker_id = $1 AND owner_id = $2",
+            &[&tracker.as_str(), &user],
+        )
+        .await
+        .map_err(StorageError::query("releasing a tracker"))?;
+    if n == 1 {
+        tx.execute(
+            "DELETE FROM tracker_members WHERE tracker_id = $1",
+            &[&tracker.as_str()],
+        )
+        .await
+        .map_err(StorageError::query("releasing a tracker"))?;
+    }
+    tx.commit()
+        .await
+        .map_err(StorageError::query("releasing a tracker"))?;
+    Ok(n == 1)
+}
+
+/// Invites the account with `email` as a viewer. The caller must have checked ownership.
+pub async fn add_member(
+    pool: &Pool,
+    owner: i64,
+    tracker: &TrackerId,
+    email: &str,
+) -> Result<MemberView, MemberError> {
+    let client = client(pool).await?;
+    let row = client
+        .query_opt(
+            "SELECT id, email FROM users WHERE lower(email) = lower($1)",
+            &[&email.trim()],
+        )
+        .await
+        .map_err(StorageError::query("adding a member"))?
+        .ok_or(MemberError::NoSuchUser)?;
+    let (user_id, email): (i64, String) = (row.get(0), row.get(1));
+    if user_id == owner {
+        return Err(MemberError::IsOwner);
+    }
+    let added_at: DateTime<Utc> = client
+        .query_one(
+            "INSERT INTO tracker_members (tracker_id, user_id, role, added_by)
+             VALUES ($1, $2, 'viewer', $3)
+             ON CONFLICT (tracker_id, user_id) DO UPDATE SET role = excluded.role
+             RETURNING created_at",
+            &[&tracker.as_str(), &user_id, &owner],
+        )
+        .await
+        .map_err(StorageError::query("adding a member"))?
+        .get(0);
+    Ok(MemberView {
+        user_id,
+        email,
+        role: Role::Viewer,
+        added_at,
+    })
+}
+
+/// The tracker's members. The caller must have checked that the user may see the tracker.
+pub async fn members(pool: &Pool, tracker: &TrackerId) -> Result<Vec<MemberView>, StorageError> {
+    let rows = client(pool)
+        .await?
+        .query(
+            "SELECT m.user_id, u.email, m.created_at FROM tracker_members m
+             JOIN users u ON u.id = m.user_id WHERE m.tracker_id = $1 ORDER BY m.created_at",
+            &[&tracker.as_str()],
+        )
+        .await
+        .map_err(StorageError::query("listing members"))?;
+    Ok(rows
+        .iter()
+        .map(|r| MemberView {
+            user_id: r.get(0),
+            email: r.get(1),
+            role: Role::Viewer,
+            added_at: r.get(2),
+        })
+        .collect())
+}
+
+/// Removes a member; false when they were not one.
+pub async fn remove_member(
+    pool: &Pool,
+    tracker: &TrackerId,
+    member: i64,
+) -> Result<bool, StorageError> {
+    let n = client(pool)
+        .await?
+        .execute(
+            "DELETE FROM tracker_members WHERE tracker_id = $1 AND user_id = $2",
+            &[&tracker.as_str(), &member],
+        )
+        .await
+        .map_err(StorageError::query("removing a member"))?;
+    Ok(n == 1)
+}
+
+/// One page of a tracker's history, in device-time order.
+#[derive(Debug, Clone, Serialize)]
+pub struct PositionsPage {
+    pub tracker_id: String,
+    pub positions: Vec<FixView>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// Default and largest page size of `GET .../positions`.
+pub const DEFAULT_PAGE: i64 = 500;
+pub const MAX_PAGE: i64 = 5000;
+
+/// A position in the history: the device time of the last fix returned. Opaque to clients;
+/// stable while new fixes arrive, because pages are keyed by time, not by offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor(pub DateTime<Utc>);
+
+impl Cursor {
+    pub fn encode(self) -> String {
+        format!("t{:x}", self.0.timestamp_micros())
+    }
+
+    pub fn parse(s: &str) -> Option<Cursor> {
+        let micros = i64::from_str_radix(s.strip_prefix('t')?, 16).ok()?;
+        DateTime::from_timestamp_micros(micros).map(Cursor)
+    }
+}
+
+/// Fixes of one tracker with `from <= ts < to`, after `cursor`, at most `limit`. The caller must
+/// have checked that the user may see the tracker; fixes from before the current claim are left out.
+pub async fn positions(
+    pool: &Pool,
+    tracker: &TrackerId,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    cursor: Option<Cursor>,
+    limit: i64,
+) -> Result<PositionsPage, StorageError> {
+    let after = cursor.map(|c| c.0);
+    // One more than asked tells whether there is a next page without a count.
+    let rows = client(pool)
+        .await?
+        .query(
+            "SELECT p.device_time, p.lat, p.lon, p.altitude, p.accuracy, p.speed, p.heading,
+                    p.satellites, p.battery, p.seq, p.received_at
+             FROM positions p JOIN trackers t USING (tracker_id)
+             WHERE p.tracker_id = $1 AND p.device_time >= greatest($2, t.claimed_at)
+               AND p.device_time < $3 AND ($4::timestamptz IS NULL OR p.device_time > $4)
+             ORDER BY p.device_time
+             LIMIT $5",
+            &[&tracker.as_str(), &from, &to, &after, &(limit + 1)],
+        )
+        .await
+        .map_err(StorageError::query("reading positions"))?;
+    let mut positions: Vec<FixView> = rows
+        .iter()
+        .map(|r| FixView {
+            ts: r.get(0),
+            lat: r.get(1),
+            lon: r.get(2),
+            alt: r.get(3),
+            acc: r.get(4),
+            spd: r.get(5),
+            hdg: r.get(6),
+            sat: r.get(7),
+            bat: r.get(8),
+            seq: r.get(9),
+            received_at: r.get(10),
+        })
+        .collect();
+    let more = positions.len() as i64 > limit;
+    positions.truncate(limit.max(0) as usize);
+    let next_cursor = more
+        .then(|| positions.last().map(|p| Cursor(p.ts).encode()))
+        .flatten();
+    Ok(PositionsPage {
+        tracker_id: tracker.to_string(),
+        positions,
+        next_cursor,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_survives_the_round_trip_to_the_microsecond() {
+        let t = DateTime::from_timestamp_micros(1_764_000_000_123_456).unwrap();
+        let c = Cursor(t);
+        assert_eq!(Cursor::parse(&c.encode()), Some(c));
+    }
+
+    #[test]
+    fn a_forged_or_damaged_cursor_is_refused() {
+        for bad in ["", "t", "tzz", "123", "t-", "tffffffffffffffffff"] {
+            assert_eq!(Cursor::parse(bad), None, "{bad}");
+        }
+    }
+}

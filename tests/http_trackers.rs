@@ -1,0 +1,399 @@
+//! Trackers over real HTTP: claiming, sharing, who may see and change what, latest fix and
+//! paged history — a whole app on port 0 with a fresh database, fixes sent over real MQTT.
+
+mod common;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use common::api::{Api, assert_error};
+use common::{TestApp, connect, options, spawn_app, wait_for};
+use gateway::protocol::TrackerId;
+use gateway::storage::trackers::{Provisioned, provision};
+use reqwest::{Method, StatusCode};
+use rumqttc::{Packet, QoS};
+use serde_json::{Value, json};
+
+async fn collar(app: &TestApp, id: &str) -> Provisioned {
+    provision(&app.app.pool, &TrackerId::parse(id).unwrap(), None)
+        .await
+        .unwrap()
+}
+
+/// Registers and logs in; returns (user id, access token).
+async fn user(api: &Api, email: &str) -> (i64, String) {
+    let id = api.register(email).await;
+    (id, api.login(email).await.0)
+}
+
+async fn claim(api: &Api, token: &str, collar: &Provisioned) -> (StatusCode, Value) {
+    api.post(
+        "/trackers/claim",
+        Some(token),
+        json!({"tracker_id": collar.tracker_id, "claim_code": collar.claim_code}),
+    )
+    .await
+}
+
+/// Stores fixes directly, `seconds` after `start`, as the ingest path would.
+async fn store_fixes(app: &TestApp, tracker: &str, start: DateTime<Utc>, seconds: &[i64]) {
+    let client = app.app.pool.get().await.unwrap();
+    for s in seconds {
+        client
+            .execute(
+                "INSERT INTO positions (tracker_id, device_time, lat, lon, seq) VALUES ($1, $2, 52.5, 13.4, $3)",
+                &[&tracker, &(start + TimeDelta::seconds(*s)), s],
+            )
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_owner_claims_a_tracker_with_its_code_and_sees_its_live_fix() {
+    let app = spawn_app().await;
+    let api = Api::new(&app);
+    let (_, ada) = user(&api, "ada@example.com").await;
+    let rex = collar(&app, "rex").await;
+
+    // Wrong code and unknown tracker: the same answer, so ids cannot be probed.
+    let (status, wrong) = api
+        .post(
+            "/trackers/claim",
+            Some(&ada),
+            json!({"tracker_id": "rex", "claim_code": "AAAAAAAAAAAA"}),
+        )
+        .await;
+    assert_error(status, &wrong, 400, "bad_request");
+    let (status, unknown) = api
+        .post(
+            "/trackers/claim",
+            Some(&ada),
+            json!({"tracker_id": "nobody", "claim_code": rex.claim_code}),
+        )
+        .await;
+    assert_eq!((status, &unknown), (StatusCode::BAD_REQUEST, &wrong));
+
+    let (status, body) = claim(&api, &ada, &rex).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["role"], "owner");
+    // Claiming again (a retried request) is fine.
+    assert_eq!(claim(&api, &ada, &rex).await.0, StatusCode::OK);
+
+    // The collar reports over MQTT; the owner sees it as the latest fix.
+    let (client, mut events) = connect(options(app.mqtt_port(), "rex", "rex", &rex.secret))
+        .await
+        .unwrap();
+    // After the claim: fixes from before it belong to whoever had the collar then.
+    let ts = Utc::now();
+    let fix = format!(
+        r#"{{"ts":"{}","lat":52.52,"lon":13.405,"acc":4.0,"bat":81,"seq":9}}"#,
+        ts.to_rfc3339()
+    );
+    client
+        .publish("trackers/rex/telemetry", QoS::AtLeastOnce, false, fix)
+        .await
+        .unwrap();
+    wait_for(&mut events, |p| {
+        matches!(p, Packet::PubAck(_)).then_some(())
+    })
+    .await;
+    let (status, latest) = api.get("/trackers/rex/latest", &ada).await;
+    assert_eq!(status, StatusCode::OK, "{latest}");
+    assert_eq!(latest["status"]["online"], true, "{latest}");
+    assert_eq!(latest["status"]["last_fix"]["lat"], 52.52, "{latest}");
+    assert_eq!(latest["status"]["last_fix"]["seq"], 9, "{latest}");
+    assert_eq!(latest["status"]["battery"], 81, "{latest}");
+
+    let (status, list) = api.get("/trackers", &ada).await;
+    assert_eq!(status, StatusCode::OK);
+    let ids: Vec<&str> = list["trackers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["rex"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn another_users_tracker_is_a_404_on_every_route_and_cannot_be_claimed() {
+    let app = spawn_app().await;
+    let api = Api::new(&app);
+    let (_, ada) = user(&api, "ada@example.com").await;
+    let (_, eve) = user(&api, "eve@example.com").await;
+    let rex = collar(&app, "rex").await;
+    assert_eq!(claim(&api, &ada, &rex).await.0, StatusCode::OK);
+
+    // Even with the claim code, Eve cannot take a claimed tracker, and learns nothing.
+    let (status, body) = claim(&api, &eve, &rex).await;
+    assert_error(status, &body, 400, "bad_request");
+
+    for (method, path, body) in [
+        (Method::GET, "/trackers/rex", None),
+        (Method::GET, "/trackers/rex/latest", None),
+        (Method::GET, "/trackers/rex/positions", None),
+        (Method::GET, "/trackers/rex/members", None),
+        (
+            Method::PATCH,
+            "/trackers/rex",
+            Some(json!({"pet_name": "Mine"})),
+        ),
+        (Method::DELETE, "/trackers/rex", None),
+        (
+            Method::POST,
+            "/trackers/rex/members",
+            Some(json!({"email": "eve@example.com"})),
+        ),
+    ] {
+        let (status, _, answer) = api
+            .call(method.clone(), path, Some(&eve), body.clone())
+            .await;
+        assert_error(status, &answer, 404, "not_found");
+        // And a tracker that does not exist answers exactly the same.
+        let ghost = path.replace("rex", "ghost");
+        let (ghost_status, _, ghost_answer) = api.call(method, &ghost, Some(&eve), body).await;
+        assert_eq!((ghost_status, &ghost_answer), (status, &answer), "{path}");
+    }
+    let (_, list) = api.get("/trackers", &eve).await;
+    assert_eq!(list["trackers"], json!([]));
+    // Without a token, nothing at all.
+    let (status, _, body) = api.call(Method::GET, "/trackers", None, None).await;
+    assert_error(status, &body, 401, "unauthorized");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_viewer_sees_positions_but_cannot_change_share_or_release() {
+    let app = spawn_app().await;
+    let api = Api::new(&app);
+    let (ada_id, ada) = user(&api, "ada@example.com").await;
+    let (bob_id, bob) = user(&api, "bob@example.com").await;
+    let rex = collar(&app, "rex").await;
+    assert_eq!(claim(&api, &ada, &rex).await.0, StatusCode::OK);
+
+    let (status, member) = api
+        .post(
+            "/trackers/rex/members",
+            Some(&ada),
+            json!({"email": "BOB@example.com"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{member}");
+    assert_eq!(member["user_id"], bob_id);
+    // The owner is not added as a member of their own tracker.
+    let (status, body) = api
+        .post(
+            "/trackers/rex/members",
+            Some(&ada),
+            json!({"email": "ada@example.com"}),
+        )
+        .await;
+    assert_error(status, &body, 409, "conflict");
+
+    let (_, list) = api.get("/trackers", &bob).await;
+    assert_eq!(list["trackers"][0]["role"], "viewer", "{list}");
+    assert_eq!(
+        api.get("/trackers/rex/positions", &bob).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        api.get("/trackers/rex/members", &bob).await.0,
+        StatusCode::OK
+    );
+
+    for (method, path, body) in [
+        (
+            Method::PATCH,
+            "/trackers/rex",
+            Some(json!({"pet_name": "Bob's"})),
+        ),
+        (Method::DELETE, "/trackers/rex", None),
+        (
+            Method::POST,
+            "/trackers/rex/members",
+            Some(json!({"email": "ada@example.com"})),
+        ),
+    ] {
+        let (status, _, body) = api.call(method, path, Some(&bob), body).await;
+        assert_error(status, &body, 403, "forbidden");
+    }
+    let (status, body) = api
+        .delete(&format!("/trackers/rex/members/{ada_id}"), &bob)
+        .await;
+    assert_error(status, &body, 403, "forbidden");
+
+    // A viewer may leave; then the tracker is gone for them.
+    let (status, _) = api
+        .delete(&format!("/trackers/rex/members/{bob_id}"), &bob)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = api.get("/trackers/rex", &bob).await;
+    assert_error(status, &body, 404, "not_found");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn positions_are_paged_in_device_time_order_with_a_cursor_that_survives_new_fixes() {
+    let app = spawn_app().await;
+    let api = Api::new(&app);
+    let (_, ada) = user(&api, "ada@example.com").await;
+    let rex = collar(&app, "rex").await;
+    let (_, claimed) = claim(&api, &ada, &rex).await;
+    let claimed_at: DateTime<Utc> = claimed["claimed_at"].as_str().unwrap().parse().unwrap();
+    let start = claimed_at + TimeDelta::seconds(1);
+    // Stored out of order, and one from before the claim that Ada must not see.
+    let mut seconds: Vec<i64> = (0..25).rev().collect();
+    seconds.swap(3, 17);
+    store_fixes(&app, "rex", start, &seconds).await;
+    store_fixes(&app, "rex", claimed_at, &[-3600]).await;
+
+    let from = (start - TimeDelta::hours(2)).to_rfc3339();
+    let to = (start + TimeDelta::hours(1)).to_rfc3339();
+    let url = |cursor: Option<&str>| {
+        let mut u = format!(
+            "/trackers/rex/positions?limit=10&from={}&to={}",
+            urlencode(&from),
+            urlencode(&to)
+        );
+        if let Some(c) = cursor {
+            u.push_str(&format!("&cursor={c}"));
+        }
+        u
+    };
+    let mut seen: Vec<i64> = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let (status, page) = api.get(&url(cursor.as_deref()), &ada).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        pages += 1;
+        seen.extend(
+            page["positions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["seq"].as_i64().unwrap()),
+        );
+        if pages == 1 {
+            // A fix arriving while the client pages: it shows up, later, exactly once.
+            store_fixes(&app, "rex", start, &[100]).await;
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    let want: Vec<i64> = (0..25).chain([100]).collect();
+    assert_eq!(
+        seen, want,
+        "in device-time order, none twice, none from before the claim"
+    );
+    assert_eq!(pages, 3);
+    app.stop().await;
+}
+
+fn urlencode(s: &str) -> String {
+    s.replace('+', "%2B").replace(':', "%3A")
+}
+
+#[tokio::test]
+async fn bad_history_parameters_get_a_400_naming_the_parameter() {
+    let app = spawn_app().await;
+    let api = Api::new(&app);
+    let (_, ada) = user(&api, "ada@example.com").await;
+    let rex = collar(&app, "rex").await;
+    assert_eq!(claim(&api, &ada, &rex).await.0, StatusCode::OK);
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=100000", "limit"),
+        ("limit=ten", "limit"),
+        ("from=yesterday", "from"),
+        ("to=2026-13-01T00:00:00Z", "to"),
+        ("from=2026-11-02T00:00:00Z&to=2026-11-01T00:00:00Z", "from"),
+        ("cursor=zzz", "cursor"),
+        ("bucket=5m&colour=red", ""),
+    ] {
+        let (status, body) = api
+            .get(&format!("/trackers/rex/positions?{query}"), &ada)
+            .await;
+        assert_error(status, &body, 400, "bad_request");
+        if !field.is_empty() {
+            assert_eq!(body["field"], field, "{query}: {body}");
+        }
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_read_only_api_key_reads_trackers_but_cannot_change_them() {
+    let app = spawn_app().await;
+    let api = Api::new(&app);
+    let (_, ada) = user(&api, "ada@example.com").await;
+    let rex = collar(&app, "rex").await;
+    assert_eq!(claim(&api, &ada, &rex).await.0, StatusCode::OK);
+    let (_, key) = api.new_key(&ada, "read").await;
+    let (status, list) = api.get("/trackers", &key).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(list["trackers"][0]["id"], "rex");
+    let (status, _, body) = api
+        .call(
+            Method::PATCH,
+            "/trackers/rex",
+            Some(&key),
+            Some(json!({"pet_name": "Rex"})),
+        )
+        .await;
+    assert_error(status, &body, 403, "forbidden");
+    // The owner's own token may.
+    let (status, _, body) = api
+        .call(
+            Method::PATCH,
+            "/trackers/rex",
+            Some(&ada),
+            Some(json!({"pet_name": "  Rex  "})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["pet_name"], "Rex");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_released_tracker_can_be_claimed_by_someone_else_who_does_not_see_the_old_history() {
+    let app = spawn_app().await;
+    let api = Api::new(&app);
+    let (_, ada) = user(&api, "ada@example.com").await;
+    let (_, bob) = user(&api, "bob@example.com").await;
+    let rex = collar(&app, "rex").await;
+    let (_, claimed) = claim(&api, &ada, &rex).await;
+    let claimed_at: DateTime<Utc> = claimed["claimed_at"].as_str().unwrap().parse().unwrap();
+    // A fix taken while Ada owned the collar: she sees it.
+    store_fixes(&app, "rex", claimed_at, &[0]).await;
+    let from = urlencode(&(claimed_at - TimeDelta::hours(1)).to_rfc3339());
+    let (_, page) = api
+        .get(&format!("/trackers/rex/positions?from={from}"), &ada)
+        .await;
+    assert_eq!(
+        page["positions"].as_array().map(Vec::len),
+        Some(1),
+        "{page}"
+    );
+    assert_eq!(
+        api.delete("/trackers/rex", &ada).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        api.get("/trackers/rex", &ada).await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    let (status, body) = claim(&api, &bob, &rex).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, page) = api
+        .get(&format!("/trackers/rex/positions?from={from}"), &bob)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["positions"], json!([]), "Ada's history leaked to Bob");
+    assert!(body["status"]["last_fix"].is_null(), "{body}");
+    app.stop().await;
+}
