@@ -82,12 +82,31 @@ pub fn routes(
         )
     });
 
+    let openapi = warp::path!("api" / "v1" / "openapi.json")
+        .and(warp::get())
+        .map(|| match openapi_json() {
+            Ok(doc) => warp::Reply::into_response(warp::reply::json(doc)),
+            Err(err) => error::ApiError::Internal(err.clone()).to_response(),
+        });
+
     healthz
         .or(readyz)
         .or(metrics_route)
+        .or(openapi)
         .or(auth::routes(state.clone()))
         .or(trackers::routes(state))
         .recover(handle_rejection)
+}
+
+/// The API contract, docs/api/openapi.yaml, compiled in and served as JSON. Parsed once; a test
+/// checks that it parses and that every route it documents is served.
+pub fn openapi_json() -> Result<&'static serde_json::Value, &'static String> {
+    static DOC: OnceLock<Result<serde_json::Value, String>> = OnceLock::new();
+    DOC.get_or_init(|| {
+        serde_norway::from_str(include_str!("../../docs/api/openapi.yaml"))
+            .map_err(|e| format!("docs/api/openapi.yaml does not parse: {e}"))
+    })
+    .as_ref()
 }
 
 async fn database_ready(pool: &Pool) -> bool {
