@@ -8,7 +8,7 @@
 //! (`trackers.claimed_at`): a collar that is released and claimed by someone else does not show
 //! the new owner where the previous owner's pet went.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use deadpool_postgres::Pool;
 use gateway::protocol::TrackerId;
 use gateway::storage::{StorageError, pool_error_reason};
@@ -418,32 +418,94 @@ impl Cursor {
     }
 }
 
-/// Fixes of one tracker with `from <= ts < to`, after `cursor`, at most `limit`. The caller must
-/// have checked that the user may see the tracker; fixes from before the current claim are left out.
+/// Parses a bucket width such as `30s`, `5m`, `1h` or `1d` (10 seconds to 7 days).
+pub fn parse_bucket(raw: &str) -> Option<TimeDelta> {
+    let split = raw.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = raw.split_at(split);
+    let n: i64 = n.parse().ok()?;
+    let width = match unit {
+        "s" => TimeDelta::try_seconds(n)?,
+        "m" => TimeDelta::try_minutes(n)?,
+        "h" => TimeDelta::try_hours(n)?,
+        "d" => TimeDelta::try_days(n)?,
+        _ => return None,
+    };
+    (TimeDelta::seconds(10)..=TimeDelta::days(7))
+        .contains(&width)
+        .then_some(width)
+}
+
+/// What a history request asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryQuery {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub cursor: Option<Cursor>,
+    pub limit: i64,
+    /// One fix per interval (the last in each), for maps of long ranges.
+    pub bucket: Option<TimeDelta>,
+}
+
+/// Fixes of one tracker with `from <= ts < to`, after the cursor, at most `limit`; with a bucket,
+/// the last fix of each interval (aligned to the Unix epoch, so pages and clients agree). The
+/// caller must have checked that the user may see the tracker; fixes from before the current
+/// claim are left out.
+///
+/// `date_bin` is plain PostgreSQL (14+), so the same query serves TimescaleDB and plain
+/// PostgreSQL; on a hypertable it reads only the chunks of the range.
 pub async fn positions(
     pool: &Pool,
     tracker: &TrackerId,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    cursor: Option<Cursor>,
-    limit: i64,
+    q: HistoryQuery,
 ) -> Result<PositionsPage, StorageError> {
-    let after = cursor.map(|c| c.0);
+    let after = q.cursor.map(|c| c.0);
+    let columns = "p.device_time, p.lat, p.lon, p.altitude, p.accuracy, p.speed, p.heading,
+                   p.satellites, p.battery, p.seq, p.received_at";
+    let range = "p.tracker_id = $1 AND p.device_time >= greatest($2, t.claimed_at)
+                 AND p.device_time < $3 AND ($4::timestamptz IS NULL OR p.device_time > $4)";
+    let client = client(pool).await?;
     // One more than asked tells whether there is a next page without a count.
-    let rows = client(pool)
-        .await?
-        .query(
-            "SELECT p.device_time, p.lat, p.lon, p.altitude, p.accuracy, p.speed, p.heading,
-                    p.satellites, p.battery, p.seq, p.received_at
-             FROM positions p JOIN trackers t USING (tracker_id)
-             WHERE p.tracker_id = $1 AND p.device_time >= greatest($2, t.claimed_at)
-               AND p.device_time < $3 AND ($4::timestamptz IS NULL OR p.device_time > $4)
-             ORDER BY p.device_time
-             LIMIT $5",
-            &[&tracker.as_str(), &from, &to, &after, &(limit + 1)],
-        )
-        .await
-        .map_err(StorageError::query("reading positions"))?;
+    let rows = match q.bucket {
+        None => {
+            let sql = format!(
+                "SELECT {columns} FROM positions p JOIN trackers t USING (tracker_id)
+                 WHERE {range} ORDER BY p.device_time LIMIT $5"
+            );
+            client
+                .query(
+                    &sql,
+                    &[&tracker.as_str(), &q.from, &q.to, &after, &(q.limit + 1)],
+                )
+                .await
+        }
+        Some(width) => {
+            let secs = width.num_seconds() as f64;
+            let sql = format!(
+                "SELECT * FROM (
+                     SELECT DISTINCT ON (b) {columns},
+                            date_bin(make_interval(secs => $6), p.device_time,
+                                     TIMESTAMPTZ '1970-01-01 00:00:00+00') AS b
+                     FROM positions p JOIN trackers t USING (tracker_id)
+                     WHERE {range}
+                     ORDER BY b, p.device_time DESC) x
+                 ORDER BY b LIMIT $5"
+            );
+            client
+                .query(
+                    &sql,
+                    &[
+                        &tracker.as_str(),
+                        &q.from,
+                        &q.to,
+                        &after,
+                        &(q.limit + 1),
+                        &secs,
+                    ],
+                )
+                .await
+        }
+    }
+    .map_err(StorageError::query("reading positions"))?;
     let mut positions: Vec<FixView> = rows
         .iter()
         .map(|r| FixView {
@@ -460,11 +522,23 @@ pub async fn positions(
             received_at: r.get(10),
         })
         .collect();
-    let more = positions.len() as i64 > limit;
-    positions.truncate(limit.max(0) as usize);
+    let more = positions.len() as i64 > q.limit;
+    positions.truncate(q.limit.max(0) as usize);
     let next_cursor = more
-        .then(|| positions.last().map(|p| Cursor(p.ts).encode()))
-        .flatten();
+        .then(|| {
+            positions.last().map(|p| match q.bucket {
+                None => Cursor(p.ts),
+                // The next page starts with the next bucket: skip the rest of this one.
+                Some(width) => {
+                    let secs = width.num_seconds().max(1);
+                    let start = p.ts.timestamp().div_euclid(secs) * secs;
+                    let end = DateTime::from_timestamp(start + secs, 0).unwrap_or(p.ts);
+                    Cursor(end - TimeDelta::microseconds(1))
+                }
+            })
+        })
+        .flatten()
+        .map(Cursor::encode);
     Ok(PositionsPage {
         tracker_id: tracker.to_string(),
         positions,
@@ -481,6 +555,27 @@ mod tests {
         let t = DateTime::from_timestamp_micros(1_764_000_000_123_456).unwrap();
         let c = Cursor(t);
         assert_eq!(Cursor::parse(&c.encode()), Some(c));
+    }
+
+    #[test]
+    fn bucket_widths_parse_within_ten_seconds_and_seven_days() {
+        assert_eq!(parse_bucket("5m"), Some(TimeDelta::minutes(5)));
+        assert_eq!(parse_bucket("30s"), Some(TimeDelta::seconds(30)));
+        assert_eq!(parse_bucket("1h"), Some(TimeDelta::hours(1)));
+        assert_eq!(parse_bucket("7d"), Some(TimeDelta::days(7)));
+        for bad in [
+            "",
+            "5",
+            "m",
+            "5x",
+            "9s",
+            "8d",
+            "-5m",
+            "5 m",
+            "99999999999999999999d",
+        ] {
+            assert_eq!(parse_bucket(bad), None, "{bad}");
+        }
     }
 
     #[test]

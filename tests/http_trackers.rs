@@ -397,3 +397,61 @@ async fn a_released_tracker_can_be_claimed_by_someone_else_who_does_not_see_the_
     assert!(body["status"]["last_fix"].is_null(), "{body}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn bucketed_history_returns_the_last_fix_of_each_interval_across_pages() {
+    let app = spawn_app().await;
+    let api = Api::new(&app);
+    let (_, ada) = user(&api, "ada@example.com").await;
+    let rex = collar(&app, "rex").await;
+    let (_, claimed) = claim(&api, &ada, &rex).await;
+    let claimed_at: DateTime<Utc> = claimed["claimed_at"].as_str().unwrap().parse().unwrap();
+    let start = claimed_at + TimeDelta::seconds(1);
+    let seconds: Vec<i64> = (0..=600).step_by(10).collect();
+    store_fixes(&app, "rex", start, &seconds).await;
+
+    // The last fix of each epoch-aligned minute, in order.
+    let mut want: Vec<i64> = Vec::new();
+    for s in &seconds {
+        let minute = (start + TimeDelta::seconds(*s)).timestamp().div_euclid(60);
+        let same = want.last().is_some_and(|last| {
+            (start + TimeDelta::seconds(*last))
+                .timestamp()
+                .div_euclid(60)
+                == minute
+        });
+        if same {
+            want.pop();
+        }
+        want.push(*s);
+    }
+
+    let from = urlencode(&claimed_at.to_rfc3339());
+    let mut seen: Vec<i64> = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (status, page) = api
+            .get(
+                &format!("/trackers/rex/positions?bucket=1m&limit=3&from={from}{cursor}"),
+                &ada,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        seen.extend(
+            page["positions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["seq"].as_i64().unwrap()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, want);
+    let (status, body) = api.get("/trackers/rex/positions?bucket=5", &ada).await;
+    assert_error(status, &body, 400, "bad_request");
+    assert_eq!(body["field"], "bucket");
+    app.stop().await;
+}

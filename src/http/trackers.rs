@@ -276,10 +276,10 @@ async fn positions(
     id: String,
     query: HashMap<String, String>,
 ) -> Result<Response, ApiError> {
-    const KNOWN: [&str; 4] = ["from", "to", "limit", "cursor"];
+    const KNOWN: [&str; 5] = ["from", "to", "limit", "cursor", "bucket"];
     if let Some(unknown) = query.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(ApiError::bad_request(
-            format!("unknown query parameter {unknown:?}; known: from, to, limit, cursor"),
+            format!("unknown query parameter {unknown:?}; known: from, to, limit, cursor, bucket"),
             Some(unknown),
         ));
     }
@@ -320,7 +320,25 @@ async fn positions(
             })
         })
         .transpose()?;
-    let page = trackers::positions(&state.pool, &tracker, from, to, cursor, limit).await?;
+    let bucket = query
+        .get("bucket")
+        .map(|raw| {
+            trackers::parse_bucket(raw).ok_or_else(|| {
+                ApiError::bad_request(
+                    "bucket is a width from 10s to 7d, e.g. 30s, 5m, 1h or 1d",
+                    Some("bucket"),
+                )
+            })
+        })
+        .transpose()?;
+    let q = trackers::HistoryQuery {
+        from,
+        to,
+        cursor,
+        limit,
+        bucket,
+    };
+    let page = trackers::positions(&state.pool, &tracker, q).await?;
     Ok(json(&page, StatusCode::OK))
 }
 
