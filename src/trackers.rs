@@ -546,6 +546,59 @@ pub async fn positions(
     })
 }
 
+/// One UTC day of a tracker's history.
+#[derive(Debug, Clone, Serialize)]
+pub struct DaySummary {
+    pub day: DateTime<Utc>,
+    pub points: i64,
+    /// Length of the day's track in device-time order, great circle between consecutive fixes.
+    pub distance_m: f64,
+    pub first_fix: DateTime<Utc>,
+    pub last_fix: DateTime<Utc>,
+}
+
+/// Per-day summaries for days starting in `from..to`. Days after the claim come from
+/// `daily_summaries` (a continuous aggregate on TimescaleDB); the claim day itself is computed
+/// from the fixes after the claim, so the previous owner's part of that day does not count.
+pub async fn summary(
+    pool: &Pool,
+    tracker: &TrackerId,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<DaySummary>, StorageError> {
+    let rows = client(pool)
+        .await?
+        .query(
+            "WITH t AS (SELECT claimed_at, date_trunc('day', claimed_at, 'UTC') AS claim_day
+                        FROM trackers WHERE tracker_id = $1 AND claimed_at IS NOT NULL)
+             SELECT d.day, d.points, d.distance_m, d.first_fix, d.last_fix
+             FROM daily_summaries d, t
+             WHERE d.tracker_id = $1 AND d.day > t.claim_day AND d.day >= $2 AND d.day < $3
+             UNION ALL
+             SELECT t.claim_day, count(*), path_length_m(p.lat, p.lon ORDER BY p.device_time),
+                    min(p.device_time), max(p.device_time)
+             FROM positions p, t
+             WHERE p.tracker_id = $1 AND p.device_time >= t.claimed_at
+               AND p.device_time < t.claim_day + INTERVAL '1 day'
+               AND t.claim_day >= $2 AND t.claim_day < $3
+             GROUP BY t.claim_day
+             ORDER BY 1",
+            &[&tracker.as_str(), &from, &to],
+        )
+        .await
+        .map_err(StorageError::query("reading daily summaries"))?;
+    Ok(rows
+        .iter()
+        .map(|r| DaySummary {
+            day: r.get(0),
+            points: r.get(1),
+            distance_m: r.get(2),
+            first_fix: r.get(3),
+            last_fix: r.get(4),
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

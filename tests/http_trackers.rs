@@ -455,3 +455,50 @@ async fn bucketed_history_returns_the_last_fix_of_each_interval_across_pages() {
     assert_eq!(body["field"], "bucket");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_summary_gives_points_and_distance_per_day_counting_only_fixes_after_the_claim() {
+    let app = spawn_app().await;
+    let api = Api::new(&app);
+    let (_, ada) = user(&api, "ada@example.com").await;
+    let rex = collar(&app, "rex").await;
+    let (_, claimed) = claim(&api, &ada, &rex).await;
+    let claimed_at: DateTime<Utc> = claimed["claimed_at"].as_str().unwrap().parse().unwrap();
+    let client = app.app.pool.get().await.unwrap();
+    let next_day = claimed_at + TimeDelta::days(1);
+    for (t, lat) in [
+        (claimed_at - TimeDelta::seconds(1), 40.0), // the previous owner's: not counted
+        (claimed_at + TimeDelta::seconds(1), 52.50),
+        (claimed_at + TimeDelta::seconds(2), 52.51),
+        (next_day, 52.60),
+    ] {
+        client
+            .execute(
+                "INSERT INTO positions (tracker_id, device_time, lat, lon) VALUES ('rex', $1, $2, 13.4)",
+                &[&t, &lat],
+            )
+            .await
+            .unwrap();
+    }
+    let from = claimed_at.date_naive().format("%Y-%m-%d");
+    let (status, body) = api
+        .get(&format!("/trackers/rex/summary?from={from}"), &ada)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let days = body["days"].as_array().unwrap();
+    assert_eq!(days.len(), 2, "{body}");
+    assert_eq!(days[0]["points"], 2, "{body}");
+    let metres = days[0]["distance_m"].as_f64().unwrap();
+    assert!((metres - 1111.95).abs() < 1.0, "{body}");
+    assert_eq!(
+        (days[1]["points"].as_i64(), days[1]["distance_m"].as_f64()),
+        (Some(1), Some(0.0))
+    );
+
+    let (status, body) = api
+        .get("/trackers/rex/summary?from=2020-01-01&to=2026-01-01", &ada)
+        .await;
+    assert_error(status, &body, 400, "bad_request");
+    assert_eq!(body["field"], "from");
+    app.stop().await;
+}

@@ -120,6 +120,16 @@ async fn migrations_build_the_timescaledb_schema_once_and_the_write_path_and_sum
     );
 
     let client = pool.get().await.unwrap();
+    // Real-time aggregation: the days show before any refresh has materialized them.
+    let live: i64 = client
+        .query_one(
+            "SELECT sum(points)::int8 FROM daily_summaries WHERE tracker_id = 'ts-rex'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(live, 3, "summaries are live before the refresh policy runs");
     client
         .batch_execute("CALL refresh_continuous_aggregate('daily_summaries', NULL, NULL)")
         .await

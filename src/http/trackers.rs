@@ -151,6 +151,16 @@ pub fn routes(
         })
         .boxed();
 
+    let summary = warp::path!("api" / "v1" / "trackers" / String / "summary")
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(auth.clone())
+        .and(warp::query::<HashMap<String, String>>())
+        .then(|id: String, state, caller, query| async move {
+            respond(summary(state, caller, id, query).await)
+        })
+        .boxed();
+
     let members = warp::path!("api" / "v1" / "trackers" / String / "members")
         .and(warp::get())
         .and(with_state.clone())
@@ -183,6 +193,8 @@ pub fn routes(
         .or(latest)
         .unify()
         .or(positions)
+        .unify()
+        .or(summary)
         .unify()
         .or(members)
         .unify()
@@ -340,6 +352,58 @@ async fn positions(
     };
     let page = trackers::positions(&state.pool, &tracker, q).await?;
     Ok(json(&page, StatusCode::OK))
+}
+
+/// A day (`2026-11-24`, midnight UTC) or an RFC 3339 time.
+fn day_param(
+    query: &HashMap<String, String>,
+    key: &str,
+) -> Result<Option<DateTime<Utc>>, ApiError> {
+    if let Some(day) = query
+        .get(key)
+        .and_then(|raw| chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d").ok())
+    {
+        return Ok(day.and_hms_opt(0, 0, 0).map(|t| t.and_utc()));
+    }
+    time_param(query, key)
+}
+
+/// The longest range one summary request may cover.
+const MAX_SUMMARY_DAYS: i64 = 366;
+
+async fn summary(
+    state: HttpState,
+    caller: Caller,
+    id: String,
+    query: HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    if let Some(unknown) = query.keys().find(|k| !["from", "to"].contains(&k.as_str())) {
+        return Err(ApiError::bad_request(
+            format!("unknown query parameter {unknown:?}; known: from, to"),
+            Some(unknown),
+        ));
+    }
+    let tracker = tracker_id(&id)?;
+    role(&state, &caller, &tracker).await?;
+    let to = day_param(&query, "to")?.unwrap_or_else(|| Utc::now() + TimeDelta::days(1));
+    let from = day_param(&query, "from")?.unwrap_or(to - TimeDelta::days(31));
+    if from >= to {
+        return Err(ApiError::bad_request(
+            "from must be before to",
+            Some("from"),
+        ));
+    }
+    if to - from > TimeDelta::days(MAX_SUMMARY_DAYS) {
+        return Err(ApiError::bad_request(
+            format!("at most {MAX_SUMMARY_DAYS} days per request"),
+            Some("from"),
+        ));
+    }
+    let days = trackers::summary(&state.pool, &tracker, from, to).await?;
+    Ok(json(
+        &serde_json::json!({ "tracker_id": tracker.as_str(), "days": days }),
+        StatusCode::OK,
+    ))
 }
 
 async fn members(state: HttpState, caller: Caller, id: String) -> Result<Response, ApiError> {

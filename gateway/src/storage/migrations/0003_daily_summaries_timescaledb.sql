@@ -1,4 +1,4 @@
-CREATE MATERIALIZED VIEW IF NOT EXISTS daily_summaries WITH (timescaledb.continuous) AS
+CREATE MATERIALIZED VIEW IF NOT EXISTS daily_summaries WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
 SELECT tracker_id,
        time_bucket(INTERVAL '1 day', device_time) AS day,
        count(*)                   AS points,
