@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod database;
 pub mod demo;
+pub mod export;
 pub mod http;
 pub mod logging;
 pub mod trackers;

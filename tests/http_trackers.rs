@@ -502,3 +502,94 @@ async fn the_summary_gives_points_and_distance_per_day_counting_only_fixes_after
     assert_eq!(body["field"], "from");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn exports_open_in_standard_parsers_and_hold_every_fix_of_the_range() {
+    let app = spawn_app().await;
+    let api = Api::new(&app);
+    let (_, ada) = user(&api, "ada@example.com").await;
+    let (_, eve) = user(&api, "eve@example.com").await;
+    let rex = collar(&app, "rex").await;
+    let (_, claimed) = claim(&api, &ada, &rex).await;
+    let claimed_at: DateTime<Utc> = claimed["claimed_at"].as_str().unwrap().parse().unwrap();
+    // More than one chunk of the stream (256 rows).
+    let seconds: Vec<i64> = (1..=600).collect();
+    store_fixes(&app, "rex", claimed_at, &seconds).await;
+    let from = urlencode(&claimed_at.to_rfc3339());
+    let http = reqwest::Client::new();
+    let fetch = |format: &'static str, token: String| {
+        let url = format!(
+            "http://{}/api/v1/trackers/rex/positions?format={format}&from={from}",
+            app.app.http_addr
+        );
+        let http = http.clone();
+        async move {
+            let r = http.get(url).bearer_auth(token).send().await.unwrap();
+            let status = r.status();
+            let content_type = r
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (status, content_type, r.text().await.unwrap())
+        }
+    };
+
+    let (status, ct, csv) = fetch("csv", ada.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ct.as_deref(), Some("text/csv; charset=utf-8"));
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("ts,lat,lon,alt,acc,spd,hdg,sat,bat,seq"));
+    let seqs: Vec<i64> = lines
+        .map(|l| l.split(',').nth(9).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(seqs, seconds);
+
+    let (status, ct, geojson) = fetch("geojson", ada.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ct.as_deref(), Some("application/geo+json"));
+    let doc: Value = serde_json::from_str(&geojson).expect("GeoJSON is JSON");
+    assert_eq!(doc["type"], "FeatureCollection");
+    let features = doc["features"].as_array().unwrap();
+    assert_eq!(features[0]["geometry"]["type"], "LineString");
+    assert_eq!(
+        features[0]["geometry"]["coordinates"]
+            .as_array()
+            .unwrap()
+            .len(),
+        600
+    );
+    assert_eq!(features.len(), 601);
+    assert_eq!(features[1]["geometry"]["coordinates"], json!([13.4, 52.5]));
+    assert_eq!(features[600]["properties"]["seq"], 600);
+
+    let (status, ct, gpx) = fetch("gpx", ada.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ct.as_deref(), Some("application/gpx+xml"));
+    let xml = roxmltree::Document::parse(&gpx).expect("GPX is well-formed XML");
+    let points: Vec<_> = xml
+        .descendants()
+        .filter(|n| n.has_tag_name("trkpt"))
+        .collect();
+    assert_eq!(points.len(), 600);
+    assert_eq!(points[0].attribute("lat"), Some("52.5"));
+    let first_time = points[0]
+        .children()
+        .find(|n| n.has_tag_name("time"))
+        .and_then(|n| n.text())
+        .unwrap();
+    let first_time: DateTime<Utc> = first_time.parse().unwrap();
+    assert_eq!(first_time, claimed_at + TimeDelta::seconds(1));
+
+    // The same access rules as every other route.
+    let (status, _, body) = fetch("gpx", eve).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = api.get("/trackers/rex/positions?format=kml", &ada).await;
+    assert_error(status, &body, 400, "bad_request");
+    assert_eq!(body["field"], "format");
+    let (status, body) = api
+        .get("/trackers/rex/positions?format=csv&limit=5", &ada)
+        .await;
+    assert_error(status, &body, 400, "bad_request");
+    assert_eq!(body["field"], "limit");
+    app.stop().await;
+}

@@ -288,10 +288,12 @@ async fn positions(
     id: String,
     query: HashMap<String, String>,
 ) -> Result<Response, ApiError> {
-    const KNOWN: [&str; 5] = ["from", "to", "limit", "cursor", "bucket"];
+    const KNOWN: [&str; 6] = ["from", "to", "limit", "cursor", "bucket", "format"];
     if let Some(unknown) = query.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(ApiError::bad_request(
-            format!("unknown query parameter {unknown:?}; known: from, to, limit, cursor, bucket"),
+            format!(
+                "unknown query parameter {unknown:?}; known: from, to, limit, cursor, bucket, format"
+            ),
             Some(unknown),
         ));
     }
@@ -304,6 +306,9 @@ async fn positions(
             "from must be before to",
             Some("from"),
         ));
+    }
+    if let Some(raw) = query.get("format") {
+        return export(state, tracker, from, to, raw, &query);
     }
     let limit = match query.get("limit") {
         None => trackers::DEFAULT_PAGE,
@@ -404,6 +409,53 @@ async fn summary(
         &serde_json::json!({ "tracker_id": tracker.as_str(), "days": days }),
         StatusCode::OK,
     ))
+}
+
+/// The longest range one export may cover.
+const MAX_EXPORT_DAYS: i64 = 366;
+
+/// The whole range as CSV, GeoJSON or GPX, streamed; paging and downsampling do not apply.
+fn export(
+    state: HttpState,
+    tracker: TrackerId,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    raw: &str,
+    query: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    let format = crate::export::Format::parse(raw).ok_or_else(|| {
+        ApiError::bad_request("format is one of csv, geojson, gpx", Some("format"))
+    })?;
+    if let Some(other) = ["limit", "cursor", "bucket"]
+        .iter()
+        .find(|k| query.contains_key(**k))
+    {
+        return Err(ApiError::bad_request(
+            format!("{other} does not apply to an export, which covers the whole range"),
+            Some(other),
+        ));
+    }
+    if to - from > TimeDelta::days(MAX_EXPORT_DAYS) {
+        return Err(ApiError::bad_request(
+            format!("an export covers at most {MAX_EXPORT_DAYS} days"),
+            Some("from"),
+        ));
+    }
+    let filename = format!(
+        "{}-{}.{}",
+        tracker.as_str(),
+        from.format("%Y%m%dT%H%M%SZ"),
+        format.extension()
+    );
+    let rx = crate::export::stream(state.pool.clone(), tracker, from, to, format);
+    let body = warp::reply::stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let reply = warp::reply::with_header(body, "content-type", format.content_type());
+    let reply = warp::reply::with_header(
+        reply,
+        "content-disposition",
+        format!("attachment; filename=\"{filename}\""),
+    );
+    Ok(reply.into_response())
 }
 
 async fn members(state: HttpState, caller: Caller, id: String) -> Result<Response, ApiError> {
