@@ -557,10 +557,74 @@ pub struct DaySummary {
     pub last_fix: DateTime<Utc>,
 }
 
-/// Per-day summaries for days starting in `from..to`. Days after the claim come from
-/// `daily_summaries` (a continuous aggregate on TimescaleDB); the claim day itself is computed
-/// from the fixes after the claim, so the previous owner's part of that day does not count.
+/// Per-day summaries for days starting in `from..to`, counting only fixes since the claim.
+///
+/// On TimescaleDB, days after the claim day come from the `daily_summaries` continuous aggregate
+/// (materialized, plus real-time for the newest data); the claim day is computed from the fixes
+/// after the claim. On plain PostgreSQL every day is computed from the fixes, with a device-time
+/// range the primary key serves: the `daily_summaries` view would do the same work but could only
+/// be filtered by day after reading the tracker's whole history.
 pub async fn summary(
+    pool: &Pool,
+    tracker: &TrackerId,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<DaySummary>, StorageError> {
+    let client = client(pool).await?;
+    let claim = client
+        .query_opt(
+            "SELECT claimed_at, date_trunc('day', claimed_at, 'UTC') FROM trackers
+             WHERE tracker_id = $1 AND claimed_at IS NOT NULL",
+            &[&tracker.as_str()],
+        )
+        .await
+        .map_err(StorageError::query("reading daily summaries"))?;
+    let Some(claim) = claim else {
+        return Ok(Vec::new());
+    };
+    let (claimed_at, claim_day): (DateTime<Utc>, DateTime<Utc>) = (claim.get(0), claim.get(1));
+    let from = from.max(claimed_at);
+    if from >= to {
+        return Ok(Vec::new());
+    }
+    drop(client);
+    let mut days = Vec::new();
+    match gateway::storage::backend(pool).await? {
+        gateway::storage::Backend::Postgres => {
+            days.extend(summary_from_fixes(pool, tracker, from, to).await?);
+        }
+        gateway::storage::Backend::TimescaleDb => {
+            let claim_day_end = claim_day + TimeDelta::days(1);
+            if from < claim_day_end {
+                days.extend(summary_from_fixes(pool, tracker, from, to.min(claim_day_end)).await?);
+            }
+            let rows = self::client(pool)
+                .await?
+                .query(
+                    "SELECT day, points, distance_m, first_fix, last_fix FROM daily_summaries
+                     WHERE tracker_id = $1 AND day >= $2 AND day < $3 ORDER BY day",
+                    &[&tracker.as_str(), &from.max(claim_day_end), &to],
+                )
+                .await
+                .map_err(StorageError::query("reading daily summaries"))?;
+            days.extend(rows.iter().map(day_summary));
+        }
+    }
+    Ok(days)
+}
+
+fn day_summary(r: &Row) -> DaySummary {
+    DaySummary {
+        day: r.get(0),
+        points: r.get(1),
+        distance_m: r.get(2),
+        first_fix: r.get(3),
+        last_fix: r.get(4),
+    }
+}
+
+/// Days of `from..to` computed from the fixes themselves (great circle between consecutive fixes).
+async fn summary_from_fixes(
     pool: &Pool,
     tracker: &TrackerId,
     from: DateTime<Utc>,
@@ -569,34 +633,25 @@ pub async fn summary(
     let rows = client(pool)
         .await?
         .query(
-            "WITH t AS (SELECT claimed_at, date_trunc('day', claimed_at, 'UTC') AS claim_day
-                        FROM trackers WHERE tracker_id = $1 AND claimed_at IS NOT NULL)
-             SELECT d.day, d.points, d.distance_m, d.first_fix, d.last_fix
-             FROM daily_summaries d, t
-             WHERE d.tracker_id = $1 AND d.day > t.claim_day AND d.day >= $2 AND d.day < $3
-             UNION ALL
-             SELECT t.claim_day, count(*), path_length_m(p.lat, p.lon ORDER BY p.device_time),
-                    min(p.device_time), max(p.device_time)
-             FROM positions p, t
-             WHERE p.tracker_id = $1 AND p.device_time >= t.claimed_at
-               AND p.device_time < t.claim_day + INTERVAL '1 day'
-               AND t.claim_day >= $2 AND t.claim_day < $3
-             GROUP BY t.claim_day
-             ORDER BY 1",
+            "SELECT day, count(*),
+                    coalesce(sum(2 * 6371008.8 * asin(least(1, sqrt(
+                          power(sin(radians(lat - prev_lat) / 2), 2)
+                        + cos(radians(prev_lat)) * cos(radians(lat))
+                          * power(sin(radians(lon - prev_lon) / 2), 2)))))
+                        FILTER (WHERE prev_lat IS NOT NULL), 0),
+                    min(device_time), max(device_time)
+             FROM (SELECT device_time, lat, lon, date_trunc('day', device_time, 'UTC') AS day,
+                          lag(lat) OVER w AS prev_lat, lag(lon) OVER w AS prev_lon
+                   FROM positions
+                   WHERE tracker_id = $1 AND device_time >= $2 AND device_time < $3
+                   WINDOW w AS (PARTITION BY date_trunc('day', device_time, 'UTC')
+                                ORDER BY device_time)) fixes
+             GROUP BY day ORDER BY day",
             &[&tracker.as_str(), &from, &to],
         )
         .await
         .map_err(StorageError::query("reading daily summaries"))?;
-    Ok(rows
-        .iter()
-        .map(|r| DaySummary {
-            day: r.get(0),
-            points: r.get(1),
-            distance_m: r.get(2),
-            first_fix: r.get(3),
-            last_fix: r.get(4),
-        })
-        .collect())
+    Ok(rows.iter().map(day_summary).collect())
 }
 
 #[cfg(test)]
