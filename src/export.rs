@@ -149,8 +149,8 @@ async fn for_each_point(
         .query_raw(
             "SELECT p.device_time, p.lat, p.lon, p.altitude, p.accuracy, p.speed, p.heading,
                     p.satellites, p.battery, p.seq
-             FROM positions p JOIN trackers t USING (tracker_id)
-             WHERE p.tracker_id = $1 AND p.device_time >= greatest($2, t.claimed_at)
+             FROM positions p
+             WHERE p.tracker_id = $1 AND p.device_time >= greatest($2, (SELECT claimed_at FROM trackers WHERE tracker_id = $1))
                AND p.device_time < $3
              ORDER BY p.device_time",
             params.iter().copied(),

@@ -461,14 +461,16 @@ pub async fn positions(
     let after = q.cursor.map(|c| c.0);
     let columns = "p.device_time, p.lat, p.lon, p.altitude, p.accuracy, p.speed, p.heading,
                    p.satellites, p.battery, p.seq, p.received_at";
-    let range = "p.tracker_id = $1 AND p.device_time >= greatest($2, t.claimed_at)
+    // The claim time as a scalar subquery, not a join: a constant bound lets the primary key
+    // serve the device-time range instead of filtering the tracker's whole history.
+    let range = "p.tracker_id = $1 AND p.device_time >= greatest($2, (SELECT claimed_at FROM trackers WHERE tracker_id = $1))
                  AND p.device_time < $3 AND ($4::timestamptz IS NULL OR p.device_time > $4)";
     let client = client(pool).await?;
     // One more than asked tells whether there is a next page without a count.
     let rows = match q.bucket {
         None => {
             let sql = format!(
-                "SELECT {columns} FROM positions p JOIN trackers t USING (tracker_id)
+                "SELECT {columns} FROM positions p
                  WHERE {range} ORDER BY p.device_time LIMIT $5"
             );
             client
@@ -485,7 +487,7 @@ pub async fn positions(
                      SELECT DISTINCT ON (b) {columns},
                             date_bin(make_interval(secs => $6), p.device_time,
                                      TIMESTAMPTZ '1970-01-01 00:00:00+00') AS b
-                     FROM positions p JOIN trackers t USING (tracker_id)
+                     FROM positions p
                      WHERE {range}
                      ORDER BY b, p.device_time DESC) x
                  ORDER BY b LIMIT $5"
