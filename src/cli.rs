@@ -260,6 +260,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.ingest.spool_dir = demo_dir.join("spool");
             let app = crate::app::spawn(config).await?;
             let trackers = crate::demo::ensure_trackers(&app.pool, &demo_dir).await?;
+            crate::demo::ensure_owner(&app.pool, &trackers).await?;
             crate::demo::print_welcome(&app, &trackers);
             app.run_until(crate::app::termination_signal()).await
         }

@@ -45,10 +45,47 @@ pub async fn ensure_trackers(
     Ok(list)
 }
 
+/// The demo owner's login, printed at start. Demo only: a fixed, published password.
+pub const DEMO_EMAIL: &str = "demo@pettracker.local";
+pub const DEMO_PASSWORD: &str = "demo-password-1234";
+
+/// Creates the demo account (once) and makes it the owner of every demo collar, claimed from
+/// a day ago so the history it sees starts before the demo did.
+pub async fn ensure_owner(
+    pool: &deadpool_postgres::Pool,
+    trackers: &[Provisioned],
+) -> anyhow::Result<()> {
+    use crate::auth::{AccountError, Email, Password, store};
+    let email = Email::parse(DEMO_EMAIL).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let password = Password::parse(&DEMO_PASSWORD.to_owned().into(), &email)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    match store::create_user(pool, &email, &password, false).await {
+        Ok(_) | Err(AccountError::EmailTaken) => {}
+        Err(e) => return Err(anyhow::anyhow!("cannot create the demo account: {e}")),
+    }
+    let ids: Vec<&str> = trackers.iter().map(|t| t.tracker_id.as_str()).collect();
+    pool.get()
+        .await?
+        .execute(
+            "UPDATE trackers SET owner_id = (SELECT id FROM users WHERE lower(email) = lower($1)),
+                                 claimed_at = coalesce(claimed_at, now() - interval '1 day')
+             WHERE tracker_id = ANY($2) AND owner_id IS NULL",
+            &[&DEMO_EMAIL, &ids],
+        )
+        .await
+        .context("cannot give the demo collars to the demo account")?;
+    Ok(())
+}
+
 pub fn print_welcome(app: &RunningApp, trackers: &[Provisioned]) {
     println!("pettracker demo is running");
     println!("  health:  http://{}/readyz", app.http_addr);
     println!("  metrics: http://{}/metrics", app.http_addr);
+    println!(
+        "  API:     http://{}/api/v1  (docs/api.md; contract at /api/v1/openapi.json)",
+        app.http_addr
+    );
+    println!("  login:   {DEMO_EMAIL} / {DEMO_PASSWORD}  (owns the demo collars)");
     if let (Some(mqtt), Some(first)) = (app.mqtt_addr, trackers.first()) {
         println!(
             "  MQTT:    {mqtt}  (collars: {})",
@@ -67,8 +104,15 @@ pub fn print_welcome(app: &RunningApp, trackers: &[Provisioned]) {
             first.secret,
             id = first.tracker_id,
         );
-        println!("See its status (from another terminal, in this directory):");
-        println!("  PETTRACKER_DATABASE_DATA_DIR=data/demo/postgres pettracker tracker list");
+        println!("See it through the API, as the demo owner:");
+        println!(
+            r#"  TOKEN=$(curl -s http://{0}/api/v1/auth/login -H 'content-type: application/json' -d '{{"email":"{DEMO_EMAIL}","password":"{DEMO_PASSWORD}"}}' | sed 's/.*"access_token":"\([^"]*\)".*/\1/')"#,
+            app.http_addr
+        );
+        println!(
+            r#"  curl -s http://{}/api/v1/trackers/{}/latest -H "authorization: Bearer $TOKEN""#,
+            app.http_addr, first.tracker_id
+        );
     }
     println!("Press Ctrl-C to stop.");
 }
