@@ -636,10 +636,7 @@ async fn summary_from_fixes(
         .await?
         .query(
             "SELECT day, count(*),
-                    coalesce(sum(2 * 6371008.8 * asin(least(1, sqrt(
-                          power(sin(radians(lat - prev_lat) / 2), 2)
-                        + cos(radians(prev_lat)) * cos(radians(lat))
-                          * power(sin(radians(lon - prev_lon) / 2), 2)))))
+                    coalesce(sum(haversine_m(prev_lat, prev_lon, lat, lon))
                         FILTER (WHERE prev_lat IS NOT NULL), 0),
                     min(device_time), max(device_time)
              FROM (SELECT device_time, lat, lon, date_trunc('day', device_time, 'UTC') AS day,

@@ -12,9 +12,7 @@ SELECT tracker_id,
        (array_agg(lon ORDER BY device_time ASC))[1]          AS first_lon,
        (array_agg(lat ORDER BY device_time DESC))[1]         AS last_lat,
        (array_agg(lon ORDER BY device_time DESC))[1]         AS last_lon,
-       coalesce(sum(2 * 6371008.8 * asin(least(1, sqrt(
-              power(sin(radians(lat - prev_lat) / 2), 2)
-            + cos(radians(prev_lat)) * cos(radians(lat)) * power(sin(radians(lon - prev_lon) / 2), 2))))) FILTER (WHERE prev_lat IS NOT NULL), 0)
+       coalesce(sum(haversine_m(prev_lat, prev_lon, lat, lon)) FILTER (WHERE prev_lat IS NOT NULL), 0)
                                                              AS distance_m
 FROM (SELECT tracker_id, device_time, lat, lon,
              date_trunc('day', device_time, 'UTC') AS day,
