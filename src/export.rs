@@ -12,6 +12,8 @@ use tokio::sync::mpsc;
 use tokio_postgres::types::ToSql;
 use warp::hyper::body::Bytes;
 
+use crate::trackers::{FixView, HISTORY_COLUMNS, HISTORY_RANGE, fix_from_row};
+
 /// The export formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -110,20 +112,6 @@ impl Writer<'_> {
     }
 }
 
-/// One fix as the export needs it.
-struct Point {
-    ts: DateTime<Utc>,
-    lat: f64,
-    lon: f64,
-    alt: Option<f32>,
-    acc: Option<f32>,
-    spd: Option<f32>,
-    hdg: Option<f32>,
-    sat: Option<i16>,
-    bat: Option<i16>,
-    seq: Option<i64>,
-}
-
 fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map(|v| v.to_string()).unwrap_or_default()
 }
@@ -139,7 +127,7 @@ async fn for_each_point(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     w: &mut Writer<'_>,
-    each: impl Fn(&mut Writer<'_>, &Point),
+    each: impl Fn(&mut Writer<'_>, &FixView),
 ) -> Result<(), ExportError> {
     let db = |e: &dyn std::fmt::Display| ExportError::Database(e.to_string());
     let client = pool.get().await.map_err(|e| db(&e))?;
@@ -147,31 +135,14 @@ async fn for_each_point(
     let params: [&(dyn ToSql + Sync); 3] = [&id, &from, &to];
     let rows = client
         .query_raw(
-            "SELECT p.device_time, p.lat, p.lon, p.altitude, p.accuracy, p.speed, p.heading,
-                    p.satellites, p.battery, p.seq
-             FROM positions p
-             WHERE p.tracker_id = $1 AND p.device_time >= greatest($2, (SELECT claimed_at FROM trackers WHERE tracker_id = $1))
-               AND p.device_time < $3
-             ORDER BY p.device_time",
+            &format!("SELECT {HISTORY_COLUMNS} FROM positions p WHERE {HISTORY_RANGE} ORDER BY p.device_time"),
             params.iter().copied(),
         )
         .await
         .map_err(|e| db(&e))?;
     pin_mut!(rows);
     while let Some(row) = rows.next().await {
-        let r = row.map_err(|e| db(&e))?;
-        let point = Point {
-            ts: r.get(0),
-            lat: r.get(1),
-            lon: r.get(2),
-            alt: r.get(3),
-            acc: r.get(4),
-            spd: r.get(5),
-            hdg: r.get(6),
-            sat: r.get(7),
-            bat: r.get(8),
-            seq: r.get(9),
-        };
+        let point = fix_from_row(&row.map_err(|e| db(&e))?);
         each(w, &point);
         w.row_done().await?;
     }

@@ -418,6 +418,34 @@ impl Cursor {
     }
 }
 
+/// The columns of a stored fix, in the order [`fix_from_row`] reads them.
+pub(crate) const HISTORY_COLUMNS: &str = "p.device_time, p.lat, p.lon, p.altitude, p.accuracy,
+    p.speed, p.heading, p.satellites, p.battery, p.seq, p.received_at";
+
+/// Fixes of tracker `$1` with `$2 <= device_time < $3`, and none from before the current claim.
+/// The claim time is a scalar subquery, not a join: a constant bound lets the primary key serve
+/// the device-time range instead of filtering the tracker's whole history.
+pub(crate) const HISTORY_RANGE: &str = "p.tracker_id = $1
+    AND p.device_time >= greatest($2, (SELECT claimed_at FROM trackers WHERE tracker_id = $1))
+    AND p.device_time < $3";
+
+/// A row selected with [`HISTORY_COLUMNS`].
+pub(crate) fn fix_from_row(r: &Row) -> FixView {
+    FixView {
+        ts: r.get(0),
+        lat: r.get(1),
+        lon: r.get(2),
+        alt: r.get(3),
+        acc: r.get(4),
+        spd: r.get(5),
+        hdg: r.get(6),
+        sat: r.get(7),
+        bat: r.get(8),
+        seq: r.get(9),
+        received_at: r.get(10),
+    }
+}
+
 /// Parses a bucket width such as `30s`, `5m`, `1h` or `1d` (10 seconds to 7 days).
 pub fn parse_bucket(raw: &str) -> Option<TimeDelta> {
     let split = raw.find(|c: char| !c.is_ascii_digit())?;
@@ -459,12 +487,8 @@ pub async fn positions(
     q: HistoryQuery,
 ) -> Result<PositionsPage, StorageError> {
     let after = q.cursor.map(|c| c.0);
-    let columns = "p.device_time, p.lat, p.lon, p.altitude, p.accuracy, p.speed, p.heading,
-                   p.satellites, p.battery, p.seq, p.received_at";
-    // The claim time as a scalar subquery, not a join: a constant bound lets the primary key
-    // serve the device-time range instead of filtering the tracker's whole history.
-    let range = "p.tracker_id = $1 AND p.device_time >= greatest($2, (SELECT claimed_at FROM trackers WHERE tracker_id = $1))
-                 AND p.device_time < $3 AND ($4::timestamptz IS NULL OR p.device_time > $4)";
+    let columns = HISTORY_COLUMNS;
+    let range = format!("{HISTORY_RANGE} AND ($4::timestamptz IS NULL OR p.device_time > $4)");
     let client = client(pool).await?;
     // One more than asked tells whether there is a next page without a count.
     let rows = match q.bucket {
@@ -508,22 +532,7 @@ pub async fn positions(
         }
     }
     .map_err(StorageError::query("reading positions"))?;
-    let mut positions: Vec<FixView> = rows
-        .iter()
-        .map(|r| FixView {
-            ts: r.get(0),
-            lat: r.get(1),
-            lon: r.get(2),
-            alt: r.get(3),
-            acc: r.get(4),
-            spd: r.get(5),
-            hdg: r.get(6),
-            sat: r.get(7),
-            bat: r.get(8),
-            seq: r.get(9),
-            received_at: r.get(10),
-        })
-        .collect();
+    let mut positions: Vec<FixView> = rows.iter().map(fix_from_row).collect();
     let more = positions.len() as i64 > q.limit;
     positions.truncate(q.limit.max(0) as usize);
     let next_cursor = more

@@ -10,8 +10,8 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
-use super::HttpState;
 use super::error::ApiError;
+use super::{HttpState, json_with_status, respond};
 use crate::auth::{AccountError, Email, LoginThrottle, Password, Scope, store};
 
 /// Largest JSON body the account routes accept: every one of them is a few short fields.
@@ -119,15 +119,6 @@ fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         .end()
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}"), None))?;
     Ok(value)
-}
-
-/// Turns a handler's outcome into the response.
-fn respond(result: Result<Response, ApiError>) -> Response {
-    result.unwrap_or_else(|e| e.to_response())
-}
-
-fn json_with_status(value: &impl serde::Serialize, status: StatusCode) -> Response {
-    warp::reply::with_status(warp::reply::json(value), status).into_response()
 }
 
 /// The account routes, all under `/api/v1`.

@@ -98,6 +98,16 @@ pub fn routes(
         .recover(handle_rejection)
 }
 
+/// Turns a handler's outcome into the response. Handlers answer their own errors rather than
+/// rejecting, so warp never tries the remaining routes after a handler failed.
+fn respond(result: Result<warp::reply::Response, error::ApiError>) -> warp::reply::Response {
+    result.unwrap_or_else(|e| e.to_response())
+}
+
+fn json_with_status(value: &impl serde::Serialize, status: StatusCode) -> warp::reply::Response {
+    warp::Reply::into_response(warp::reply::with_status(warp::reply::json(value), status))
+}
+
 /// The API contract, docs/api/openapi.yaml, compiled in and served as JSON. Parsed once; a test
 /// checks that it parses and that every route it documents is served.
 pub fn openapi_json() -> Result<&'static serde_json::Value, &'static String> {

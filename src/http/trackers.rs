@@ -13,18 +13,10 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
-use super::HttpState;
 use super::auth::{Caller, authenticated, json_body};
 use super::error::ApiError;
+use super::{HttpState, json_with_status as json, respond};
 use crate::trackers::{self, ClaimError, Cursor, MemberError, Role};
-
-fn respond(result: Result<Response, ApiError>) -> Response {
-    result.unwrap_or_else(|e| e.to_response())
-}
-
-fn json(value: &impl serde::Serialize, status: StatusCode) -> Response {
-    warp::reply::with_status(warp::reply::json(value), status).into_response()
-}
 
 /// A tracker id from the path; a malformed one cannot name any tracker, so it is a 404 too.
 fn tracker_id(raw: &str) -> Result<TrackerId, ApiError> {
@@ -262,6 +254,21 @@ async fn release(state: HttpState, caller: Caller, id: String) -> Result<Respons
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// 400 naming the first query parameter the route does not know: a misspelt `form=` must not
+/// silently mean "the default range".
+fn only_known(query: &HashMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
+    match query.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(unknown) => Err(ApiError::bad_request(
+            format!(
+                "unknown query parameter {unknown:?}; known: {}",
+                known.join(", ")
+            ),
+            Some(unknown),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Parses an RFC 3339 time query parameter.
 fn time_param(
     query: &HashMap<String, String>,
@@ -288,15 +295,10 @@ async fn positions(
     id: String,
     query: HashMap<String, String>,
 ) -> Result<Response, ApiError> {
-    const KNOWN: [&str; 6] = ["from", "to", "limit", "cursor", "bucket", "format"];
-    if let Some(unknown) = query.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-        return Err(ApiError::bad_request(
-            format!(
-                "unknown query parameter {unknown:?}; known: from, to, limit, cursor, bucket, format"
-            ),
-            Some(unknown),
-        ));
-    }
+    only_known(
+        &query,
+        &["from", "to", "limit", "cursor", "bucket", "format"],
+    )?;
     let tracker = tracker_id(&id)?;
     role(&state, &caller, &tracker).await?;
     let to = time_param(&query, "to")?.unwrap_or_else(|| Utc::now() + TimeDelta::hours(1));
@@ -382,12 +384,7 @@ async fn summary(
     id: String,
     query: HashMap<String, String>,
 ) -> Result<Response, ApiError> {
-    if let Some(unknown) = query.keys().find(|k| !["from", "to"].contains(&k.as_str())) {
-        return Err(ApiError::bad_request(
-            format!("unknown query parameter {unknown:?}; known: from, to"),
-            Some(unknown),
-        ));
-    }
+    only_known(&query, &["from", "to"])?;
     let tracker = tracker_id(&id)?;
     role(&state, &caller, &tracker).await?;
     let to = day_param(&query, "to")?.unwrap_or_else(|| Utc::now() + TimeDelta::days(1));
