@@ -33,6 +33,12 @@ async fn claim(api: &Api, token: &str, collar: &Provisioned) -> (StatusCode, Val
     .await
 }
 
+/// The claim time of a successful claim: history before it is not the claimant's.
+fn claimed_at((status, body): (StatusCode, Value)) -> DateTime<Utc> {
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["claimed_at"].as_str().unwrap().parse().unwrap()
+}
+
 /// Stores fixes directly, `seconds` after `start`, as the ingest path would.
 async fn store_fixes(app: &TestApp, tracker: &str, start: DateTime<Utc>, seconds: &[i64]) {
     let client = app.app.pool.get().await.unwrap();
@@ -238,8 +244,7 @@ async fn positions_are_paged_in_device_time_order_with_a_cursor_that_survives_ne
     let api = Api::new(&app);
     let (_, ada) = user(&api, "ada@example.com").await;
     let rex = collar(&app, "rex").await;
-    let (_, claimed) = claim(&api, &ada, &rex).await;
-    let claimed_at: DateTime<Utc> = claimed["claimed_at"].as_str().unwrap().parse().unwrap();
+    let claimed_at = claimed_at(claim(&api, &ada, &rex).await);
     let start = claimed_at + TimeDelta::seconds(1);
     // Stored out of order, and one from before the claim that Ada must not see.
     let mut seconds: Vec<i64> = (0..25).rev().collect();
@@ -365,8 +370,7 @@ async fn a_released_tracker_can_be_claimed_by_someone_else_who_does_not_see_the_
     let (_, ada) = user(&api, "ada@example.com").await;
     let (_, bob) = user(&api, "bob@example.com").await;
     let rex = collar(&app, "rex").await;
-    let (_, claimed) = claim(&api, &ada, &rex).await;
-    let claimed_at: DateTime<Utc> = claimed["claimed_at"].as_str().unwrap().parse().unwrap();
+    let claimed_at = claimed_at(claim(&api, &ada, &rex).await);
     // A fix taken while Ada owned the collar: she sees it.
     store_fixes(&app, "rex", claimed_at, &[0]).await;
     let from = urlencode(&(claimed_at - TimeDelta::hours(1)).to_rfc3339());
@@ -404,8 +408,7 @@ async fn bucketed_history_returns_the_last_fix_of_each_interval_across_pages() {
     let api = Api::new(&app);
     let (_, ada) = user(&api, "ada@example.com").await;
     let rex = collar(&app, "rex").await;
-    let (_, claimed) = claim(&api, &ada, &rex).await;
-    let claimed_at: DateTime<Utc> = claimed["claimed_at"].as_str().unwrap().parse().unwrap();
+    let claimed_at = claimed_at(claim(&api, &ada, &rex).await);
     let start = claimed_at + TimeDelta::seconds(1);
     let seconds: Vec<i64> = (0..=600).step_by(10).collect();
     store_fixes(&app, "rex", start, &seconds).await;
@@ -462,8 +465,7 @@ async fn the_summary_gives_points_and_distance_per_day_counting_only_fixes_after
     let api = Api::new(&app);
     let (_, ada) = user(&api, "ada@example.com").await;
     let rex = collar(&app, "rex").await;
-    let (_, claimed) = claim(&api, &ada, &rex).await;
-    let claimed_at: DateTime<Utc> = claimed["claimed_at"].as_str().unwrap().parse().unwrap();
+    let claimed_at = claimed_at(claim(&api, &ada, &rex).await);
     let client = app.app.pool.get().await.unwrap();
     let next_day = claimed_at + TimeDelta::days(1);
     for (t, lat) in [
@@ -510,8 +512,7 @@ async fn exports_open_in_standard_parsers_and_hold_every_fix_of_the_range() {
     let (_, ada) = user(&api, "ada@example.com").await;
     let (_, eve) = user(&api, "eve@example.com").await;
     let rex = collar(&app, "rex").await;
-    let (_, claimed) = claim(&api, &ada, &rex).await;
-    let claimed_at: DateTime<Utc> = claimed["claimed_at"].as_str().unwrap().parse().unwrap();
+    let claimed_at = claimed_at(claim(&api, &ada, &rex).await);
     // More than one chunk of the stream (256 rows).
     let seconds: Vec<i64> = (1..=600).collect();
     store_fixes(&app, "rex", claimed_at, &seconds).await;
