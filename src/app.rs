@@ -1,6 +1,7 @@
 //! Wires the parts of a running server together: database, broker, ingest and HTTP, with one shutdown signal.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -108,6 +109,10 @@ pub async fn spawn(config: Config) -> anyhow::Result<RunningApp> {
         metrics: http::metrics_handle(),
         broker_ready: Arc::new(move || ready_broker.is_listening()),
         auth: Arc::new(crate::auth::AuthKeys::from_config(&config.auth)),
+        rate_limit: Arc::new(http::limit::RateLimit::new(
+            NonZeroU32::new(config.http.rate_limit_per_second).unwrap_or(NonZeroU32::MIN),
+            NonZeroU32::new(config.http.rate_limit_burst).unwrap_or(NonZeroU32::MIN),
+        )),
     };
     crate::auth::warm_up();
     let pool = database.pool.clone();

@@ -30,12 +30,19 @@ pub struct Config {
 pub struct HttpConfig {
     /// Where the REST API, WebSocket feed, `/metrics` and health checks listen.
     pub addr: SocketAddr,
+    /// Requests per second each credential (a user's access tokens together, or one API key)
+    /// may make on average; beyond it the API answers 429 with `Retry-After`.
+    pub rate_limit_per_second: u32,
+    /// Requests a credential may make at once after being idle: a page load fires several.
+    pub rate_limit_burst: u32,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            rate_limit_per_second: 50,
+            rate_limit_burst: 200,
         }
     }
 }
@@ -262,6 +269,8 @@ pub enum Kind {
 #[rustfmt::skip]
 pub const KEYS: &[(&str, Kind, &str)] = &[
     ("http.addr", Kind::Str, "HTTP listen address"),
+    ("http.rate_limit_per_second", Kind::Int, "API requests per second per credential (429 beyond)"),
+    ("http.rate_limit_burst", Kind::Int, "API requests a credential may make at once"),
     ("mqtt.addr", Kind::Str, "MQTT/TCP listen address"),
     ("mqtt.open", Kind::Bool, "accept any MQTT client (development only)"),
     ("mqtt.tls_addr", Kind::Str, "MQTT/TLS listen address (unset: off)"),
@@ -491,6 +500,11 @@ impl Config {
             ));
         }
         for (key, value) in [
+            (
+                "http.rate_limit_per_second",
+                self.http.rate_limit_per_second as usize,
+            ),
+            ("http.rate_limit_burst", self.http.rate_limit_burst as usize),
             ("ingest.batch_size", self.ingest.batch_size),
             ("ingest.queue_capacity", self.ingest.queue_capacity),
             ("ingest.writers", self.ingest.writers),

@@ -557,6 +557,71 @@ pub async fn positions(
     })
 }
 
+/// Most fixes one `simplify=` request reads: a month at one fix every 13 seconds. Longer
+/// ranges are refused rather than held in memory; `bucket` first thins them on the database.
+pub const MAX_SIMPLIFY_INPUT: i64 = 200_000;
+
+/// A track simplified for a map.
+#[derive(Debug, Clone, Serialize)]
+pub struct SimplifiedTrack {
+    pub tracker_id: String,
+    pub positions: Vec<FixView>,
+    pub simplified: SimplifyStats,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SimplifyStats {
+    /// No dropped fix is farther than this from the returned line.
+    pub tolerance_m: f64,
+    pub input_points: usize,
+    pub output_points: usize,
+}
+
+/// The range's fixes (after bucketing, if asked), simplified with Douglas-Peucker to
+/// `tolerance_m` metres. `None` when the range holds more than [`MAX_SIMPLIFY_INPUT`] fixes.
+pub async fn simplified(
+    pool: &Pool,
+    tracker: &TrackerId,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    bucket: Option<TimeDelta>,
+    tolerance_m: f64,
+) -> Result<Option<SimplifiedTrack>, StorageError> {
+    let q = HistoryQuery {
+        from,
+        to,
+        cursor: None,
+        limit: MAX_SIMPLIFY_INPUT,
+        bucket,
+    };
+    let page = positions(pool, tracker, q).await?;
+    if page.next_cursor.is_some() {
+        return Ok(None);
+    }
+    let fixes = page.positions;
+    let input_points = fixes.len();
+    // CPU work of up to a few hundred milliseconds: off the async workers.
+    let kept = tokio::task::spawn_blocking(move || {
+        let points: Vec<(f64, f64)> = fixes.iter().map(|f| (f.lat, f.lon)).collect();
+        let keep = crate::simplify::keep(&points, tolerance_m);
+        let mut fixes = fixes.into_iter().map(Some).collect::<Vec<_>>();
+        keep.into_iter()
+            .filter_map(|i| fixes.get_mut(i).and_then(Option::take))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| StorageError::Pool(format!("simplification failed: {e}")))?;
+    Ok(Some(SimplifiedTrack {
+        tracker_id: tracker.to_string(),
+        simplified: SimplifyStats {
+            tolerance_m,
+            input_points,
+            output_points: kept.len(),
+        },
+        positions: kept,
+    }))
+}
+
 /// One UTC day of a tracker's history.
 #[derive(Debug, Clone, Serialize)]
 pub struct DaySummary {
@@ -564,6 +629,9 @@ pub struct DaySummary {
     pub points: i64,
     /// Length of the day's track in device-time order, great circle between consecutive fixes.
     pub distance_m: f64,
+    /// Seconds between consecutive fixes at most 5 minutes apart that were covered at 0.5 m/s or
+    /// faster (the `moving_time_s` aggregate of migration 7).
+    pub moving_s: f64,
     pub first_fix: DateTime<Utc>,
     pub last_fix: DateTime<Utc>,
 }
@@ -612,7 +680,7 @@ pub async fn summary(
             let rows = self::client(pool)
                 .await?
                 .query(
-                    "SELECT day, points, distance_m, first_fix, last_fix FROM daily_summaries
+                    "SELECT day, points, distance_m, first_fix, last_fix, moving_s FROM daily_summaries
                      WHERE tracker_id = $1 AND day >= $2 AND day < $3 ORDER BY day",
                     &[&tracker.as_str(), &from.max(claim_day_end), &to],
                 )
@@ -631,6 +699,7 @@ fn day_summary(r: &Row) -> DaySummary {
         distance_m: r.get(2),
         first_fix: r.get(3),
         last_fix: r.get(4),
+        moving_s: r.get(5),
     }
 }
 
@@ -647,9 +716,12 @@ async fn summary_from_fixes(
             "SELECT day, count(*),
                     coalesce(sum(haversine_m(prev_lat, prev_lon, lat, lon))
                         FILTER (WHERE prev_lat IS NOT NULL), 0),
-                    min(device_time), max(device_time)
+                    min(device_time), max(device_time),
+                    coalesce(sum(moving_segment_s(prev_time, prev_lat, prev_lon,
+                                                  device_time, lat, lon)), 0)
              FROM (SELECT device_time, lat, lon, date_trunc('day', device_time, 'UTC') AS day,
-                          lag(lat) OVER w AS prev_lat, lag(lon) OVER w AS prev_lon
+                          lag(lat) OVER w AS prev_lat, lag(lon) OVER w AS prev_lon,
+                          lag(device_time) OVER w AS prev_time
                    FROM positions
                    WHERE tracker_id = $1 AND device_time >= $2 AND device_time < $3
                    WINDOW w AS (PARTITION BY date_trunc('day', device_time, 'UTC')

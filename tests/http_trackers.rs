@@ -460,7 +460,8 @@ async fn bucketed_history_returns_the_last_fix_of_each_interval_across_pages() {
 }
 
 #[tokio::test]
-async fn the_summary_gives_points_and_distance_per_day_counting_only_fixes_after_the_claim() {
+async fn the_summary_gives_points_distance_and_time_moving_per_day_counting_only_fixes_after_the_claim()
+ {
     let app = spawn_app().await;
     let api = Api::new(&app);
     let (_, ada) = user(&api, "ada@example.com").await;
@@ -472,6 +473,7 @@ async fn the_summary_gives_points_and_distance_per_day_counting_only_fixes_after
         (claimed_at - TimeDelta::seconds(1), 40.0), // the previous owner's: not counted
         (claimed_at + TimeDelta::seconds(1), 52.50),
         (claimed_at + TimeDelta::seconds(2), 52.51),
+        (claimed_at + TimeDelta::seconds(3), 52.51), // at rest: not moving
         (next_day, 52.60),
     ] {
         client
@@ -489,12 +491,18 @@ async fn the_summary_gives_points_and_distance_per_day_counting_only_fixes_after
     assert_eq!(status, StatusCode::OK, "{body}");
     let days = body["days"].as_array().unwrap();
     assert_eq!(days.len(), 2, "{body}");
-    assert_eq!(days[0]["points"], 2, "{body}");
+    assert_eq!(days[0]["points"], 3, "{body}");
     let metres = days[0]["distance_m"].as_f64().unwrap();
     assert!((metres - 1111.95).abs() < 1.0, "{body}");
+    // 1,112 m in the first second is moving; the second second at rest is not.
+    assert_eq!(days[0]["moving_s"].as_f64(), Some(1.0), "{body}");
     assert_eq!(
-        (days[1]["points"].as_i64(), days[1]["distance_m"].as_f64()),
-        (Some(1), Some(0.0))
+        (
+            days[1]["points"].as_i64(),
+            days[1]["distance_m"].as_f64(),
+            days[1]["moving_s"].as_f64()
+        ),
+        (Some(1), Some(0.0), Some(0.0))
     );
 
     let (status, body) = api
@@ -592,5 +600,124 @@ async fn exports_open_in_standard_parsers_and_hold_every_fix_of_the_range() {
         .await;
     assert_error(status, &body, 400, "bad_request");
     assert_eq!(body["field"], "limit");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_simplified_track_keeps_the_corners_and_drops_fixes_within_the_tolerance() {
+    let app = spawn_app().await;
+    let api = Api::new(&app);
+    let (_, ada) = user(&api, "ada@example.com").await;
+    let rex = collar(&app, "rex").await;
+    let start = claimed_at(claim(&api, &ada, &rex).await) + TimeDelta::seconds(1);
+    // 100 fixes north along 13.4 E with 3 m wiggles, then 100 east along 52.51 N: one corner.
+    let client = app.app.pool.get().await.unwrap();
+    client
+        .execute(
+            "INSERT INTO positions (tracker_id, device_time, lat, lon)
+             SELECT 'rex', $1::timestamptz + make_interval(secs => i),
+                    CASE WHEN i <= 100 THEN 52.50 + i * 0.0001 ELSE 52.51 END,
+                    CASE WHEN i <= 100 THEN 13.4 + (i % 2) * 0.00005
+                         ELSE 13.4 + (i - 100) * 0.0001 END
+             FROM generate_series(0, 200) i",
+            &[&start],
+        )
+        .await
+        .unwrap();
+    let from = urlencode(&start.to_rfc3339());
+    let (status, body) = api
+        .get(
+            &format!("/trackers/rex/positions?from={from}&simplify=10"),
+            &ada,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let kept: Vec<&str> = body["positions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["ts"].as_str().unwrap())
+        .collect();
+    let at = |i: i64| {
+        (start + TimeDelta::seconds(i)).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+    };
+    assert_eq!(kept.len(), 3, "first, corner, last: {body}");
+    assert_eq!(body["simplified"]["input_points"], 201, "{body}");
+    assert_eq!(body["simplified"]["output_points"], 3, "{body}");
+    for (got, want) in kept.iter().zip([at(0), at(100), at(200)]) {
+        let (got, want): (DateTime<Utc>, DateTime<Utc>) =
+            (got.parse().unwrap(), want.parse().unwrap());
+        assert_eq!(got, want, "{body}");
+    }
+    assert!(body.get("next_cursor").is_none(), "{body}");
+    // A tolerance below the wiggles keeps them.
+    let (_, body) = api
+        .get(
+            &format!("/trackers/rex/positions?from={from}&simplify=1"),
+            &ada,
+        )
+        .await;
+    assert!(body["positions"].as_array().unwrap().len() > 50, "{body}");
+
+    for (query, field) in [
+        ("simplify=0", "simplify"),
+        ("simplify=ten", "simplify"),
+        ("simplify=10&limit=5", "limit"),
+        ("simplify=10&cursor=t0", "cursor"),
+        ("simplify=10&format=gpx", "simplify"),
+    ] {
+        let (status, body) = api
+            .get(&format!("/trackers/rex/positions?{query}"), &ada)
+            .await;
+        assert_error(status, &body, 400, "bad_request");
+        assert_eq!(body["field"], field, "{query}: {body}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn simplifying_more_fixes_than_the_server_reads_at_once_is_a_422_naming_the_range() {
+    let app = spawn_app().await;
+    let api = Api::new(&app);
+    let (_, ada) = user(&api, "ada@example.com").await;
+    let rex = collar(&app, "rex").await;
+    let start = claimed_at(claim(&api, &ada, &rex).await) + TimeDelta::seconds(1);
+    let too_many = pettracker::trackers::MAX_SIMPLIFY_INPUT;
+    app.app
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .execute(
+            "INSERT INTO positions (tracker_id, device_time, lat, lon)
+             SELECT 'rex', $1::timestamptz + make_interval(secs => i), 52.5, 13.4
+             FROM generate_series(0, $2::int8) i",
+            &[&start, &too_many],
+        )
+        .await
+        .unwrap();
+    let from = urlencode(&start.to_rfc3339());
+    let to = urlencode(&(start + TimeDelta::days(30)).to_rfc3339());
+    let (status, body) = api
+        .get(
+            &format!("/trackers/rex/positions?from={from}&to={to}&simplify=10"),
+            &ada,
+        )
+        .await;
+    assert_error(status, &body, 422, "unprocessable");
+    assert_eq!(body["field"], "from", "{body}");
+    // Bucketing first thins the range enough.
+    let (status, body) = api
+        .get(
+            &format!("/trackers/rex/positions?from={from}&to={to}&bucket=1m&simplify=10"),
+            &ada,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // One fix per minute over 200,001 seconds (3,334 or 3,335 minutes by alignment), on one spot: the ends, and the join of the
+    // simplifier's first window of 2,000 points.
+    let buckets = body["simplified"]["input_points"].as_i64().unwrap();
+    assert!((3334..=3335).contains(&buckets), "minutes spanned: {body}");
+    assert_eq!(body["simplified"]["output_points"], 3, "{body}");
     app.stop().await;
 }

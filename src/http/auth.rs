@@ -11,6 +11,7 @@ use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use super::error::ApiError;
+use super::limit::Bucket;
 use super::{HttpState, json_with_status, respond};
 use crate::auth::{AccountError, Email, LoginThrottle, Password, Scope, store};
 
@@ -46,7 +47,8 @@ impl Caller {
 /// Extracts the [`Caller`] from `Authorization: Bearer <access token or API key>`.
 ///
 /// A missing, malformed, expired or revoked credential rejects with 401 (JSON body,
-/// `WWW-Authenticate: Bearer`). Put it after the path and method filters of a route, so a request
+/// `WWW-Authenticate: Bearer`); a caller over its rate limit ([`super::limit`]) with 429 and
+/// `Retry-After`. Put it after the path and method filters of a route, so a request
 /// for another route is never answered with 401.
 pub fn authenticated(
     state: HttpState,
@@ -54,9 +56,19 @@ pub fn authenticated(
     warp::header::optional::<String>("authorization").and_then(move |header: Option<String>| {
         let state = state.clone();
         async move {
-            authenticate(&state, header.as_deref())
+            let caller = authenticate(&state, header.as_deref())
                 .await
-                .map_err(warp::reject::custom)
+                .map_err(warp::reject::custom)?;
+            let bucket = match caller.api_key_id {
+                Some(key) => Bucket::ApiKey(key),
+                None => Bucket::User(caller.user_id),
+            };
+            state.rate_limit.check(bucket).map_err(|wait| {
+                // Whole seconds, rounded up: `Retry-After: 0` would invite an immediate retry.
+                let retry_after_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                warp::reject::custom(ApiError::TooManyRequests { retry_after_secs })
+            })?;
+            Ok::<_, Rejection>(caller)
         }
     })
 }

@@ -29,8 +29,15 @@ pub enum ApiError {
     NotFound,
     #[error("{0}")]
     Conflict(String),
+    /// Well-formed and allowed, but more than this server will do in one request (e.g. simplify
+    /// a track of too many fixes); `field` names the parameter to change.
+    #[error("{message}")]
+    Unprocessable {
+        message: String,
+        field: Option<String>,
+    },
     /// Sent with `Retry-After`.
-    #[error("too many attempts; retry after {retry_after_secs} seconds")]
+    #[error("too many requests; retry after {retry_after_secs} seconds")]
     TooManyRequests { retry_after_secs: u64 },
     /// Our fault. The detail goes to the log, never to the client.
     #[error("internal error: {0}")]
@@ -54,6 +61,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -67,6 +75,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound => "not_found",
             ApiError::Conflict(_) => "conflict",
+            ApiError::Unprocessable { .. } => "unprocessable",
             ApiError::TooManyRequests { .. } => "too_many_requests",
             ApiError::Internal(_) => "internal",
         }
@@ -75,7 +84,8 @@ impl ApiError {
     /// The response for this error; internal errors are logged here, once.
     pub fn to_response(&self) -> Response {
         let (message, field) = match self {
-            ApiError::BadRequest { message, field } => (message.clone(), field.as_deref()),
+            ApiError::BadRequest { message, field }
+            | ApiError::Unprocessable { message, field } => (message.clone(), field.as_deref()),
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "internal error answering an HTTP request");
                 ("internal error".to_owned(), None)

@@ -1,7 +1,10 @@
 //! The HTTP side: health checks, metrics, and the REST API under `/api/v1` (see docs/api/openapi.yaml).
 
+pub mod admin;
 pub mod auth;
 pub mod error;
+pub mod limit;
+pub mod query;
 pub mod trackers;
 
 use std::convert::Infallible;
@@ -25,6 +28,8 @@ pub struct HttpState {
     pub broker_ready: Arc<dyn Fn() -> bool + Send + Sync>,
     /// Token keys and lifetimes, and the login throttle.
     pub auth: Arc<AuthKeys>,
+    /// Requests per credential; checked once the caller is known.
+    pub rate_limit: Arc<limit::RateLimit>,
 }
 
 /// The process-wide Prometheus recorder. `metrics` has one global recorder, so every app in a
@@ -94,7 +99,8 @@ pub fn routes(
         .or(metrics_route)
         .or(openapi)
         .or(auth::routes(state.clone()))
-        .or(trackers::routes(state))
+        .or(trackers::routes(state.clone()))
+        .or(admin::routes(state))
         .recover(handle_rejection)
 }
 

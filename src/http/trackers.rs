@@ -15,6 +15,7 @@ use warp::{Filter, Rejection, Reply};
 
 use super::auth::{Caller, authenticated, json_body};
 use super::error::ApiError;
+use super::query::{limit_param, only_known, time_param};
 use super::{HttpState, json_with_status as json, respond};
 use crate::trackers::{self, ClaimError, Cursor, MemberError, Role};
 
@@ -254,40 +255,10 @@ async fn release(state: HttpState, caller: Caller, id: String) -> Result<Respons
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// 400 naming the first query parameter the route does not know: a misspelt `form=` must not
-/// silently mean "the default range".
-fn only_known(query: &HashMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
-    match query.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(unknown) => Err(ApiError::bad_request(
-            format!(
-                "unknown query parameter {unknown:?}; known: {}",
-                known.join(", ")
-            ),
-            Some(unknown),
-        )),
-        None => Ok(()),
-    }
-}
-
-/// Parses an RFC 3339 time query parameter.
-fn time_param(
-    query: &HashMap<String, String>,
-    key: &str,
-) -> Result<Option<DateTime<Utc>>, ApiError> {
-    query
-        .get(key)
-        .map(|raw| {
-            DateTime::parse_from_rfc3339(raw)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|_| {
-                    ApiError::bad_request(
-                        format!("{key} must be an RFC 3339 time, e.g. 2026-11-24T12:00:00Z"),
-                        Some(key),
-                    )
-                })
-        })
-        .transpose()
-}
+/// Tolerances `simplify=` accepts, in metres: below GPS noise simplifying is pointless, and
+/// beyond a few kilometres nothing of a pet's track would be left.
+const MIN_SIMPLIFY_M: f64 = 1.0;
+const MAX_SIMPLIFY_M: f64 = 5_000.0;
 
 async fn positions(
     state: HttpState,
@@ -297,7 +268,9 @@ async fn positions(
 ) -> Result<Response, ApiError> {
     only_known(
         &query,
-        &["from", "to", "limit", "cursor", "bucket", "format"],
+        &[
+            "from", "to", "limit", "cursor", "bucket", "format", "simplify",
+        ],
     )?;
     let tracker = tracker_id(&id)?;
     role(&state, &caller, &tracker).await?;
@@ -312,22 +285,32 @@ async fn positions(
     if let Some(raw) = query.get("format") {
         return export(state, tracker, from, to, raw, &query);
     }
-    let limit = match query.get("limit") {
-        None => trackers::DEFAULT_PAGE,
-        Some(raw) => raw
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=trackers::MAX_PAGE).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    format!(
-                        "limit must be a whole number from 1 to {}",
-                        trackers::MAX_PAGE
-                    ),
-                    Some("limit"),
-                )
-            })?,
-    };
+    let simplify = query
+        .get("simplify")
+        .map(|raw| {
+            raw.parse::<f64>()
+                .ok()
+                .filter(|m| (MIN_SIMPLIFY_M..=MAX_SIMPLIFY_M).contains(m))
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        format!(
+                            "simplify is a tolerance in metres from {MIN_SIMPLIFY_M} to {MAX_SIMPLIFY_M}"
+                        ),
+                        Some("simplify"),
+                    )
+                })
+        })
+        .transpose()?;
+    if let Some(other) = ["limit", "cursor"]
+        .iter()
+        .find(|k| simplify.is_some() && query.contains_key(**k))
+    {
+        return Err(ApiError::bad_request(
+            format!("{other} does not apply with simplify, which returns the whole range at once"),
+            Some(other),
+        ));
+    }
+    let limit = limit_param(&query, trackers::DEFAULT_PAGE, trackers::MAX_PAGE)?;
     let cursor = query
         .get("cursor")
         .map(|raw| {
@@ -350,6 +333,20 @@ async fn positions(
             })
         })
         .transpose()?;
+    if let Some(tolerance_m) = simplify {
+        return match trackers::simplified(&state.pool, &tracker, from, to, bucket, tolerance_m)
+            .await?
+        {
+            Some(track) => Ok(json(&track, StatusCode::OK)),
+            None => Err(ApiError::Unprocessable {
+                message: format!(
+                    "the range holds more than {} fixes to simplify; narrow it or add bucket=",
+                    trackers::MAX_SIMPLIFY_INPUT
+                ),
+                field: Some("from".to_owned()),
+            }),
+        };
+    }
     let q = trackers::HistoryQuery {
         from,
         to,
@@ -423,7 +420,7 @@ fn export(
     let format = crate::export::Format::parse(raw).ok_or_else(|| {
         ApiError::bad_request("format is one of csv, geojson, gpx", Some("format"))
     })?;
-    if let Some(other) = ["limit", "cursor", "bucket"]
+    if let Some(other) = ["limit", "cursor", "bucket", "simplify"]
         .iter()
         .find(|k| query.contains_key(**k))
     {

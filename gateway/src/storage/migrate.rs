@@ -72,6 +72,23 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: &[include_str!("migrations/0006_tracker_members.sql")],
         transactional: true,
     },
+    Migration {
+        version: 7,
+        name: "time moving in daily summaries",
+        // The continuous aggregate is dropped and created again, which TimescaleDB allows only
+        // outside a transaction, one statement at a time.
+        timescale: &[
+            include_str!("migrations/0007_moving_time.sql"),
+            include_str!("migrations/0007_daily_summaries_timescaledb.sql"),
+            include_str!("migrations/0007_daily_summaries_view_timescaledb.sql"),
+            include_str!("migrations/0004_daily_summaries_policy_timescaledb.sql"),
+        ],
+        postgres: &[
+            include_str!("migrations/0007_moving_time.sql"),
+            include_str!("migrations/0007_daily_summaries_postgres.sql"),
+        ],
+        transactional: false,
+    },
 ];
 
 /// The newest schema version this binary knows.

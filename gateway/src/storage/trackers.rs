@@ -211,18 +211,40 @@ pub async fn list(pool: &Pool) -> Result<Vec<TrackerInfo>, StorageError> {
         )
         .await
         .map_err(StorageError::query("listing trackers"))?;
-    Ok(rows
-        .iter()
-        .map(|r| TrackerInfo {
-            tracker_id: r.get(0),
-            pet_name: r.get(1),
-            owner_id: r.get(2),
-            revoked: r.get(3),
-            created_at: r.get(4),
-            online: r.get(5),
-            last_seen: r.get(6),
-        })
-        .collect())
+    Ok(rows.iter().map(tracker_info).collect())
+}
+
+/// At most `limit` trackers with ids after `after`, in id order: a page of a fleet too large to
+/// list at once, stable while trackers are added.
+pub async fn list_page(
+    pool: &Pool,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<TrackerInfo>, StorageError> {
+    let client = client(pool).await?;
+    let rows = client
+        .query(
+            "SELECT t.tracker_id, t.pet_name, t.owner_id, t.revoked, t.created_at, s.online, s.last_seen
+             FROM trackers t LEFT JOIN tracker_status s USING (tracker_id)
+             WHERE $1::text IS NULL OR t.tracker_id > $1
+             ORDER BY t.tracker_id LIMIT $2",
+            &[&after, &limit],
+        )
+        .await
+        .map_err(StorageError::query("listing trackers"))?;
+    Ok(rows.iter().map(tracker_info).collect())
+}
+
+fn tracker_info(r: &tokio_postgres::Row) -> TrackerInfo {
+    TrackerInfo {
+        tracker_id: r.get(0),
+        pet_name: r.get(1),
+        owner_id: r.get(2),
+        revoked: r.get(3),
+        created_at: r.get(4),
+        online: r.get(5),
+        last_seen: r.get(6),
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,209 @@
+//! Operator routes under `/api/v1/admin` (provision, list and revoke trackers), and the dead
+//! letters under `/api/v1/dead-letters` that owners and admins read.
+//!
+//! Admin routes answer 403 to everyone else: the routes themselves are documented, so hiding
+//! them behind a 404 would protect nothing.
+
+use std::collections::HashMap;
+
+use gateway::protocol::TrackerId;
+use gateway::storage::trackers::{self as device, ProvisionError};
+use serde::Deserialize;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Filter, Rejection, Reply};
+
+use super::auth::{Caller, authenticated, json_body};
+use super::error::ApiError;
+use super::query::{limit_param, only_known, time_param};
+use super::{HttpState, json_with_status as json, respond};
+use crate::dead_letters::{self, DeadLetterQuery, Reader};
+
+/// Default and largest page of `GET /api/v1/admin/trackers`.
+const DEFAULT_TRACKER_PAGE: i64 = 500;
+const MAX_TRACKER_PAGE: i64 = 5000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTracker {
+    tracker_id: String,
+    #[serde(default)]
+    pet_name: Option<String>,
+}
+
+impl Caller {
+    /// 403 unless the caller is an admin with a credential that may change things.
+    fn require_admin(&self) -> Result<(), ApiError> {
+        if !self.is_admin {
+            return Err(ApiError::Forbidden("this route is for admins".to_owned()));
+        }
+        Ok(())
+    }
+}
+
+pub fn routes(
+    state: HttpState,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static {
+    let with_state = {
+        let state = state.clone();
+        warp::any().map(move || state.clone())
+    };
+    let auth = authenticated(state);
+
+    let provision = warp::path!("api" / "v1" / "admin" / "trackers")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(auth.clone())
+        .and(json_body::<NewTracker>())
+        .then(|state, caller, body| async move { respond(provision(state, caller, body).await) })
+        .boxed();
+
+    let list = warp::path!("api" / "v1" / "admin" / "trackers")
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(auth.clone())
+        .and(warp::query::<HashMap<String, String>>())
+        .then(|state, caller, query| async move { respond(list(state, caller, query).await) })
+        .boxed();
+
+    let revoke = warp::path!("api" / "v1" / "admin" / "trackers" / String / "revoke")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(auth.clone())
+        .then(|id: String, state, caller| async move { respond(revoke(state, caller, id).await) })
+        .boxed();
+
+    let dead = warp::path!("api" / "v1" / "dead-letters")
+        .and(warp::get())
+        .and(with_state)
+        .and(auth)
+        .and(warp::query::<HashMap<String, String>>())
+        .then(
+            |state, caller, query| async move { respond(dead_letters(state, caller, query).await) },
+        )
+        .boxed();
+
+    provision
+        .or(list)
+        .unify()
+        .or(revoke)
+        .unify()
+        .or(dead)
+        .unify()
+}
+
+async fn provision(
+    state: HttpState,
+    caller: Caller,
+    body: NewTracker,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    caller.require_write()?;
+    let tracker = TrackerId::parse(&body.tracker_id)
+        .map_err(|e| ApiError::bad_request(format!("tracker_id: {e}"), Some("tracker_id")))?;
+    let pet_name = body
+        .pet_name
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty());
+    if pet_name.is_some_and(|n| n.chars().count() > 64) {
+        return Err(ApiError::bad_request(
+            "pet_name is at most 64 characters",
+            Some("pet_name"),
+        ));
+    }
+    match device::provision(&state.pool, &tracker, pet_name).await {
+        Ok(provisioned) => {
+            tracing::info!(%tracker, admin = caller.user_id, "tracker provisioned over HTTP");
+            Ok(json(&provisioned, StatusCode::CREATED))
+        }
+        Err(ProvisionError::Exists(_)) => Err(ApiError::Conflict(format!(
+            "tracker {tracker} already exists; its secret cannot be shown again"
+        ))),
+        Err(ProvisionError::NotFound(_)) => Err(ApiError::NotFound),
+        Err(ProvisionError::Storage(e)) => Err(e.into()),
+    }
+}
+
+async fn list(
+    state: HttpState,
+    caller: Caller,
+    query: HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    only_known(&query, &["after", "limit"])?;
+    let limit = limit_param(&query, DEFAULT_TRACKER_PAGE, MAX_TRACKER_PAGE)?;
+    let after = query.get("after").map(String::as_str);
+    let mut trackers = device::list_page(&state.pool, after, limit + 1).await?;
+    let more = trackers.len() as i64 > limit;
+    trackers.truncate(limit as usize);
+    let next = more
+        .then(|| trackers.last().map(|t| t.tracker_id.clone()))
+        .flatten();
+    Ok(json(
+        &serde_json::json!({ "trackers": trackers, "next_after": next }),
+        StatusCode::OK,
+    ))
+}
+
+async fn revoke(state: HttpState, caller: Caller, id: String) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    caller.require_write()?;
+    let tracker = TrackerId::parse(&id).map_err(|_| ApiError::NotFound)?;
+    match device::revoke(&state.pool, &tracker).await {
+        Ok(()) => {
+            tracing::info!(%tracker, admin = caller.user_id, "tracker revoked over HTTP");
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        Err(ProvisionError::Storage(e)) => Err(e.into()),
+        Err(ProvisionError::NotFound(_) | ProvisionError::Exists(_)) => Err(ApiError::NotFound),
+    }
+}
+
+async fn dead_letters(
+    state: HttpState,
+    caller: Caller,
+    query: HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    only_known(&query, &["tracker", "since", "after", "limit"])?;
+    let reader = if caller.is_admin {
+        Reader::Admin
+    } else {
+        Reader::Owner(caller.user_id)
+    };
+    let tracker = match query.get("tracker") {
+        None => None,
+        // A malformed id names no tracker the caller owns: an empty list, like any other.
+        Some(raw) => match TrackerId::parse(raw) {
+            Ok(t) => Some(t),
+            Err(_) => {
+                return Ok(json(
+                    &serde_json::json!({ "dead_letters": [] }),
+                    StatusCode::OK,
+                ));
+            }
+        },
+    };
+    let after = query
+        .get("after")
+        .map(|raw| {
+            raw.parse::<i64>().map_err(|_| {
+                ApiError::bad_request(
+                    "after is the id of the last dead letter seen",
+                    Some("after"),
+                )
+            })
+        })
+        .transpose()?;
+    let q = DeadLetterQuery {
+        tracker,
+        since: time_param(&query, "since")?,
+        after,
+        limit: limit_param(&query, dead_letters::DEFAULT_PAGE, dead_letters::MAX_PAGE)?,
+    };
+    let list = dead_letters::list(&state.pool, reader, &q).await?;
+    Ok(json(
+        &serde_json::json!({ "dead_letters": list }),
+        StatusCode::OK,
+    ))
+}
