@@ -147,17 +147,18 @@ async fn migrations_build_the_timescaledb_schema_once_and_the_write_path_and_sum
         .collect();
     println!("daily summaries: {days:?}");
     assert_eq!(days, vec![(2, 52.50, 52.51), (1, 52.60, 52.60)]);
-    let distances: Vec<f64> = client
+    let rows = client
         .query(
-            "SELECT distance_m FROM daily_summaries WHERE tracker_id = 'ts-rex' ORDER BY day",
+            "SELECT distance_m, moving_s FROM daily_summaries WHERE tracker_id = 'ts-rex' ORDER BY day",
             &[],
         )
         .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    println!("daily distances (m): {distances:?}");
+        .unwrap();
+    let distances: Vec<f64> = rows.iter().map(|r| r.get(0)).collect();
+    let moving: Vec<f64> = rows.iter().map(|r| r.get(1)).collect();
+    println!("daily distances (m): {distances:?}, time moving (s): {moving:?}");
+    // 1,112 m in the minute between the first two fixes: moving all of it.
+    assert_eq!(moving, vec![60.0, 0.0]);
     // 0.01 degree of latitude is 1,111.95 m on the mean-radius sphere; one fix moves nowhere.
     assert!((distances[0] - 1111.95).abs() < 1.0, "{distances:?}");
     assert_eq!(distances[1], 0.0);
