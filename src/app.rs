@@ -90,7 +90,12 @@ pub async fn spawn(config: Config) -> anyhow::Result<RunningApp> {
              Never use this outside development (setting mqtt.open / --mqtt-open)."
         );
     }
-    let broker = broker::start(config.broker_config(), pipeline.hooks.clone()).await?;
+    let (command_wake, command_woken) = crate::commands::dispatch::channel();
+    let hooks = Arc::new(crate::commands::dispatch::WakeOnConnect {
+        inner: pipeline.hooks.clone(),
+        wake: command_wake.clone(),
+    });
+    let broker = broker::start(config.broker_config(), hooks).await?;
     let (mqtt_addr, mqtt_tls_addr, mqtt_ws_addr) =
         (broker.tcp_addr(), broker.tls_addr(), broker.ws_addr());
     let broker = Arc::new(broker);
@@ -102,6 +107,13 @@ pub async fn spawn(config: Config) -> anyhow::Result<RunningApp> {
         shutdown.clone(),
     );
     let revoke_task = tokio::spawn(kick_revoked(revoked, broker.clone()));
+    let command_task = tokio::spawn(crate::commands::dispatch::run(
+        database.pool.clone(),
+        broker.clone(),
+        crate::commands::dispatch::DispatchConfig::from_config(&config.commands),
+        command_woken,
+        shutdown.clone(),
+    ));
 
     let ready_broker = broker.clone();
     let state = HttpState {
@@ -109,6 +121,11 @@ pub async fn spawn(config: Config) -> anyhow::Result<RunningApp> {
         metrics: http::metrics_handle(),
         broker_ready: Arc::new(move || ready_broker.is_listening()),
         auth: Arc::new(crate::auth::AuthKeys::from_config(&config.auth)),
+        commands: http::CommandSettings {
+            wake: command_wake,
+            default_ttl_secs: config.commands.default_ttl_secs,
+        },
+        limits: config.ingest_config().limits,
         rate_limit: Arc::new(http::limit::RateLimit::new(
             NonZeroU32::new(config.http.rate_limit_per_second).unwrap_or(NonZeroU32::MIN),
             NonZeroU32::new(config.http.rate_limit_burst).unwrap_or(NonZeroU32::MIN),
@@ -123,6 +140,7 @@ pub async fn spawn(config: Config) -> anyhow::Result<RunningApp> {
         broker,
         ack_task,
         revoke_task,
+        command_task,
         ingest_trigger,
         ingest_task: pipeline.task,
     };
@@ -146,6 +164,7 @@ struct Parts {
     broker: Arc<BrokerHandle>,
     ack_task: JoinHandle<()>,
     revoke_task: JoinHandle<()>,
+    command_task: JoinHandle<()>,
     ingest_trigger: ShutdownTrigger,
     ingest_task: JoinHandle<()>,
 }
@@ -158,6 +177,7 @@ async fn run(parts: Parts, shutdown: Shutdown) -> anyhow::Result<()> {
         broker,
         ack_task,
         revoke_task,
+        command_task,
         ingest_trigger,
         ingest_task,
     } = parts;
@@ -172,6 +192,8 @@ async fn run(parts: Parts, shutdown: Shutdown) -> anyhow::Result<()> {
     // they are cumulative, and the collars re-send unacknowledged fixes, which are deduplicated.
     revoke_task.abort();
     ack_task.abort();
+    // The dispatcher stopped on the shutdown signal; it holds a broker handle until it has.
+    let _ = command_task.await;
     let _ = revoke_task.await;
     let _ = ack_task.await;
     match Arc::try_unwrap(broker) {

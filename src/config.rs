@@ -22,6 +22,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub ingest: IngestSettings,
     pub auth: AuthConfig,
+    pub commands: CommandsConfig,
     pub log: LogConfig,
 }
 
@@ -226,6 +227,29 @@ impl Default for AuthConfig {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommandsConfig {
+    /// A command the collar has not answered is published again after this long, doubling
+    /// (with jitter) for each further send: a collar that missed it while reconnecting gets it.
+    pub resend_after_ms: u64,
+    /// Publishes of one attempt before it is `failed` with "no answer".
+    pub max_sends: u32,
+    /// How long a command may wait (offline collar included) before it expires, unless the
+    /// request says otherwise.
+    pub default_ttl_secs: u32,
+}
+
+impl Default for CommandsConfig {
+    fn default() -> Self {
+        Self {
+            resend_after_ms: 10_000,
+            max_sends: 5,
+            default_ttl_secs: 3_600,
+        }
+    }
+}
+
 /// The smallest accepted `auth.token_secret`: HS256 keys shorter than the hash output are weak.
 pub const MIN_TOKEN_SECRET_BYTES: usize = 32;
 
@@ -296,6 +320,9 @@ pub const KEYS: &[(&str, Kind, &str)] = &[
     ("auth.access_token_ttl_secs", Kind::Int, "lifetime of an access token"),
     ("auth.refresh_token_ttl_days", Kind::Int, "lifetime of a refresh token"),
     ("auth.admin_emails", Kind::List, "emails that become admins when they register (comma-separated)"),
+    ("commands.resend_after_ms", Kind::Int, "first wait before an unanswered command is sent again"),
+    ("commands.max_sends", Kind::Int, "sends of a command before it fails with no answer"),
+    ("commands.default_ttl_secs", Kind::Int, "how long a command may wait before it expires"),
     ("log.format", Kind::Str, "text or json"),
     ("log.level", Kind::Str, "tracing filter, e.g. info"),
 ];
@@ -505,6 +532,15 @@ impl Config {
                 self.http.rate_limit_per_second as usize,
             ),
             ("http.rate_limit_burst", self.http.rate_limit_burst as usize),
+            (
+                "commands.resend_after_ms",
+                self.commands.resend_after_ms as usize,
+            ),
+            ("commands.max_sends", self.commands.max_sends as usize),
+            (
+                "commands.default_ttl_secs",
+                self.commands.default_ttl_secs as usize,
+            ),
             ("ingest.batch_size", self.ingest.batch_size),
             ("ingest.queue_capacity", self.ingest.queue_capacity),
             ("ingest.writers", self.ingest.writers),

@@ -26,6 +26,10 @@ pub struct DeadLetterView {
     /// The payload again, when it is UTF-8 text (JSON payloads are), for reading by eye.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload_text: Option<String>,
+    /// Times it was run through decoding again.
+    pub retries: i32,
+    /// When a retry stored it.
+    pub resolved_at: Option<DateTime<Utc>>,
 }
 
 /// Which dead letters to list.
@@ -66,7 +70,8 @@ pub async fn list(
     };
     let rows = client
         .query(
-            "SELECT d.id, d.received_at, d.tracker_id, d.topic, d.reason, d.payload
+            "SELECT d.id, d.received_at, d.tracker_id, d.topic, d.reason, d.payload, d.retries,
+                    d.resolved_at
              FROM dead_letters d
              WHERE ($1::bigint IS NULL OR EXISTS (
                        SELECT 1 FROM trackers t
@@ -92,7 +97,108 @@ pub async fn list(
                 reason: r.get(4),
                 payload_base64: base64::engine::general_purpose::STANDARD.encode(&payload),
                 payload_text: String::from_utf8(payload).ok(),
+                retries: r.get(6),
+                resolved_at: r.get(7),
             }
         })
         .collect())
+}
+
+/// What re-running one dead letter did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RetryOutcome {
+    pub id: i64,
+    /// It passed decoding and validation this time and is stored.
+    pub stored: bool,
+    /// Why it is still refused, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Runs unresolved dead letters matching `q` (at most `q.limit`, oldest first) through decoding
+/// and validation again, with today's rules: what passes is written like any ingested message
+/// and the dead letter marked resolved; what fails again gets the new reason.
+pub async fn retry(
+    pool: &Pool,
+    reader: Reader,
+    q: &DeadLetterQuery,
+    only: Option<i64>,
+    limits: &gateway::protocol::ValidationLimits,
+) -> Result<Vec<RetryOutcome>, StorageError> {
+    use gateway::ingest::{Envelope, Inbound, decode};
+
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|e| StorageError::Pool(pool_error_reason(&e)))?;
+    let tracker = q.tracker.as_ref().map(TrackerId::as_str);
+    let owner = match reader {
+        Reader::Owner(user) => Some(user),
+        Reader::Admin => None,
+    };
+    let rows = client
+        .query(
+            "SELECT d.id, d.tracker_id, d.topic, d.payload, d.received_at
+             FROM dead_letters d
+             WHERE d.resolved_at IS NULL
+               AND ($1::bigint IS NULL OR EXISTS (
+                       SELECT 1 FROM trackers t
+                       WHERE t.tracker_id = d.tracker_id AND t.owner_id = $1
+                         AND d.received_at >= t.claimed_at))
+               AND ($2::text IS NULL OR d.tracker_id = $2)
+               AND ($3::timestamptz IS NULL OR d.received_at >= $3)
+               AND ($4::bigint IS NULL OR d.id = $4)
+             ORDER BY d.id LIMIT $5",
+            &[&owner, &tracker, &q.since, &only, &q.limit],
+        )
+        .await
+        .map_err(StorageError::query("reading dead letters"))?;
+    let mut outcomes = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id: i64 = row.get(0);
+        let tracker: Option<String> = row.get(1);
+        let topic: String = row.get(2);
+        let payload: Vec<u8> = row.get(3);
+        let received_at: DateTime<Utc> = row.get(4);
+        let problems = match tracker.as_deref().map(TrackerId::parse) {
+            Some(Ok(tracker)) => {
+                let publish = gateway::broker::DevicePublish {
+                    tracker,
+                    topic,
+                    payload: payload.into(),
+                    qos: 0,
+                    received_at,
+                    last_will: false,
+                };
+                let envelope = Envelope {
+                    inbound: Inbound::Publish(publish),
+                    done: None,
+                };
+                let mut decoded = decode::decode(envelope, Utc::now(), limits);
+                let refused = std::mem::take(&mut decoded.rows.dead_letters);
+                if !decoded.rows.is_empty() {
+                    gateway::storage::ingest::write_batch(&mut client, &decoded.rows).await?;
+                }
+                refused.into_iter().map(|d| d.reason).collect::<Vec<_>>()
+            }
+            _ => vec!["the topic names no valid tracker".to_owned()],
+        };
+        let reason = (!problems.is_empty()).then(|| problems.join("; "));
+        client
+            .execute(
+                "UPDATE dead_letters SET retries = retries + 1, last_retry_at = now(),
+                        reason = coalesce($2, reason),
+                        resolved_at = CASE WHEN $2::text IS NULL THEN now() END
+                 WHERE id = $1",
+                &[&id, &reason],
+            )
+            .await
+            .map_err(StorageError::query("recording a dead-letter retry"))?;
+        outcomes.push(RetryOutcome {
+            id,
+            stored: reason.is_none(),
+            reason,
+        });
+    }
+    Ok(outcomes)
 }

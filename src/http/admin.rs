@@ -1,5 +1,5 @@
 //! Operator routes under `/api/v1/admin` (provision, list and revoke trackers), and the dead
-//! letters under `/api/v1/dead-letters` that owners and admins read.
+//! letters under `/api/v1/dead-letters` that owners and admins read and re-run.
 //!
 //! Admin routes answer 403 to everyone else: the routes themselves are documented, so hiding
 //! them behind a 404 would protect nothing.
@@ -73,6 +73,21 @@ pub fn routes(
         .then(|id: String, state, caller| async move { respond(revoke(state, caller, id).await) })
         .boxed();
 
+    let retry_one = warp::path!("api" / "v1" / "dead-letters" / i64 / "retry")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(auth.clone())
+        .then(|id: i64, state, caller| async move { respond(retry_one(state, caller, id).await) })
+        .boxed();
+
+    let retry_many = warp::path!("api" / "v1" / "dead-letters" / "retry")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(auth.clone())
+        .and(json_body::<RetryFilter>())
+        .then(|state, caller, body| async move { respond(retry_many(state, caller, body).await) })
+        .boxed();
+
     let dead = warp::path!("api" / "v1" / "dead-letters")
         .and(warp::get())
         .and(with_state)
@@ -90,6 +105,75 @@ pub fn routes(
         .unify()
         .or(dead)
         .unify()
+        .or(retry_one)
+        .unify()
+        .or(retry_many)
+        .unify()
+}
+
+/// Which dead letters a bulk retry re-runs.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetryFilter {
+    tracker: Option<String>,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    limit: Option<i64>,
+}
+
+fn reader(caller: &Caller) -> Reader {
+    if caller.is_admin {
+        Reader::Admin
+    } else {
+        Reader::Owner(caller.user_id)
+    }
+}
+
+async fn retry_one(state: HttpState, caller: Caller, id: i64) -> Result<Response, ApiError> {
+    caller.require_write()?;
+    let q = DeadLetterQuery {
+        tracker: None,
+        since: None,
+        after: None,
+        limit: 1,
+    };
+    let outcome = dead_letters::retry(&state.pool, reader(&caller), &q, Some(id), &state.limits)
+        .await?
+        .pop()
+        .ok_or(ApiError::NotFound)?;
+    Ok(json(&outcome, StatusCode::OK))
+}
+
+async fn retry_many(
+    state: HttpState,
+    caller: Caller,
+    body: RetryFilter,
+) -> Result<Response, ApiError> {
+    caller.require_write()?;
+    let limit = body.limit.unwrap_or(dead_letters::MAX_PAGE);
+    if !(1..=dead_letters::MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(
+            format!("limit is from 1 to {}", dead_letters::MAX_PAGE),
+            Some("limit"),
+        ));
+    }
+    let tracker = match body.tracker.as_deref().map(TrackerId::parse) {
+        None => None,
+        Some(Ok(t)) => Some(t),
+        Some(Err(_)) => return Err(ApiError::bad_request("no such tracker", Some("tracker"))),
+    };
+    let q = DeadLetterQuery {
+        tracker,
+        since: body.since,
+        after: None,
+        limit,
+    };
+    let results =
+        dead_letters::retry(&state.pool, reader(&caller), &q, None, &state.limits).await?;
+    let stored = results.iter().filter(|r| r.stored).count();
+    Ok(json(
+        &serde_json::json!({ "retried": results.len(), "stored": stored, "results": results }),
+        StatusCode::OK,
+    ))
 }
 
 async fn provision(
@@ -166,11 +250,7 @@ async fn dead_letters(
     query: HashMap<String, String>,
 ) -> Result<Response, ApiError> {
     only_known(&query, &["tracker", "since", "after", "limit"])?;
-    let reader = if caller.is_admin {
-        Reader::Admin
-    } else {
-        Reader::Owner(caller.user_id)
-    };
+    let reader = reader(&caller);
     let tracker = match query.get("tracker") {
         None => None,
         // A malformed id names no tracker the caller owns: an empty list, like any other.

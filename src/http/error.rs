@@ -141,8 +141,16 @@ impl From<AccountError> for ApiError {
 }
 
 impl From<gateway::storage::StorageError> for ApiError {
+    /// The whole chain goes to the log: "database error while X" alone says nothing of the cause.
     fn from(err: gateway::storage::StorageError) -> Self {
-        ApiError::Internal(err.to_string())
+        let mut detail = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(cause) = source {
+            detail.push_str(": ");
+            detail.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        ApiError::Internal(detail)
     }
 }
 

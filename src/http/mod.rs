@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod commands;
 pub mod error;
 pub mod limit;
 pub mod query;
@@ -28,8 +29,19 @@ pub struct HttpState {
     pub broker_ready: Arc<dyn Fn() -> bool + Send + Sync>,
     /// Token keys and lifetimes, and the login throttle.
     pub auth: Arc<AuthKeys>,
+    /// Wakes the command dispatcher and gives new commands their default lifetime.
+    pub commands: CommandSettings,
+    /// The validation rules of ingest, for re-running dead letters.
+    pub limits: gateway::protocol::ValidationLimits,
     /// Requests per credential; checked once the caller is known.
     pub rate_limit: Arc<limit::RateLimit>,
+}
+
+/// What the command routes need beyond the database.
+#[derive(Clone)]
+pub struct CommandSettings {
+    pub wake: crate::commands::dispatch::Wake,
+    pub default_ttl_secs: u32,
 }
 
 /// The process-wide Prometheus recorder. `metrics` has one global recorder, so every app in a
@@ -100,7 +112,8 @@ pub fn routes(
         .or(openapi)
         .or(auth::routes(state.clone()))
         .or(trackers::routes(state.clone()))
-        .or(admin::routes(state))
+        .or(admin::routes(state.clone()))
+        .or(commands::routes(state))
         .recover(handle_rejection)
 }
 

@@ -27,6 +27,7 @@ impl Batch {
         self.rows.statuses.extend(rows.statuses);
         self.rows.presence.extend(rows.presence);
         self.rows.dead_letters.extend(rows.dead_letters);
+        self.rows.command_results.extend(rows.command_results);
         if let Some((tracker, seq)) = ack {
             let entry = self.acks.entry(tracker).or_insert(seq);
             *entry = (*entry).max(seq);

@@ -7,7 +7,9 @@ use crate::broker::DevicePublish;
 use crate::protocol::{
     self, DeviceTopic, Fix, Presence, RawFix, Status, TopicKind, ValidationLimits,
 };
-use crate::storage::ingest::{BatchRows, DeadLetterRow, FixRow, PresenceRow, StatusRow};
+use crate::storage::ingest::{
+    BatchRows, CommandResultRow, DeadLetterRow, FixRow, PresenceRow, StatusRow,
+};
 
 use super::events;
 
@@ -147,19 +149,26 @@ pub fn decode(envelope: Envelope, now: DateTime<Utc>, limits: &ValidationLimits)
                 .dead_letters
                 .push(dead(err.to_string(), publish.payload.to_vec())),
         },
-        TopicKind::CommandResults => {
-            let reason = match protocol::decode_command_result(&publish.payload) {
-                // Commands to collars are not issued yet, so no result can match one.
-                Ok(result) => format!(
-                    "no command with id {} was sent to this tracker",
-                    result.command_id
-                ),
-                Err(err) => err.to_string(),
-            };
-            out.rows
+        TopicKind::CommandResults => match protocol::decode_command_result(&publish.payload) {
+            Ok(result) => out.rows.command_results.push(CommandResultRow {
+                tracker_id: tracker.clone(),
+                command_id: result.command_id.as_str().to_owned(),
+                status: match result.status {
+                    protocol::CommandStatus::Accepted => "delivered",
+                    protocol::CommandStatus::Done => "succeeded",
+                    protocol::CommandStatus::Failed => "failed",
+                }
+                .to_owned(),
+                reason: result.reason,
+                received_at: publish.received_at,
+                topic: publish.topic.clone(),
+                payload: publish.payload.to_vec(),
+            }),
+            Err(err) => out
+                .rows
                 .dead_letters
-                .push(dead(reason, publish.payload.to_vec()));
-        }
+                .push(dead(err.to_string(), publish.payload.to_vec())),
+        },
         // Downlink topics are the server's to publish; in open mode they are only routed.
         TopicKind::Ack | TopicKind::Commands => {}
     }

@@ -217,6 +217,13 @@ fn as_dead_letters(rows: &BatchRows, reason: &str) -> BatchRows {
         reason: reason.clone(),
         received_at: f.received_at,
     }));
+    dead.extend(rows.command_results.iter().map(|r| DeadLetterRow {
+        tracker_id: Some(r.tracker_id.clone()),
+        topic: r.topic.clone(),
+        payload: r.payload.clone(),
+        reason: reason.clone(),
+        received_at: r.received_at,
+    }));
     BatchRows {
         dead_letters: dead,
         ..BatchRows::default()

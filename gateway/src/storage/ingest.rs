@@ -57,6 +57,21 @@ pub struct DeadLetterRow {
     pub received_at: DateTime<Utc>,
 }
 
+/// A collar's report on a command (`trackers/{id}/command-results`), to apply to its command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandResultRow {
+    pub tracker_id: String,
+    pub command_id: String,
+    /// The lifecycle state it moves the command to: `delivered`, `succeeded` or `failed`.
+    pub status: String,
+    pub reason: Option<String>,
+    pub received_at: DateTime<Utc>,
+    /// Kept to dead-letter the message if it names no open command of this tracker.
+    pub topic: String,
+    #[serde(with = "hex_bytes")]
+    pub payload: Vec<u8>,
+}
+
 /// Everything one batch writes, in one transaction.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BatchRows {
@@ -65,6 +80,9 @@ pub struct BatchRows {
     /// In arrival order: a connect followed by a disconnect must end offline.
     pub presence: Vec<PresenceRow>,
     pub dead_letters: Vec<DeadLetterRow>,
+    /// Absent from batches spooled by older versions.
+    #[serde(default)]
+    pub command_results: Vec<CommandResultRow>,
 }
 
 impl BatchRows {
@@ -73,10 +91,15 @@ impl BatchRows {
             && self.statuses.is_empty()
             && self.presence.is_empty()
             && self.dead_letters.is_empty()
+            && self.command_results.is_empty()
     }
 
     pub fn len(&self) -> usize {
-        self.fixes.len() + self.statuses.len() + self.presence.len() + self.dead_letters.len()
+        self.fixes.len()
+            + self.statuses.len()
+            + self.presence.len()
+            + self.dead_letters.len()
+            + self.command_results.len()
     }
 }
 
@@ -133,8 +156,10 @@ pub async fn write_batch(
 ) -> Result<WriteOutcome, StorageError> {
     let q = StorageError::query;
     let mut outcome = WriteOutcome::default();
-    let fixes_only =
-        rows.statuses.is_empty() && rows.presence.is_empty() && rows.dead_letters.is_empty();
+    let fixes_only = rows.statuses.is_empty()
+        && rows.presence.is_empty()
+        && rows.dead_letters.is_empty()
+        && rows.command_results.is_empty();
     if fixes_only {
         if !rows.fixes.is_empty() {
             let stmt = client
@@ -191,8 +216,22 @@ pub async fn write_batch(
         .map_err(q("updating presence"))?;
     }
 
-    if !rows.dead_letters.is_empty() {
-        let d = &rows.dead_letters;
+    // Results that name no open command of their tracker become dead letters, with the reason.
+    let mut dead_letters = rows.dead_letters.clone();
+    for result in &rows.command_results {
+        if let Some(reason) = apply_command_result(&tx, result).await? {
+            dead_letters.push(DeadLetterRow {
+                tracker_id: Some(result.tracker_id.clone()),
+                topic: result.topic.clone(),
+                payload: result.payload.clone(),
+                reason,
+                received_at: result.received_at,
+            });
+        }
+    }
+
+    if !dead_letters.is_empty() {
+        let d = &dead_letters;
         let tracker: Vec<Option<&str>> = d.iter().map(|r| r.tracker_id.as_deref()).collect();
         let topic: Vec<&str> = d.iter().map(|r| r.topic.as_str()).collect();
         let payload: Vec<&[u8]> = d.iter().map(|r| r.payload.as_slice()).collect();
@@ -210,6 +249,77 @@ pub async fn write_batch(
 
     tx.commit().await.map_err(q("committing a batch"))?;
     Ok(outcome)
+}
+
+/// Moves a command on as its collar reported; `Some(reason)` when the report cannot apply.
+///
+/// Reports arrive at least once (QoS 1), so one that repeats the command's current state is a
+/// harmless duplicate; a finished, cancelled or expired command does not move any more.
+async fn apply_command_result(
+    tx: &deadpool_postgres::Transaction<'_>,
+    r: &CommandResultRow,
+) -> Result<Option<String>, StorageError> {
+    let q = StorageError::query;
+    let moved = tx
+        .query_opt(
+            "UPDATE commands SET status = $3, reason = $4, updated_at = $5, next_send_at = NULL
+             WHERE id = $1 AND tracker_id = $2 AND status IN ('sent', 'delivered', 'queued')
+               AND status <> $3
+               -- `accepted` after `done` arrived first (reordered) does not undo it.
+               AND NOT ($3 = 'delivered' AND status = 'delivered')
+             RETURNING attempt",
+            &[
+                &r.command_id,
+                &r.tracker_id,
+                &r.status,
+                &r.reason,
+                &r.received_at,
+            ],
+        )
+        .await
+        .map_err(q("applying a command result"))?;
+    if let Some(row) = moved {
+        let attempt: i32 = row.get(0);
+        tx.execute(
+            "INSERT INTO command_events (command_id, at, status, attempt, reason)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &r.command_id,
+                &r.received_at,
+                &r.status,
+                &attempt,
+                &r.reason,
+            ],
+        )
+        .await
+        .map_err(q("recording a command event"))?;
+        return Ok(None);
+    }
+    let current: Option<String> = tx
+        .query_opt(
+            "SELECT status FROM commands WHERE id = $1 AND tracker_id = $2",
+            &[&r.command_id, &r.tracker_id],
+        )
+        .await
+        .map_err(q("applying a command result"))?
+        .map(|row| row.get(0));
+    Ok(match current {
+        None => Some(format!(
+            "no command with id {} was sent to this tracker",
+            r.command_id
+        )),
+        Some(status) if status == r.status => None,
+        Some(status) if status == "succeeded" && r.status == "delivered" => None,
+        Some(status) => Some(format!(
+            "command {} is already {status}; a {} report does not change it",
+            r.command_id,
+            match r.status.as_str() {
+                "delivered" => "accepted",
+                "succeeded" => "done",
+                other => other,
+            }
+        )),
+    })
 }
 
 /// Runs [`WRITE_FIXES`]; returns how many fixes were new.

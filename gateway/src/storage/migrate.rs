@@ -89,6 +89,13 @@ pub const MIGRATIONS: &[Migration] = &[
         ],
         transactional: false,
     },
+    Migration {
+        version: 9,
+        name: "commands and dead-letter retries",
+        timescale: &[include_str!("migrations/0009_commands.sql")],
+        postgres: &[include_str!("migrations/0009_commands.sql")],
+        transactional: true,
+    },
 ];
 
 /// The newest schema version this binary knows.
