@@ -28,22 +28,28 @@ async fn every_documented_operation_is_routed_and_guarded_as_documented() {
     let global_security = doc["security"].clone();
     let mut checked = 0;
     for (path, item) in doc["paths"].as_object().unwrap() {
-        // Path parameters get values of the right shape; no resource needs to exist.
-        let concrete = path
-            .replace(
-                "{id}",
-                if path.starts_with("/api-keys") {
-                    "1"
-                } else {
-                    "rex"
-                },
-            )
-            .replace("{user_id}", "1");
         for (method, op) in item.as_object().unwrap() {
             const OPERATIONS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
             if !OPERATIONS.contains(&method.as_str()) {
                 continue; // "parameters" and other keys that are not operations
             }
+            // Path parameters (of the path or the operation) get values of the documented type;
+            // no resource needs to exist.
+            let mut concrete = path.clone();
+            let params = item["parameters"].as_array().into_iter().flatten();
+            for param in params.chain(op["parameters"].as_array().into_iter().flatten()) {
+                let name = param["name"].as_str().unwrap();
+                let value = if param["schema"]["type"] == "integer" {
+                    "1"
+                } else {
+                    "rex"
+                };
+                concrete = concrete.replace(&format!("{{{name}}}"), value);
+            }
+            assert!(
+                !concrete.contains('{'),
+                "{path}: document its path parameters"
+            );
             let method: Method = method.to_uppercase().parse().unwrap();
             let response = http
                 .request(method.clone(), format!("{base}{concrete}"))
