@@ -9,4 +9,5 @@ pub mod demo;
 pub mod export;
 pub mod http;
 pub mod logging;
+pub mod seed;
 pub mod trackers;
