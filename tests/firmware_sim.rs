@@ -172,3 +172,108 @@ async fn a_faulty_collars_garbage_is_dead_lettered_and_its_duplicates_are_stored
     .await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_collar_obeys_live_mode_and_answers_buzzer_firmware_and_unknown_commands() {
+    // Open mode lets the test publish downlink commands and read the results, as the server
+    // side of commands will.
+    let app = common::spawn_app_with(|c| c.mqtt.open = true).await;
+    let mut cfg = collar(&app, "sim-obedient", 5).await;
+    cfg.interval = Duration::from_secs(5);
+    let fleet = Fleet::start(vec![cfg]);
+    let stats = fleet.stats[0].clone();
+    until(&stats, "connected", |s| {
+        s.connects.load(Ordering::Relaxed) >= 1
+    })
+    .await;
+
+    let (client, mut events) =
+        common::connect(common::options(app.mqtt_port(), "console", "console", "x"))
+            .await
+            .unwrap();
+    client
+        .subscribe(
+            "trackers/sim-obedient/command-results",
+            rumqttc::QoS::AtLeastOnce,
+        )
+        .await
+        .unwrap();
+    common::wait_for(&mut events, |p| {
+        matches!(p, rumqttc::Packet::SubAck(_)).then_some(())
+    })
+    .await;
+    let send = |body: serde_json::Value| {
+        let client = client.clone();
+        async move {
+            client
+                .publish(
+                    "trackers/sim-obedient/commands",
+                    rumqttc::QoS::AtLeastOnce,
+                    false,
+                    body.to_string(),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    // The console's connection is driven by its own task; command results come out of it.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        while let Ok(event) = events.poll().await {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) = event
+                && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&p.payload)
+            {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    let mut results = Vec::new();
+
+    send(serde_json::json!({"id": "live-1", "type": "live", "params": {"interval_s": 1, "duration_s": 2}})).await;
+    until(&stats, "live interval", |s| {
+        s.interval_ms.load(Ordering::Relaxed) == 1_000
+    })
+    .await;
+    until(&stats, "back to normal", |s| {
+        s.interval_ms.load(Ordering::Relaxed) == 5_000
+    })
+    .await;
+
+    send(serde_json::json!({"id": "buzz-1", "type": "buzzer", "params": {"seconds": 1}})).await;
+    send(serde_json::json!({"id": "fw-1", "type": "firmware_update", "params": {"version": "2.0.0"}})).await;
+    send(serde_json::json!({"id": "odd-1", "type": "teleport", "params": {}})).await;
+    while !results
+        .iter()
+        .filter(|r: &&serde_json::Value| r["status"] != "accepted")
+        .any(|r| r["id"] == "fw-1")
+    {
+        let result = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await;
+        results.push(
+            result
+                .expect("a command result within 30 s")
+                .expect("connection open"),
+        );
+    }
+    let statuses = |id: &str| -> Vec<String> {
+        results
+            .iter()
+            .filter(|r| r["id"] == id)
+            .map(|r| r["status"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert_eq!(statuses("live-1"), ["accepted", "done"]);
+    assert_eq!(statuses("buzz-1"), ["accepted", "done"]);
+    assert_eq!(statuses("odd-1"), ["failed"]);
+    let fw = statuses("fw-1");
+    assert_eq!(fw.first().map(String::as_str), Some("accepted"));
+    assert_eq!(fw.last().map(String::as_str), Some("done"));
+    let progress: Vec<u64> = results
+        .iter()
+        .filter(|r| r["id"] == "fw-1")
+        .filter_map(|r| r["progress"].as_u64())
+        .collect();
+    assert!(progress.windows(2).all(|w| w[0] < w[1]) && progress.last() == Some(&100));
+    driver.abort();
+    fleet.stop().await;
+    app.stop().await;
+}

@@ -470,7 +470,9 @@ impl Collar {
             .filter(|(seq, _)| *seq > self.sent_up_to)
             .cloned()
             .collect();
-        if !fresh.is_empty() && self.sent_up_to == 0 {
+        // The ack timeout runs from the oldest send still unanswered.
+        let outstanding = self.buffer.iter().any(|(seq, _)| *seq <= self.sent_up_to);
+        if !fresh.is_empty() && !outstanding {
             self.last_progress = Instant::now();
         }
         self.publish_fixes(client, &fresh, false);
