@@ -277,3 +277,39 @@ async fn a_collar_obeys_live_mode_and_answers_buzzer_firmware_and_unknown_comman
     fleet.stop().await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_collar_asked_for_tls_reports_over_the_tls_listener() {
+    let dir = std::env::temp_dir().join(format!("pettracker-sim-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let app = common::spawn_app_with(|c| {
+        c.mqtt.tls_addr = Some("127.0.0.1:0".parse().unwrap());
+        c.mqtt.tls_cert = Some(cert_path.clone());
+        c.mqtt.tls_key = Some(key_path.clone());
+    })
+    .await;
+    let mut cfg = collar(&app, "sim-secure", 6).await;
+    cfg.broker = Broker {
+        host: "localhost".to_owned(),
+        port: app.app.mqtt_tls_addr.unwrap().port(),
+        tls_ca: Some(cert.cert.pem().into_bytes()),
+    };
+    let fleet = Fleet::start(vec![cfg]);
+    let stats = fleet.stats[0].clone();
+    until(&stats, "fixes acked over TLS", |s| {
+        s.acked_seq.load(Ordering::Relaxed) > 0
+    })
+    .await;
+    fleet.stop().await;
+    assert!(
+        app.count("SELECT count(*) FROM positions WHERE tracker_id = 'sim-secure'")
+            .await
+            > 0
+    );
+    app.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
