@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate`, `demo` and the admin verbs, each a thin call into the library.
+//! The command line: `serve`, `migrate`, `demo`, `seed` and the admin verbs, each a thin call into the library.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +43,9 @@ pub enum Command {
     Migrate,
     /// Run a self-contained demo: private database, broker, API and simulated pets.
     Demo(DemoArgs),
+    /// Fill the database with realistic history from the simulator's movement model, for
+    /// development, demos of history and summaries, and query benchmarks.
+    Seed(SeedArgs),
     /// Manage trackers (collars): provision credentials, list them, revoke them.
     #[command(subcommand)]
     Tracker(TrackerCommand),
@@ -123,6 +126,46 @@ pub struct DemoArgs {
     /// MQTT listen address.
     #[arg(long, default_value = "127.0.0.1:1883", value_name = "ADDR")]
     pub mqtt_addr: String,
+    /// How many simulated pets (collars) to run.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=2000))]
+    pub pets: u32,
+    /// Seconds between a simulated collar's fixes.
+    #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
+    pub interval: f64,
+    /// City the pets live in: berlin or lyon.
+    #[arg(long, default_value = "berlin")]
+    pub city: String,
+    /// Directory for the demo's credentials, pet homes and (without DATABASE_URL) its database.
+    #[arg(long, default_value = "data/demo", value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SeedArgs {
+    /// How many trackers; they are PREFIX-0001, PREFIX-0002, ... (existing ones are reused).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub trackers: u32,
+    /// Days of history per tracker, ending now (at most 365, the retention window).
+    #[arg(long, default_value_t = 7.0)]
+    pub days: f64,
+    /// Seconds between one tracker's fixes.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    pub interval: u32,
+    /// Give the trackers to this account (it must exist), claimed from the start of the history.
+    #[arg(long, value_name = "EMAIL")]
+    pub owner: Option<String>,
+    /// Tracker id prefix.
+    #[arg(long, default_value = "seed")]
+    pub prefix: String,
+    /// City the pets live in: berlin or lyon.
+    #[arg(long, default_value = "berlin")]
+    pub city: String,
+    /// Database connections writing in parallel.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub connections: u32,
+    /// Fixes per write statement.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_rows: u32,
 }
 
 /// Parses arguments, runs the command, and turns any error into one line on stderr and exit code 1.
@@ -250,7 +293,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ],
             )?;
             crate::logging::init(config.log.format, &config.log.level);
-            let demo_dir = PathBuf::from("data/demo");
+            let demo_dir = args.dir.clone();
             if args.reset && demo_dir.exists() {
                 std::fs::remove_dir_all(&demo_dir)?;
             }
@@ -258,13 +301,60 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 config.database.data_dir = demo_dir.join("postgres");
             }
             config.ingest.spool_dir = demo_dir.join("spool");
-            let app = crate::app::spawn(config).await?;
-            let trackers = crate::demo::ensure_trackers(&app.pool, &demo_dir).await?;
-            crate::demo::ensure_owner(&app.pool, &trackers).await?;
-            crate::demo::print_welcome(&app, &trackers);
-            app.run_until(crate::app::termination_signal()).await
+            let options = crate::demo::DemoOptions {
+                dir: demo_dir,
+                pets: args.pets as usize,
+                interval: std::time::Duration::try_from_secs_f64(args.interval)
+                    .ok()
+                    .filter(|d| *d >= std::time::Duration::from_millis(100))
+                    .ok_or_else(|| anyhow::anyhow!("--interval must be at least 0.1 seconds"))?,
+                city: city(&args.city)?,
+                seed: 1,
+            };
+            let demo = crate::demo::spawn(config, options.clone()).await?;
+            crate::demo::print_welcome(&demo, &options);
+            demo.run_until(crate::app::termination_signal()).await
+        }
+        Command::Seed(args) => {
+            let mut config = load_config(&cli, &[])?;
+            crate::logging::init(config.log.format, "warn");
+            config.database.pool_size =
+                config.database.pool_size.max(args.connections as usize + 1);
+            let mut options =
+                crate::seed::SeedOptions::new(args.trackers, args.days, args.interval);
+            options.owner = args.owner.clone();
+            options.prefix = args.prefix.clone();
+            options.city = city(&args.city)?;
+            options.connections = args.connections as usize;
+            options.batch_rows = args.batch_rows as usize;
+            let database = crate::database::Database::open(&config).await?;
+            let result = async {
+                database.migrate(&config).await?;
+                crate::seed::run(&database.pool, &options, |done, total| {
+                    eprintln!("seed: {done}/{total} fixes written");
+                })
+                .await
+            }
+            .await;
+            database.close().await;
+            let report = result?;
+            println!(
+                "seeded {} trackers ({} new): {} fixes written, {} stored, in {:.1} s ({:.0} fixes/s)",
+                report.trackers,
+                report.trackers_created,
+                report.rows_written,
+                report.rows_stored,
+                report.seconds,
+                report.rows_per_second
+            );
+            Ok(())
         }
     }
+}
+
+fn city(name: &str) -> anyhow::Result<firmware_sim::City> {
+    firmware_sim::City::by_name(name)
+        .ok_or_else(|| anyhow::anyhow!("unknown city {name:?}: choose berlin or lyon"))
 }
 
 /// The password for `user create`: standard input or the environment, never an argument.

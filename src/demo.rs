@@ -1,48 +1,197 @@
-//! The demo: a handful of provisioned collars whose credentials are kept in the demo directory so a second run can reuse them.
+//! The demo: a self-contained server with a fleet of simulated pets around a real city, owned by a demo account; credentials and homes are kept in the demo directory so a second run reuses them.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
+use firmware_sim::{Broker, City, CollarConfig, Credential, Fleet, Home};
+use futures::StreamExt;
 use gateway::protocol::TrackerId;
 use gateway::storage::trackers::{self, ProvisionError, Provisioned};
+use serde::Serialize;
 
 use crate::app::RunningApp;
+use crate::config::Config;
 
-const PETS: &[(&str, &str)] = &[
-    ("demo-rex", "Rex"),
-    ("demo-luna", "Luna"),
-    ("demo-milo", "Milo"),
+/// Pet names, in the order pets are created; the first three were the demo's original collars.
+const NAMES: &[&str] = &[
+    "Rex", "Luna", "Milo", "Bella", "Max", "Nala", "Oskar", "Kira", "Balu", "Lilly", "Charlie",
+    "Emma", "Sammy", "Mia", "Rocky", "Frieda", "Paul", "Coco", "Leo", "Maja", "Benji", "Lotte",
+    "Felix", "Ronja", "Bruno", "Socke", "Amy", "Filou", "Ella", "Jack", "Tinka", "Lucky", "Gizmo",
+    "Mogli", "Pepper", "Sunny", "Finn", "Kalle", "Zora", "Merlin",
 ];
 
-/// Provisions the demo collars once and remembers their secrets in `dir/trackers.json`
-/// (demo only: real secrets are shown once and never stored in plain text).
+/// How the demo runs.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Where credentials, pet homes (and the private database, unless DATABASE_URL is set) live.
+    pub dir: PathBuf,
+    pub pets: usize,
+    /// Seconds between a collar's fixes.
+    pub interval: Duration,
+    pub city: City,
+    /// Same seed, same homes: a second run finds the pets where they live.
+    pub seed: u64,
+}
+
+impl Default for DemoOptions {
+    fn default() -> DemoOptions {
+        DemoOptions {
+            dir: PathBuf::from("data/demo"),
+            pets: 30,
+            interval: Duration::from_secs(5),
+            city: firmware_sim::BERLIN,
+            seed: 1,
+        }
+    }
+}
+
+/// A demo pet: its collar and where it lives. The safe zone (`home` + `safe_radius_m`) is what
+/// the simulator treats as "escaped" beyond; geofences can be created from it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoPet {
+    pub tracker_id: String,
+    pub pet_name: String,
+    pub home: Home,
+}
+
+/// A running demo: the server, the collars' credentials, the pets and their simulated fleet.
+pub struct Demo {
+    pub app: RunningApp,
+    pub trackers: Vec<Provisioned>,
+    pub pets: Vec<DemoPet>,
+    fleet: Fleet,
+}
+
+impl Demo {
+    /// Stops the collars (each says `offline`), then the server.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.fleet.stop().await;
+        self.app.shutdown().await
+    }
+
+    /// Runs until the server fails or `signal` completes, then stops cleanly.
+    pub async fn run_until(
+        self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let Demo { app, fleet, .. } = self;
+        app.run_until(async move {
+            signal.await;
+            fleet.stop().await;
+        })
+        .await
+    }
+}
+
+/// Starts the server with `config`, makes sure the demo collars and account exist, and starts
+/// a simulated collar per pet over real MQTT to the embedded broker.
+pub async fn spawn(config: Config, options: DemoOptions) -> anyhow::Result<Demo> {
+    let app = crate::app::spawn(config).await?;
+    let mqtt = app
+        .mqtt_addr
+        .context("the demo needs the MQTT/TCP listener (mqtt.addr)")?;
+    let trackers = ensure_trackers(&app.pool, &options.dir, options.pets).await?;
+    ensure_owner(&app.pool, &trackers).await?;
+    let homes = options.city.homes(trackers.len(), options.seed);
+    let pets: Vec<DemoPet> = trackers
+        .iter()
+        .zip(&homes)
+        .enumerate()
+        .map(|(i, (t, home))| DemoPet {
+            tracker_id: t.tracker_id.clone(),
+            pet_name: pet_name(i),
+            home: *home,
+        })
+        .collect();
+    let file = options.dir.join("pets.json");
+    std::fs::write(&file, serde_json::to_vec_pretty(&pets)?)
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    let configs = trackers
+        .iter()
+        .zip(&homes)
+        .enumerate()
+        .map(|(i, (t, home))| {
+            let credential = Credential {
+                tracker_id: t.tracker_id.clone(),
+                secret: t.secret.clone(),
+            };
+            let broker = Broker::plain(mqtt.ip().to_string(), mqtt.port());
+            let mut c =
+                CollarConfig::new(credential, broker, *home, options.seed * 1_000 + i as u64);
+            c.interval = options.interval;
+            c
+        })
+        .collect();
+    let fleet = Fleet::start(configs);
+    Ok(Demo {
+        app,
+        trackers,
+        pets,
+        fleet,
+    })
+}
+
+fn pet_name(i: usize) -> String {
+    let name = NAMES[i % NAMES.len()];
+    match i / NAMES.len() {
+        0 => name.to_owned(),
+        round => format!("{name} {}", round + 1),
+    }
+}
+
+fn tracker_id(i: usize) -> String {
+    let name = NAMES[i % NAMES.len()].to_lowercase();
+    match i / NAMES.len() {
+        0 => format!("demo-{name}"),
+        round => format!("demo-{name}-{}", round + 1),
+    }
+}
+
+/// Provisions the demo collars not provisioned yet and remembers their secrets in
+/// `dir/trackers.json` (demo only: real secrets are shown once and never stored in plain text).
+/// Returns the first `count`.
 pub async fn ensure_trackers(
     pool: &deadpool_postgres::Pool,
     dir: &Path,
+    count: usize,
 ) -> anyhow::Result<Vec<Provisioned>> {
     let file = dir.join("trackers.json");
-    if let Ok(text) = std::fs::read_to_string(&file)
-        && let Ok(list) = serde_json::from_str::<Vec<Provisioned>>(&text)
-    {
-        return Ok(list);
-    }
-    let mut list = Vec::new();
-    for (id, pet) in PETS {
-        let tracker = TrackerId::parse(id).map_err(|e| anyhow::anyhow!("{e}"))?;
-        match trackers::provision(pool, &tracker, Some(pet)).await {
-            Ok(p) => list.push(p),
-            Err(ProvisionError::Exists(_)) => {
-                anyhow::bail!(
+    let mut list: Vec<Provisioned> = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_default();
+    let missing: Vec<usize> = (0..count)
+        .filter(|i| !list.iter().any(|t| t.tracker_id == tracker_id(*i)))
+        .collect();
+    let mut new = futures::stream::iter(missing)
+        .map(|i| async move {
+            let id = tracker_id(i);
+            let tracker = TrackerId::parse(&id).map_err(|e| anyhow::anyhow!("{e}"))?;
+            match trackers::provision(pool, &tracker, Some(&pet_name(i))).await {
+                Ok(p) => Ok(p),
+                Err(ProvisionError::Exists(_)) => anyhow::bail!(
                     "demo tracker {id} exists but its secret was lost; run `pettracker demo --reset`"
-                )
+                ),
+                Err(e) => Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
-        }
+        })
+        .buffered(8);
+    let mut added = false;
+    while let Some(p) = new.next().await {
+        list.push(p?);
+        added = true;
     }
-    std::fs::create_dir_all(dir)?;
-    std::fs::write(&file, serde_json::to_vec_pretty(&list)?)
-        .with_context(|| format!("cannot write {}", file.display()))?;
-    Ok(list)
+    if added {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(&file, serde_json::to_vec_pretty(&list)?)
+            .with_context(|| format!("cannot write {}", file.display()))?;
+    }
+    let mut chosen: Vec<Provisioned> = (0..count)
+        .filter_map(|i| list.iter().find(|t| t.tracker_id == tracker_id(i)).cloned())
+        .collect();
+    chosen.truncate(count);
+    Ok(chosen)
 }
 
 /// The demo owner's login, printed at start. Demo only: a fixed, published password.
@@ -77,42 +226,56 @@ pub async fn ensure_owner(
     Ok(())
 }
 
-pub fn print_welcome(app: &RunningApp, trackers: &[Provisioned]) {
-    println!("pettracker demo is running");
-    println!("  health:  http://{}/readyz", app.http_addr);
-    println!("  metrics: http://{}/metrics", app.http_addr);
+pub fn print_welcome(demo: &Demo, options: &DemoOptions) {
+    let app = &demo.app;
+    let http = app.http_addr;
     println!(
-        "  API:     http://{}/api/v1  (docs/api.md; contract at /api/v1/openapi.json)",
-        app.http_addr
+        "pettracker demo is running: {} simulated pets around {}, a fix every {:?}",
+        demo.pets.len(),
+        options.city.name,
+        options.interval
     );
-    println!("  login:   {DEMO_EMAIL} / {DEMO_PASSWORD}  (owns the demo collars)");
-    if let (Some(mqtt), Some(first)) = (app.mqtt_addr, trackers.first()) {
+    println!("  health:  http://{http}/readyz");
+    println!("  metrics: http://{http}/metrics");
+    println!("  API:     http://{http}/api/v1  (docs/api.md; contract at /api/v1/openapi.json)");
+    println!("  login:   {DEMO_EMAIL} / {DEMO_PASSWORD}  (owns every demo pet)");
+    println!(
+        "  pets:    {} (homes and safe-zone radii)",
+        options.dir.join("pets.json").display()
+    );
+    println!();
+    println!("See the pets move, as the demo owner:");
+    println!(
+        r#"  TOKEN=$(curl -s http://{http}/api/v1/auth/login -H 'content-type: application/json' -d '{{"email":"{DEMO_EMAIL}","password":"{DEMO_PASSWORD}"}}' | sed 's/.*"access_token":"\([^"]*\)".*/\1/')"#
+    );
+    println!(r#"  curl -s http://{http}/api/v1/trackers -H "authorization: Bearer $TOKEN""#);
+    if let Some(first) = demo.trackers.first() {
         println!(
-            "  MQTT:    {mqtt}  (collars: {})",
-            trackers
-                .iter()
-                .map(|t| t.tracker_id.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            r#"  curl -s http://{http}/api/v1/trackers/{}/latest -H "authorization: Bearer $TOKEN""#,
+            first.tracker_id
         );
-        println!();
-        println!("Publish a fix as {}:", first.tracker_id);
         println!(
-            r#"  mosquitto_pub -h {} -p {} -i {id} -u {id} -P '{}' -q 1 -t trackers/{id}/telemetry -m "{{\"ts\":\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\",\"lat\":52.52,\"lon\":13.405,\"bat\":87,\"seq\":1}}""#,
+            r#"  curl -s "http://{http}/api/v1/trackers/{}/positions?limit=20" -H "authorization: Bearer $TOKEN""#,
+            first.tracker_id
+        );
+    }
+    if let (Some(mqtt), Some(first), Some(pet)) =
+        (app.mqtt_addr, demo.trackers.first(), demo.pets.first())
+    {
+        println!();
+        println!(
+            "Publish your own fix as {} (MQTT {mqtt}; for a moment it takes over the simulated collar's connection):",
+            first.tracker_id
+        );
+        println!(
+            r#"  mosquitto_pub -h {} -p {} -i {id} -u {id} -P '{}' -q 1 -t trackers/{id}/telemetry -m "{{\"ts\":\"$(date -u +%Y-%m-%dT%H:%M:%SZ)\",\"lat\":{:.5},\"lon\":{:.5},\"bat\":87}}""#,
             mqtt.ip(),
             mqtt.port(),
             first.secret,
+            pet.home.lat,
+            pet.home.lon,
             id = first.tracker_id,
         );
-        println!("See it through the API, as the demo owner:");
-        println!(
-            r#"  TOKEN=$(curl -s http://{0}/api/v1/auth/login -H 'content-type: application/json' -d '{{"email":"{DEMO_EMAIL}","password":"{DEMO_PASSWORD}"}}' | sed 's/.*"access_token":"\([^"]*\)".*/\1/')"#,
-            app.http_addr
-        );
-        println!(
-            r#"  curl -s http://{}/api/v1/trackers/{}/latest -H "authorization: Bearer $TOKEN""#,
-            app.http_addr, first.tracker_id
-        );
     }
-    println!("Press Ctrl-C to stop.");
+    println!("Press Ctrl-C to stop (the data stays for the next run; --reset starts over).");
 }

@@ -11,5 +11,6 @@ pub mod demo;
 pub mod export;
 pub mod http;
 pub mod logging;
+pub mod seed;
 pub mod simplify;
 pub mod trackers;

@@ -1,0 +1,16 @@
+//! firmware-sim: simulated pet-tracker collars (movement, device behaviour, faults) and a load generator, as a library the binary, the demo and the seeder share.
+
+pub mod city;
+pub mod collar;
+pub mod credentials;
+pub mod faults;
+pub mod fleet;
+pub mod load;
+pub mod movement;
+
+pub use city::{BERLIN, City, Home, LYON};
+pub use collar::{Battery, CollarConfig, CollarStats, Coverage};
+pub use credentials::{Broker, Credential, load_credentials};
+pub use faults::Faults;
+pub use fleet::Fleet;
+pub use movement::{Doing, Fix, Pet};

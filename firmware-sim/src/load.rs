@@ -1,0 +1,262 @@
+//! Load mode for benchmarks: many collars multiplexed over a few tasks, publishing at a target rate or flat out, with throughput and latency figures.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, Transport};
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::credentials::{Broker, Credential};
+
+/// What to send and how hard.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    pub credentials: Vec<Credential>,
+    /// Collars are spread over these round-robin. Several addresses of one server (it listening
+    /// on 0.0.0.0, reached as 127.0.0.1, 127.0.0.2, ...) give each its own range of source ports.
+    pub brokers: Vec<Broker>,
+    pub messages_per_collar: u64,
+    pub fixes_per_message: u64,
+    pub qos: QoS,
+    /// QoS 1 publishes in flight per connection.
+    pub inflight: u16,
+    /// Messages per second over all collars; `None`: as fast as acks allow.
+    pub rate: Option<f64>,
+    /// Tokio tasks the connections are multiplexed over.
+    pub tasks: usize,
+}
+
+/// Running totals, for a progress line.
+#[derive(Debug, Default)]
+pub struct LoadProgress {
+    pub messages_done: AtomicU64,
+    pub fixes_done: AtomicU64,
+    pub connected: AtomicU64,
+}
+
+/// The result of a run. `fixes` counts fixes in messages the broker acknowledged (QoS 1) or
+/// that left the socket (QoS 0).
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadReport {
+    pub collars: usize,
+    pub messages_per_collar: u64,
+    pub fixes_per_message: u64,
+    pub qos: u8,
+    pub messages: u64,
+    pub fixes: u64,
+    pub seconds: f64,
+    pub messages_per_second: f64,
+    pub fixes_per_second: f64,
+    /// Publish to PUBACK, QoS 1 only (the server acks once the message is durably accepted).
+    pub latency_ms_p50: Option<f64>,
+    pub latency_ms_p90: Option<f64>,
+    pub latency_ms_p99: Option<f64>,
+    pub latency_ms_max: Option<f64>,
+    pub failed_collars: usize,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Runs the load; `on_progress` is called every `progress_every` while it lasts.
+pub async fn run(
+    cfg: LoadConfig,
+    progress_every: Duration,
+    mut on_progress: impl FnMut(&LoadProgress, Duration),
+) -> anyhow::Result<LoadReport> {
+    anyhow::ensure!(!cfg.brokers.is_empty(), "no broker address given");
+    anyhow::ensure!(!cfg.credentials.is_empty(), "no collar credentials given");
+    anyhow::ensure!(
+        (1..=1_000).contains(&cfg.fixes_per_message),
+        "fixes per message must be 1..=1000 (the protocol's limit)"
+    );
+    let progress = Arc::new(LoadProgress::default());
+    let collars = cfg.credentials.len();
+    // Device times must be unique per tracker: one millisecond apart, ending before now.
+    let per_collar_fixes = cfg.messages_per_collar * cfg.fixes_per_message;
+    let base_ms = now_ms().saturating_sub(per_collar_fixes + 1_000);
+    let period = cfg
+        .rate
+        .filter(|r| *r > 0.0)
+        .map(|r| Duration::from_secs_f64(collars as f64 / r));
+    let tasks = cfg.tasks.clamp(1, collars);
+    let mut groups: Vec<Vec<(Credential, Broker)>> = vec![Vec::new(); tasks];
+    for (i, cred) in cfg.credentials.iter().enumerate() {
+        let broker = cfg.brokers[i % cfg.brokers.len()].clone();
+        groups[i % tasks].push((cred.clone(), broker));
+    }
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for group in groups {
+        let (progress, cfg) = (progress.clone(), cfg.clone());
+        handles.push(tokio::spawn(async move {
+            let conns = group.into_iter().enumerate().map(|(i, (cred, broker))| {
+                // Spread the first sends over one period so a rated run does not pulse.
+                let offset = period.map(|p| p.mul_f64((i as f64 * 0.618_034).fract()));
+                collar_load(cred, broker, &cfg, base_ms, period, offset, &progress)
+            });
+            futures::future::join_all(conns).await
+        }));
+    }
+    let all = futures::future::join_all(handles);
+    tokio::pin!(all);
+    let mut ticker = tokio::time::interval(progress_every);
+    ticker.tick().await;
+    let results = loop {
+        tokio::select! {
+            r = &mut all => break r,
+            _ = ticker.tick() => on_progress(&progress, started.elapsed()),
+        }
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let mut latencies = Vec::new();
+    let mut failed = 0;
+    for group in results {
+        for r in group.context("a load task panicked")? {
+            match r {
+                Ok(mut l) => latencies.append(&mut l),
+                Err(err) => {
+                    failed += 1;
+                    tracing::warn!(%err, "collar failed");
+                }
+            }
+        }
+    }
+    latencies.sort_unstable();
+    let pct = |p: f64| {
+        (!latencies.is_empty()).then(|| {
+            let i = ((latencies.len() - 1) as f64 * p).round() as usize;
+            latencies[i] as f64 / 1_000.0
+        })
+    };
+    let messages = progress.messages_done.load(Ordering::Relaxed);
+    let fixes = progress.fixes_done.load(Ordering::Relaxed);
+    Ok(LoadReport {
+        collars,
+        messages_per_collar: cfg.messages_per_collar,
+        fixes_per_message: cfg.fixes_per_message,
+        qos: cfg.qos as u8,
+        messages,
+        fixes,
+        seconds,
+        messages_per_second: messages as f64 / seconds,
+        fixes_per_second: fixes as f64 / seconds,
+        latency_ms_p50: pct(0.5),
+        latency_ms_p90: pct(0.9),
+        latency_ms_p99: pct(0.99),
+        latency_ms_max: pct(1.0),
+        failed_collars: failed,
+    })
+}
+
+/// One collar's connection: publishes its messages and returns publish-to-PUBACK latencies in µs.
+async fn collar_load(
+    cred: Credential,
+    broker: Broker,
+    cfg: &LoadConfig,
+    base_ms: u64,
+    period: Option<Duration>,
+    offset: Option<Duration>,
+    progress: &LoadProgress,
+) -> anyhow::Result<Vec<u32>> {
+    let id = cred.tracker_id.clone();
+    let mut o = MqttOptions::new(&id, &broker.host, broker.port);
+    o.set_credentials(&id, &cred.secret);
+    o.set_keep_alive(Duration::from_secs(60));
+    o.set_inflight(cfg.inflight.max(1));
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    o.set_last_will(LastWill::new(
+        format!("trackers/{id}/online"),
+        "offline",
+        QoS::AtLeastOnce,
+        false,
+    ));
+    if let Some(ca) = &broker.tls_ca {
+        o.set_transport(Transport::tls(ca.clone(), None, None));
+    }
+    let cap = cfg.inflight as usize * 2 + 8;
+    let (client, mut events) = AsyncClient::new(o, cap);
+    let topic = format!("trackers/{id}/telemetry");
+    let want = cfg.messages_per_collar;
+    let per = cfg.fixes_per_message;
+    let (mut requested, mut done) = (0u64, 0u64);
+    let mut connected = false;
+    let mut sent_at: HashMap<u16, Instant> = HashMap::new();
+    let mut latencies = Vec::with_capacity(want as usize);
+    let mut next_send = Instant::now() + offset.unwrap_or_default();
+    let mut seq = 0u64;
+    while done < want {
+        let window = if cfg.qos == QoS::AtMostOnce {
+            cap as u64 / 2
+        } else {
+            cfg.inflight.max(1) as u64
+        };
+        let may_send = connected && requested < want && requested - done < window;
+        tokio::select! {
+            event = events.poll() => match event.with_context(|| format!("{id}: connection"))? {
+                Event::Incoming(Packet::ConnAck(_)) => {
+                    connected = true;
+                    progress.connected.fetch_add(1, Ordering::Relaxed);
+                }
+                Event::Outgoing(Outgoing::Publish(pkid)) => {
+                    if cfg.qos == QoS::AtMostOnce {
+                        done += 1;
+                        progress.messages_done.fetch_add(1, Ordering::Relaxed);
+                        progress.fixes_done.fetch_add(per, Ordering::Relaxed);
+                    } else {
+                        sent_at.insert(pkid, Instant::now());
+                    }
+                }
+                Event::Incoming(Packet::PubAck(ack)) => {
+                    if let Some(t) = sent_at.remove(&ack.pkid) {
+                        latencies.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                    }
+                    done += 1;
+                    progress.messages_done.fetch_add(1, Ordering::Relaxed);
+                    progress.fixes_done.fetch_add(per, Ordering::Relaxed);
+                }
+                _ => {}
+            },
+            _ = tokio::time::sleep_until(next_send), if may_send => {
+                let fixes: Vec<String> = (0..per)
+                    .map(|_| {
+                        seq += 1;
+                        format!(
+                            r#"{{"ts":{},"lat":52.5{:04},"lon":13.4{:03},"acc":5.0,"bat":80,"seq":{seq}}}"#,
+                            base_ms + seq,
+                            seq % 10_000,
+                            seq % 1_000,
+                        )
+                    })
+                    .collect();
+                let payload = if per == 1 {
+                    fixes.concat()
+                } else {
+                    format!("[{}]", fixes.join(","))
+                };
+                client
+                    .try_publish(&topic, cfg.qos, false, payload)
+                    .with_context(|| format!("{id}: request queue"))?;
+                requested += 1;
+                if let Some(p) = period {
+                    next_send += p;
+                }
+            }
+        }
+    }
+    // Let the last QoS 0 packets leave the socket before disconnecting.
+    let _ = client.try_disconnect();
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while events.poll().await.is_ok() {}
+    })
+    .await;
+    Ok(latencies)
+}

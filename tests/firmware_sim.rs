@@ -1,0 +1,315 @@
+//! The simulator against a real server: collars stay near home, upload what they buffered offline, re-send until acked, and their faults are handled.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::{TestApp, spawn_app};
+use firmware_sim::movement::max_range_m;
+use firmware_sim::{
+    BERLIN, Broker, CollarConfig, CollarStats, Coverage, Credential, Faults, Fleet,
+};
+
+async fn collar(app: &TestApp, id: &str, seed: u64) -> CollarConfig {
+    let secret = app.provision(id).await;
+    let home = BERLIN.homes(seed as usize + 1, 11)[seed as usize];
+    let mut c = CollarConfig::new(
+        Credential {
+            tracker_id: id.to_owned(),
+            secret,
+        },
+        Broker::plain("127.0.0.1", app.mqtt_port()),
+        home,
+        seed,
+    );
+    c.interval = Duration::from_millis(100);
+    c.ack_timeout = Duration::from_millis(500);
+    c
+}
+
+/// Waits (bounded) until `done` holds for the collar's counters.
+async fn until(stats: &CollarStats, what: &str, done: impl Fn(&CollarStats) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !done(stats) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within 30 s: {what}; {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn positions(app: &TestApp, id: &str) -> Vec<(f64, f64, i64)> {
+    app.app
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query(
+            "SELECT lat, lon, seq FROM positions WHERE tracker_id = $1 ORDER BY seq",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+#[tokio::test]
+async fn every_fix_a_collar_records_is_stored_near_its_home_without_gaps() {
+    let app = spawn_app().await;
+    let cfg = collar(&app, "sim-bounds", 1).await;
+    let home = cfg.home;
+    let fleet = Fleet::start(vec![cfg]);
+    let stats = fleet.stats[0].clone();
+    until(&stats, "30 fixes acked", |s| {
+        s.fixes_recorded.load(Ordering::Relaxed) >= 30 && s.acked_seq.load(Ordering::Relaxed) > 0
+    })
+    .await;
+    fleet.stop().await;
+    let recorded = stats.fixes_recorded.load(Ordering::Relaxed) as i64;
+    app.wait_for_count(
+        "SELECT count(*) FROM positions WHERE tracker_id = 'sim-bounds'",
+        recorded,
+    )
+    .await;
+    let stored = positions(&app, "sim-bounds").await;
+    let (first, last) = (stored[0].2, stored[stored.len() - 1].2);
+    assert_eq!(last - first + 1, recorded, "seq has gaps");
+    for (lat, lon, _) in stored {
+        // Indoor fixes can be off by a few accuracy radii (at most 60 m each).
+        assert!(home.distance_m(lat, lon) <= max_range_m(&home) + 400.0);
+    }
+    assert_eq!(app.count("SELECT count(*) FROM dead_letters").await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_collar_out_of_coverage_uploads_its_buffered_fixes_as_batches_when_back() {
+    let app = spawn_app().await;
+    let mut cfg = collar(&app, "sim-tunnel", 2).await;
+    cfg.coverage = Coverage {
+        mean_between: Some(Duration::from_millis(700)),
+        mean_length: Duration::from_millis(1_500),
+    };
+    cfg.max_batch = 5;
+    let fleet = Fleet::start(vec![cfg]);
+    let stats = fleet.stats[0].clone();
+    until(&stats, "a batch after a spell offline", |s| {
+        s.batches_sent.load(Ordering::Relaxed) >= 2 && s.connects.load(Ordering::Relaxed) >= 2
+    })
+    .await;
+    let target = stats.last_seq.load(Ordering::Relaxed);
+    until(&stats, "the batch acked", |s| {
+        s.acked_seq.load(Ordering::Relaxed) >= target
+    })
+    .await;
+    fleet.stop().await;
+    let stored = positions(&app, "sim-tunnel").await;
+    let upto: Vec<_> = stored.iter().filter(|p| p.2 as u64 <= target).collect();
+    let first = upto[0].2 as u64;
+    assert_eq!(upto.len() as u64, target - first + 1, "fixes lost offline");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_collar_whose_acks_are_lost_sends_its_fixes_again_and_the_server_stores_each_once() {
+    let app = spawn_app().await;
+    let mut cfg = collar(&app, "sim-deaf", 3).await;
+    cfg.faults = Faults {
+        lose_ack_rate: 1.0,
+        ..Faults::default()
+    };
+    cfg.ack_timeout = Duration::from_millis(300);
+    let fleet = Fleet::start(vec![cfg]);
+    let stats = fleet.stats[0].clone();
+    until(&stats, "fixes re-sent", |s| {
+        s.fixes_resent.load(Ordering::Relaxed) >= 20
+    })
+    .await;
+    fleet.stop().await;
+    let recorded = stats.fixes_recorded.load(Ordering::Relaxed);
+    assert!(stats.fixes_sent.load(Ordering::Relaxed) > recorded);
+    // Nothing acked, so everything recorded is still buffered: none was forgotten.
+    assert_eq!(stats.buffered.load(Ordering::Relaxed), recorded);
+    app.wait_for_count(
+        "SELECT count(*) FROM positions WHERE tracker_id = 'sim-deaf'",
+        recorded as i64,
+    )
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_faulty_collars_garbage_is_dead_lettered_and_its_duplicates_are_stored_once() {
+    let app = spawn_app().await;
+    let mut cfg = collar(&app, "sim-faulty", 4).await;
+    cfg.faults = Faults {
+        malformed_rate: 0.3,
+        duplicate_rate: 0.5,
+        ..Faults::default()
+    };
+    let fleet = Fleet::start(vec![cfg]);
+    let stats = fleet.stats[0].clone();
+    until(&stats, "garbage and duplicates sent", |s| {
+        s.malformed_sent.load(Ordering::Relaxed) >= 3
+            && s.duplicates_sent.load(Ordering::Relaxed) >= 3
+    })
+    .await;
+    fleet.stop().await;
+    let recorded = stats.fixes_recorded.load(Ordering::Relaxed) as i64;
+    app.wait_for_count(
+        "SELECT count(*) FROM positions WHERE tracker_id = 'sim-faulty'",
+        recorded,
+    )
+    .await;
+    app.wait_for_count(
+        "SELECT count(*) FROM dead_letters WHERE tracker_id = 'sim-faulty'",
+        stats.malformed_sent.load(Ordering::Relaxed) as i64,
+    )
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_collar_obeys_live_mode_and_answers_buzzer_firmware_and_unknown_commands() {
+    // Open mode lets the test publish downlink commands and read the results, as the server
+    // side of commands will.
+    let app = common::spawn_app_with(|c| c.mqtt.open = true).await;
+    let mut cfg = collar(&app, "sim-obedient", 5).await;
+    cfg.interval = Duration::from_secs(5);
+    let fleet = Fleet::start(vec![cfg]);
+    let stats = fleet.stats[0].clone();
+    until(&stats, "connected", |s| {
+        s.connects.load(Ordering::Relaxed) >= 1
+    })
+    .await;
+
+    let (client, mut events) =
+        common::connect(common::options(app.mqtt_port(), "console", "console", "x"))
+            .await
+            .unwrap();
+    client
+        .subscribe(
+            "trackers/sim-obedient/command-results",
+            rumqttc::QoS::AtLeastOnce,
+        )
+        .await
+        .unwrap();
+    common::wait_for(&mut events, |p| {
+        matches!(p, rumqttc::Packet::SubAck(_)).then_some(())
+    })
+    .await;
+    let send = |body: serde_json::Value| {
+        let client = client.clone();
+        async move {
+            client
+                .publish(
+                    "trackers/sim-obedient/commands",
+                    rumqttc::QoS::AtLeastOnce,
+                    false,
+                    body.to_string(),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    // The console's connection is driven by its own task; command results come out of it.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        while let Ok(event) = events.poll().await {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) = event
+                && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&p.payload)
+            {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    let mut results = Vec::new();
+
+    send(serde_json::json!({"id": "live-1", "type": "live", "params": {"interval_s": 1, "duration_s": 2}})).await;
+    until(&stats, "live interval", |s| {
+        s.interval_ms.load(Ordering::Relaxed) == 1_000
+    })
+    .await;
+    until(&stats, "back to normal", |s| {
+        s.interval_ms.load(Ordering::Relaxed) == 5_000
+    })
+    .await;
+
+    send(serde_json::json!({"id": "buzz-1", "type": "buzzer", "params": {"seconds": 1}})).await;
+    send(serde_json::json!({"id": "fw-1", "type": "firmware_update", "params": {"version": "2.0.0"}})).await;
+    send(serde_json::json!({"id": "odd-1", "type": "teleport", "params": {}})).await;
+    while !results
+        .iter()
+        .filter(|r: &&serde_json::Value| r["status"] != "accepted")
+        .any(|r| r["id"] == "fw-1")
+    {
+        let result = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await;
+        results.push(
+            result
+                .expect("a command result within 30 s")
+                .expect("connection open"),
+        );
+    }
+    let statuses = |id: &str| -> Vec<String> {
+        results
+            .iter()
+            .filter(|r| r["id"] == id)
+            .map(|r| r["status"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert_eq!(statuses("live-1"), ["accepted", "done"]);
+    assert_eq!(statuses("buzz-1"), ["accepted", "done"]);
+    assert_eq!(statuses("odd-1"), ["failed"]);
+    let fw = statuses("fw-1");
+    assert_eq!(fw.first().map(String::as_str), Some("accepted"));
+    assert_eq!(fw.last().map(String::as_str), Some("done"));
+    let progress: Vec<u64> = results
+        .iter()
+        .filter(|r| r["id"] == "fw-1")
+        .filter_map(|r| r["progress"].as_u64())
+        .collect();
+    assert!(progress.windows(2).all(|w| w[0] < w[1]) && progress.last() == Some(&100));
+    driver.abort();
+    fleet.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_collar_asked_for_tls_reports_over_the_tls_listener() {
+    let dir = std::env::temp_dir().join(format!("pettracker-sim-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let app = common::spawn_app_with(|c| {
+        c.mqtt.tls_addr = Some("127.0.0.1:0".parse().unwrap());
+        c.mqtt.tls_cert = Some(cert_path.clone());
+        c.mqtt.tls_key = Some(key_path.clone());
+    })
+    .await;
+    let mut cfg = collar(&app, "sim-secure", 6).await;
+    cfg.broker = Broker {
+        host: "localhost".to_owned(),
+        port: app.app.mqtt_tls_addr.unwrap().port(),
+        tls_ca: Some(cert.cert.pem().into_bytes()),
+    };
+    let fleet = Fleet::start(vec![cfg]);
+    let stats = fleet.stats[0].clone();
+    until(&stats, "fixes acked over TLS", |s| {
+        s.acked_seq.load(Ordering::Relaxed) > 0
+    })
+    .await;
+    fleet.stop().await;
+    assert!(
+        app.count("SELECT count(*) FROM positions WHERE tracker_id = 'sim-secure'")
+            .await
+            > 0
+    );
+    app.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
