@@ -229,7 +229,8 @@ async fn a_collar_obeys_live_mode_and_answers_buzzer_firmware_and_unknown_comman
     });
     let mut results = Vec::new();
 
-    send(serde_json::json!({"id": "live-1", "type": "live", "params": {"interval_s": 1, "duration_s": 2}})).await;
+    // `duration_s` (not in the server's contract, which counts minutes) keeps the test short.
+    send(serde_json::json!({"id": "live-1", "type": "live_mode", "params": {"interval_secs": 1, "duration_s": 2}})).await;
     until(&stats, "live interval", |s| {
         s.interval_ms.load(Ordering::Relaxed) == 1_000
     })
@@ -312,4 +313,69 @@ async fn a_collar_asked_for_tls_reports_over_the_tls_listener() {
     );
     app.stop().await;
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn commands_sent_through_the_api_are_carried_out_by_a_simulated_collar() {
+    let app = spawn_app().await;
+    let api = common::api::Api::new(&app);
+    api.register("ada@example.com").await;
+    let (ada, _) = api.login("ada@example.com").await;
+    let provisioned = gateway::storage::trackers::provision(
+        &app.app.pool,
+        &gateway::protocol::TrackerId::parse("sim-pet").unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
+    let (status, body) = api
+        .post(
+            "/trackers/claim",
+            Some(&ada),
+            serde_json::json!({"tracker_id": "sim-pet", "claim_code": provisioned.claim_code}),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    let mut cfg = CollarConfig::new(
+        Credential {
+            tracker_id: "sim-pet".to_owned(),
+            secret: provisioned.secret,
+        },
+        Broker::plain("127.0.0.1", app.mqtt_port()),
+        BERLIN.homes(1, 11)[0],
+        7,
+    );
+    cfg.interval = Duration::from_secs(5);
+    let fleet = Fleet::start(vec![cfg]);
+    let stats = fleet.stats[0].clone();
+
+    let mut ids = Vec::new();
+    for body in [
+        serde_json::json!({"type": "set_interval", "params": {"seconds": 7}}),
+        serde_json::json!({"type": "buzzer", "params": {"seconds": 1}}),
+        serde_json::json!({"type": "locate_now"}),
+    ] {
+        let (status, created) = api
+            .post("/trackers/sim-pet/commands", Some(&ada), body)
+            .await;
+        assert_eq!(status, reqwest::StatusCode::CREATED, "{created}");
+        ids.push(created["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, command) = api.get(&format!("/commands/{id}"), &ada).await;
+            if command["status"] == "succeeded" {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not succeeded within 30 s: {command}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert_eq!(stats.interval_ms.load(Ordering::Relaxed), 7_000);
+    fleet.stop().await;
+    app.stop().await;
 }

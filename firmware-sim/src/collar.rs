@@ -589,8 +589,12 @@ impl Collar {
         };
         match cmd.kind.as_str() {
             "live" | "live_mode" | "live-mode" => {
-                let interval = secs(&["interval_s", "interval", "interval_seconds"], 2.0);
-                let duration = secs(&["duration_s", "duration", "seconds"], 300.0);
+                // The server's parameters (docs/protocol.md): `minutes`, `interval_secs`.
+                let interval = secs(&["interval_secs", "interval_s", "interval"], 5.0);
+                let duration = match cmd.params.get("minutes").and_then(|v| v.as_f64()) {
+                    Some(m) if m.is_finite() && m >= 0.0 => m * 60.0,
+                    _ => secs(&["duration_s", "duration", "seconds"], 300.0),
+                };
                 self.result(client, &cmd.id, "accepted", None, None);
                 self.set_interval(Duration::from_secs_f64(interval.max(1.0)));
                 self.live_until = Some(now + Duration::from_secs_f64(duration));
@@ -599,6 +603,25 @@ impl Collar {
                     Due::LiveEnds,
                 ));
                 self.result(client, &cmd.id, "done", None, None);
+            }
+            "set_interval" => {
+                let seconds = secs(&["seconds"], 0.0);
+                if seconds < 1.0 {
+                    let reason = "set_interval needs seconds".to_owned();
+                    self.result(client, &cmd.id, "failed", Some(reason), None);
+                } else {
+                    self.cfg.interval = Duration::from_secs_f64(seconds);
+                    if self.live_until.is_none() {
+                        self.set_interval(self.cfg.interval);
+                    }
+                    self.result(client, &cmd.id, "done", None, None);
+                }
+            }
+            "locate_now" => {
+                self.result(client, &cmd.id, "accepted", None, None);
+                // The next fix is taken at once; the regular rhythm goes on from it.
+                self.next_fix = now;
+                self.due.push(done_after(0.5));
             }
             "buzzer" | "light" | "beep" | "led" => {
                 let seconds = secs(&["seconds", "duration_s", "duration"], 3.0);

@@ -281,7 +281,10 @@ mod tests {
         }
         // The doubling stops at 1,024 times the first wait.
         let longest = c.backoff(i32::MAX).as_secs_f64();
-        assert!((10_240.0 * 0.8..=10_240.0 * 1.2).contains(&longest), "{longest}");
+        assert!(
+            (10_240.0 * 0.8..=10_240.0 * 1.2).contains(&longest),
+            "{longest}"
+        );
         assert_eq!(c.tick(), Duration::from_secs(1));
     }
 
