@@ -76,12 +76,20 @@ pub async fn spawn(config: Config) -> anyhow::Result<RunningApp> {
     let (trigger, shutdown) = shutdown::channel();
     // The pipeline stops only after the broker has stopped feeding it.
     let (ingest_trigger, ingest_shutdown) = shutdown::channel();
-    let pipeline = ingest::start(
+    // Validated fixes reach the live feeds through this bus, before they are stored.
+    let live_bus = Arc::new(gateway::live::InProcessBus::new(config.live.bus_capacity));
+    let live_hub =
+        crate::live::Hub::start(live_bus.as_ref(), config.live_options(), shutdown.clone());
+    let alerts = crate::alerts::start(
         database.pool.clone(),
-        config.ingest_config(),
-        ingest_shutdown,
-    )
-    .context("cannot open the ingest spool (setting ingest.spool_dir)")?;
+        live_bus.clone(),
+        config.alert_settings(),
+        shutdown.clone(),
+    );
+    let mut ingest_config = config.ingest_config();
+    ingest_config.live = gateway::live::LivePublisher::new(live_bus);
+    let pipeline = ingest::start(database.pool.clone(), ingest_config, ingest_shutdown)
+        .context("cannot open the ingest spool (setting ingest.spool_dir)")?;
 
     if config.mqtt.open {
         tracing::warn!(
@@ -108,6 +116,8 @@ pub async fn spawn(config: Config) -> anyhow::Result<RunningApp> {
         metrics: http::metrics_handle(),
         broker_ready: Arc::new(move || ready_broker.is_listening()),
         auth: Arc::new(crate::auth::AuthKeys::from_config(&config.auth)),
+        live: live_hub,
+        alerts,
     };
     crate::auth::warm_up();
     let pool = database.pool.clone();

@@ -1,7 +1,10 @@
 //! The HTTP side: health checks, metrics, and the REST API under `/api/v1` (see docs/api/openapi.yaml).
 
+pub mod alerts;
 pub mod auth;
 pub mod error;
+pub mod geofences;
+pub mod live;
 pub mod trackers;
 
 use std::convert::Infallible;
@@ -25,6 +28,10 @@ pub struct HttpState {
     pub broker_ready: Arc<dyn Fn() -> bool + Send + Sync>,
     /// Token keys and lifetimes, and the login throttle.
     pub auth: Arc<AuthKeys>,
+    /// The live feed's hub (`GET /api/v1/live`).
+    pub live: Arc<crate::live::Hub>,
+    /// Told when geofences change, so the alert engine re-reads them.
+    pub alerts: Arc<crate::alerts::AlertsHandle>,
 }
 
 /// The process-wide Prometheus recorder. `metrics` has one global recorder, so every app in a
@@ -94,7 +101,10 @@ pub fn routes(
         .or(metrics_route)
         .or(openapi)
         .or(auth::routes(state.clone()))
-        .or(trackers::routes(state))
+        .or(trackers::routes(state.clone()))
+        .or(live::routes(state.clone()))
+        .or(geofences::routes(state.clone()))
+        .or(alerts::routes(state))
         .recover(handle_rejection)
 }
 

@@ -72,6 +72,13 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: &[include_str!("migrations/0006_tracker_members.sql")],
         transactional: true,
     },
+    Migration {
+        version: 8,
+        name: "safe zones and alerts",
+        timescale: &[include_str!("migrations/0008_live.sql")],
+        postgres: &[include_str!("migrations/0008_live.sql")],
+        transactional: true,
+    },
 ];
 
 /// The newest schema version this binary knows.
