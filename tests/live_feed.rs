@@ -460,3 +460,114 @@ async fn server_pings_keep_a_reading_client_connected_past_the_idle_timeout() {
     next_of(&mut ws, "subscribed").await;
     app.stop().await;
 }
+
+/// Publishes `samples` fixes from one collar, one every 200 ms, and returns for each the time
+/// from just before the MQTT publish to the WebSocket message arriving at a subscribed client.
+/// The spacing matters: a collar has one QoS 1 message in flight until its batch is committed,
+/// so faster publishing would measure the collar's own queue, not the live path.
+async fn publish_to_websocket_latencies(
+    app: &TestApp,
+    collar: &Provisioned,
+    token: &str,
+    samples: u64,
+    first_seq: u64,
+) -> Vec<Duration> {
+    let mut ws = ws_connect(app, token).await;
+    subscribe(
+        &mut ws,
+        json!({"type": "subscribe", "trackers": [collar.tracker_id]}),
+    )
+    .await;
+    let client = device(app, collar).await;
+    let base = whole_seconds_ago(TimeDelta::hours(3));
+    let receiving = tokio::spawn(async move {
+        let mut arrived = Vec::new();
+        while arrived.len() < samples as usize {
+            let position = next_of(&mut ws, "position").await;
+            arrived.push((
+                position["fix"]["seq"].as_u64().unwrap(),
+                std::time::Instant::now(),
+            ));
+        }
+        arrived
+    });
+    let mut sent = std::collections::HashMap::new();
+    for seq in first_seq..first_seq + samples {
+        sent.insert(seq, std::time::Instant::now());
+        publish(&client, &collar.tracker_id, vec![fix(base, seq)]).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let arrived = receiving.await.unwrap();
+    let mut latencies: Vec<Duration> = arrived
+        .into_iter()
+        .map(|(seq, at)| at.duration_since(sent[&seq]))
+        .collect();
+    latencies.sort();
+    latencies
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+/// Prints the publish-to-WebSocket latency, idle and under a background MQTT load. A measurement,
+/// not a test: `cargo test --release --test live_feed -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run by hand"]
+async fn live_latency() {
+    let app = spawn_app().await;
+    let api = Api::new(&app);
+    let watched = collar(&app, "watched").await;
+    let ada = owner(&api, "ada@example.com", &[&watched]).await;
+
+    let idle = publish_to_websocket_latencies(&app, &watched, &ada, 100, 1).await;
+
+    // Background load: collars publishing batches of 10 fixes as fast as the pipeline takes them.
+    let load_collars = 20;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut loaders = Vec::new();
+    for i in 0..load_collars {
+        let c = collar(&app, &format!("load-{i}")).await;
+        let client = device(&app, &c).await;
+        let stop = stop.clone();
+        loaders.push(tokio::spawn(async move {
+            let base = whole_seconds_ago(TimeDelta::hours(5));
+            let mut n = 0i64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let fixes = (0..10)
+                    .map(|k| {
+                        let ts = base + TimeDelta::milliseconds(n * 10 + k);
+                        json!({"ts": ts.to_rfc3339(), "lat": 52.5, "lon": 13.4, "seq": n * 10 + k})
+                    })
+                    .collect();
+                publish(&client, &c.tracker_id, fixes).await;
+                n += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = app.count("SELECT count(*) FROM positions").await;
+    let started = std::time::Instant::now();
+    let loaded = publish_to_websocket_latencies(&app, &watched, &ada, 100, 1001).await;
+    let took = started.elapsed();
+    let stored = app.count("SELECT count(*) FROM positions").await - before;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for l in loaders {
+        let _ = l.await;
+    }
+    for (name, l) in [("idle", &idle), ("under load", &loaded)] {
+        println!(
+            "publish-to-WebSocket latency {name}: n={} median={:?} p99={:?} max={:?}",
+            l.len(),
+            percentile(l, 0.5),
+            percentile(l, 0.99),
+            l[l.len() - 1]
+        );
+    }
+    println!(
+        "background load: {load_collars} collars, {stored} fixes stored in {took:?} ({:.0} fixes/s)",
+        stored as f64 / took.as_secs_f64()
+    );
+    app.stop().await;
+}
