@@ -86,6 +86,11 @@ pub async fn spawn(config: Config) -> anyhow::Result<RunningApp> {
         config.alert_settings(),
         shutdown.clone(),
     );
+    crate::alerts::webhooks::start(
+        database.pool.clone(),
+        std::time::Duration::from_millis(config.alerts.webhook_retry_base_ms),
+        shutdown.clone(),
+    );
     let mut ingest_config = config.ingest_config();
     ingest_config.live = gateway::live::LivePublisher::new(live_bus);
     let pipeline = ingest::start(database.pool.clone(), ingest_config, ingest_shutdown)

@@ -43,6 +43,8 @@ pub struct AlertSettings {
     pub geofence_margin_m: u64,
     /// Fixes older than this when they arrive raise no alert (buffered uploads).
     pub max_fix_age_secs: u64,
+    /// First wait before a failed webhook delivery is retried; doubles per attempt, jittered.
+    pub webhook_retry_base_ms: u64,
 }
 
 impl Default for AlertSettings {
@@ -54,6 +56,7 @@ impl Default for AlertSettings {
             geofence_dwell_fixes: 2,
             geofence_margin_m: 15,
             max_fix_age_secs: 300,
+            webhook_retry_base_ms: 1_000,
         }
     }
 }
@@ -384,6 +387,7 @@ pub const KEYS: &[(&str, Kind, &str)] = &[
     ("alerts.geofence_dwell_fixes", Kind::Int, "fixes on the other side of a zone before an exit or entry alert"),
     ("alerts.geofence_margin_m", Kind::Int, "least GPS accuracy margin: a fix outside by less decides nothing"),
     ("alerts.max_fix_age_secs", Kind::Int, "fixes older than this on arrival raise no alert"),
+    ("alerts.webhook_retry_base_ms", Kind::Int, "first wait before a failed webhook delivery is retried (doubles, jittered)"),
     ("log.format", Kind::Str, "text or json"),
     ("log.level", Kind::Str, "tracing filter, e.g. info"),
 ];
@@ -710,6 +714,11 @@ impl Config {
                 "alerts.max_fix_age_secs",
                 alerts.max_fix_age_secs,
                 1..=604_800,
+            ),
+            (
+                "alerts.webhook_retry_base_ms",
+                alerts.webhook_retry_base_ms,
+                1..=3_600_000,
             ),
         ] {
             if !range.contains(&value) {

@@ -11,6 +11,7 @@
 //!   on the next thing it says.
 
 pub mod store;
+pub mod webhooks;
 pub mod zone;
 
 use std::collections::HashMap;
@@ -362,6 +363,7 @@ impl Engine {
             )
             .await?;
             events::raised(alert.kind);
+            webhooks::enqueue(&self.pool, view.id, tracker).await?;
             self.bus.publish(LiveEvent::Alert {
                 tracker_id: tracker.to_owned(),
                 body: serde_json::to_value(&view).unwrap_or(Value::Null),
@@ -394,12 +396,20 @@ impl Engine {
     }
 }
 
-mod events {
+pub(crate) mod events {
     //! Alert telemetry as small typed events.
     pub const RAISED: &str = "pettracker_alerts_raised_total";
 
+    pub const WEBHOOK_ATTEMPTS: &str = "pettracker_webhook_attempts_total";
+
     pub fn raised(kind: &'static str) {
         metrics::counter!(RAISED, "kind" => kind).increment(1);
+    }
+
+    /// One webhook delivery attempt, and whether the receiver took it.
+    pub fn webhook_attempt(delivered: bool) {
+        let outcome = if delivered { "delivered" } else { "failed" };
+        metrics::counter!(WEBHOOK_ATTEMPTS, "outcome" => outcome).increment(1);
     }
 }
 

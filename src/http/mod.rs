@@ -6,6 +6,7 @@ pub mod error;
 pub mod geofences;
 pub mod live;
 pub mod trackers;
+pub mod webhooks;
 
 use std::convert::Infallible;
 use std::sync::{Arc, OnceLock};
@@ -104,7 +105,8 @@ pub fn routes(
         .or(trackers::routes(state.clone()))
         .or(live::routes(state.clone()))
         .or(geofences::routes(state.clone()))
-        .or(alerts::routes(state))
+        .or(alerts::routes(state.clone()))
+        .or(webhooks::routes(state))
         .recover(handle_rejection)
 }
 

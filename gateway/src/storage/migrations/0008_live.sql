@@ -46,3 +46,29 @@ CREATE TABLE alert_state (
     -- Per geofence id: {"inside": bool, "pending_since": ts|null, "pending_fixes": n}.
     zones           JSONB NOT NULL DEFAULT '{}'
 );
+
+-- Webhooks: each user's integrations get every alert of the trackers they may see, signed.
+CREATE TABLE webhooks (
+    id         BIGSERIAL PRIMARY KEY,
+    user_id    BIGINT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    url        TEXT NOT NULL,
+    -- The HMAC-SHA256 key; shown once at creation, kept because every delivery is signed with it.
+    secret     TEXT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX webhooks_user_idx ON webhooks (user_id);
+
+CREATE TABLE webhook_deliveries (
+    id              BIGSERIAL PRIMARY KEY,
+    webhook_id      BIGINT NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+    alert_id        BIGINT NOT NULL REFERENCES alerts (id) ON DELETE CASCADE,
+    status          TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered', 'failed')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    last_status     INTEGER,
+    last_error      TEXT,
+    delivered_at    TIMESTAMPTZ,
+    created_at      TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX webhook_deliveries_due_idx ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_webhook_idx ON webhook_deliveries (webhook_id, id);
