@@ -43,7 +43,7 @@ async fn migrate_twice_applies_everything_then_nothing() {
         String::from_utf8_lossy(&first.stderr)
     );
     assert!(
-        String::from_utf8_lossy(&first.stdout).contains("applied migrations [1, 2, 3, 4, 5, 6]")
+        String::from_utf8_lossy(&first.stdout).contains("applied migrations [1, 2, 3, 4, 5, 6, 8]")
     );
     let second = run();
     assert!(second.status.success());

@@ -279,8 +279,15 @@ mod tests {
 
     #[test]
     fn migration_versions_are_strictly_increasing_from_one() {
-        for (i, m) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(m.version, i as i32 + 1, "migration {}", m.name);
+        // Gaps are allowed: a number may be reserved for a migration still being written on
+        // another branch (each version is applied by number, not by position).
+        assert_eq!(MIGRATIONS.first().map(|m| m.version), Some(1));
+        for pair in MIGRATIONS.windows(2) {
+            assert!(
+                pair[0].version < pair[1].version,
+                "migration {}",
+                pair[1].name
+            );
         }
     }
 
