@@ -77,12 +77,25 @@ pub async fn spawn(config: Config) -> anyhow::Result<RunningApp> {
     let (trigger, shutdown) = shutdown::channel();
     // The pipeline stops only after the broker has stopped feeding it.
     let (ingest_trigger, ingest_shutdown) = shutdown::channel();
-    let pipeline = ingest::start(
+    // Validated fixes reach the live feeds through this bus, before they are stored.
+    let live_bus = Arc::new(gateway::live::InProcessBus::new(config.live.bus_capacity));
+    let live_hub =
+        crate::live::Hub::start(live_bus.as_ref(), config.live_options(), shutdown.clone());
+    let alerts = crate::alerts::start(
         database.pool.clone(),
-        config.ingest_config(),
-        ingest_shutdown,
-    )
-    .context("cannot open the ingest spool (setting ingest.spool_dir)")?;
+        live_bus.clone(),
+        config.alert_settings(),
+        shutdown.clone(),
+    );
+    crate::alerts::webhooks::start(
+        database.pool.clone(),
+        std::time::Duration::from_millis(config.alerts.webhook_retry_base_ms),
+        shutdown.clone(),
+    );
+    let mut ingest_config = config.ingest_config();
+    ingest_config.live = gateway::live::LivePublisher::new(live_bus);
+    let pipeline = ingest::start(database.pool.clone(), ingest_config, ingest_shutdown)
+        .context("cannot open the ingest spool (setting ingest.spool_dir)")?;
 
     if config.mqtt.open {
         tracing::warn!(
@@ -130,6 +143,8 @@ pub async fn spawn(config: Config) -> anyhow::Result<RunningApp> {
             NonZeroU32::new(config.http.rate_limit_per_second).unwrap_or(NonZeroU32::MIN),
             NonZeroU32::new(config.http.rate_limit_burst).unwrap_or(NonZeroU32::MIN),
         )),
+        live: live_hub,
+        alerts,
     };
     crate::auth::warm_up();
     let pool = database.pool.clone();

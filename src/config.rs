@@ -24,6 +24,67 @@ pub struct Config {
     pub auth: AuthConfig,
     pub commands: CommandsConfig,
     pub log: LogConfig,
+    pub live: LiveSettings,
+    pub alerts: AlertSettings,
+}
+
+/// Alert rules (see docs/live.md, *Alerts*).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertSettings {
+    /// A battery at or below this percent raises one alert per crossing.
+    pub battery_low_percent: u64,
+    /// A claimed tracker silent for longer than this raises an offline alert.
+    pub offline_after_secs: u64,
+    /// A zone exit or entry counts only after this long on the new side...
+    pub geofence_dwell_secs: u64,
+    /// ...and this many fixes there.
+    pub geofence_dwell_fixes: u64,
+    /// A fix outside a zone by less than its accuracy, and at least this, decides nothing.
+    pub geofence_margin_m: u64,
+    /// Fixes older than this when they arrive raise no alert (buffered uploads).
+    pub max_fix_age_secs: u64,
+    /// First wait before a failed webhook delivery is retried; doubles per attempt, jittered.
+    pub webhook_retry_base_ms: u64,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        Self {
+            battery_low_percent: 20,
+            offline_after_secs: 900,
+            geofence_dwell_secs: 60,
+            geofence_dwell_fixes: 2,
+            geofence_margin_m: 15,
+            max_fix_age_secs: 300,
+            webhook_retry_base_ms: 1_000,
+        }
+    }
+}
+
+/// The WebSocket live feed (`GET /api/v1/live`); see docs/live.md.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LiveSettings {
+    /// Events waiting to be sent to one connection; beyond it the connection is told it overflowed.
+    pub queue_capacity: usize,
+    /// Events the in-process bus keeps for a subscriber that is behind.
+    pub bus_capacity: usize,
+    /// How often the server pings each connection.
+    pub ping_interval_secs: u64,
+    /// A connection that sends nothing (not even a pong) for this long is closed.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for LiveSettings {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 256,
+            bus_capacity: 8192,
+            ping_interval_secs: 20,
+            idle_timeout_secs: 60,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -139,6 +200,35 @@ impl Config {
             },
             clock: gateway::ingest::Clock::System,
             writers: i.writers,
+            // The server plugs its live bus in (src/app.rs).
+            live: gateway::live::LivePublisher::default(),
+        }
+    }
+
+    /// The live feed's session settings.
+    pub fn live_options(&self) -> crate::live::LiveOptions {
+        crate::live::LiveOptions {
+            queue_capacity: self.live.queue_capacity,
+            ping_interval: std::time::Duration::from_secs(self.live.ping_interval_secs),
+            // Never shorter than two ping intervals, or a healthy client could time out between pings.
+            idle_timeout: std::time::Duration::from_secs(
+                self.live
+                    .idle_timeout_secs
+                    .max(2 * self.live.ping_interval_secs),
+            ),
+        }
+    }
+
+    /// The alert engine's rules.
+    pub fn alert_settings(&self) -> crate::alerts::AlertSettings {
+        let a = &self.alerts;
+        crate::alerts::AlertSettings {
+            battery_low_percent: a.battery_low_percent.min(99) as i16,
+            offline_after: std::time::Duration::from_secs(a.offline_after_secs),
+            dwell: std::time::Duration::from_secs(a.geofence_dwell_secs),
+            dwell_fixes: a.geofence_dwell_fixes.min(1_000) as u32,
+            margin_m: a.geofence_margin_m as f64,
+            max_fix_age: std::time::Duration::from_secs(a.max_fix_age_secs),
         }
     }
 
@@ -323,6 +413,17 @@ pub const KEYS: &[(&str, Kind, &str)] = &[
     ("commands.resend_after_ms", Kind::Int, "first wait before an unanswered command is sent again"),
     ("commands.max_sends", Kind::Int, "sends of a command before it fails with no answer"),
     ("commands.default_ttl_secs", Kind::Int, "how long a command may wait before it expires"),
+    ("live.queue_capacity", Kind::Int, "events queued per live-feed connection before it overflows"),
+    ("live.bus_capacity", Kind::Int, "events the in-process live bus keeps for a subscriber that is behind"),
+    ("live.ping_interval_secs", Kind::Int, "how often the server pings each live-feed connection"),
+    ("live.idle_timeout_secs", Kind::Int, "silence (not even a pong) after which a live-feed connection is closed (at least two ping intervals)"),
+    ("alerts.battery_low_percent", Kind::Int, "battery percent at or below which one alert is raised per crossing"),
+    ("alerts.offline_after_secs", Kind::Int, "silence after which a claimed tracker raises an offline alert"),
+    ("alerts.geofence_dwell_secs", Kind::Int, "time on the other side of a zone before an exit or entry alert"),
+    ("alerts.geofence_dwell_fixes", Kind::Int, "fixes on the other side of a zone before an exit or entry alert"),
+    ("alerts.geofence_margin_m", Kind::Int, "least GPS accuracy margin: a fix outside by less decides nothing"),
+    ("alerts.max_fix_age_secs", Kind::Int, "fixes older than this on arrival raise no alert"),
+    ("alerts.webhook_retry_base_ms", Kind::Int, "first wait before a failed webhook delivery is retried (doubles, jittered)"),
     ("log.format", Kind::Str, "text or json"),
     ("log.level", Kind::Str, "tracing filter, e.g. info"),
 ];
@@ -594,6 +695,7 @@ impl Config {
                 format!("{bad:?} is not an email address"),
             ));
         }
+        self.validate_live(&fail)?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(fail(
                 "log.level",
@@ -602,6 +704,79 @@ impl Config {
                     self.log.level
                 ),
             ));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_live(&self, fail: &dyn Fn(&str, String) -> ConfigError) -> Result<(), ConfigError> {
+        let live = &self.live;
+        for (key, value, range) in [
+            (
+                "live.queue_capacity",
+                live.queue_capacity as u64,
+                1..=100_000,
+            ),
+            ("live.bus_capacity", live.bus_capacity as u64, 1..=1_000_000),
+            (
+                "live.ping_interval_secs",
+                live.ping_interval_secs,
+                1..=3_600,
+            ),
+            ("live.idle_timeout_secs", live.idle_timeout_secs, 1..=7_200),
+        ] {
+            if !range.contains(&value) {
+                return Err(fail(
+                    key,
+                    format!("{value} is outside {}..={}", range.start(), range.end()),
+                ));
+            }
+        }
+        let alerts = &self.alerts;
+        for (key, value, range) in [
+            (
+                "alerts.battery_low_percent",
+                alerts.battery_low_percent,
+                1..=99,
+            ),
+            (
+                "alerts.offline_after_secs",
+                alerts.offline_after_secs,
+                1..=604_800,
+            ),
+            (
+                "alerts.geofence_dwell_secs",
+                alerts.geofence_dwell_secs,
+                0..=86_400,
+            ),
+            (
+                "alerts.geofence_dwell_fixes",
+                alerts.geofence_dwell_fixes,
+                1..=1_000,
+            ),
+            (
+                "alerts.geofence_margin_m",
+                alerts.geofence_margin_m,
+                0..=10_000,
+            ),
+            (
+                "alerts.max_fix_age_secs",
+                alerts.max_fix_age_secs,
+                1..=604_800,
+            ),
+            (
+                "alerts.webhook_retry_base_ms",
+                alerts.webhook_retry_base_ms,
+                1..=3_600_000,
+            ),
+        ] {
+            if !range.contains(&value) {
+                return Err(fail(
+                    key,
+                    format!("{value} is outside {}..={}", range.start(), range.end()),
+                ));
+            }
         }
         Ok(())
     }
@@ -745,6 +920,26 @@ mod tests {
                 "docs/operations.md misses {}",
                 env_name(key)
             );
+        }
+    }
+
+    #[test]
+    fn a_bad_live_or_alerts_setting_is_refused_naming_its_key() {
+        for (name, value, key) in [
+            ("PETTRACKER_LIVE_QUEUE_CAPACITY", "0", "live.queue_capacity"),
+            (
+                "PETTRACKER_ALERTS_BATTERY_LOW_PERCENT",
+                "100",
+                "alerts.battery_low_percent",
+            ),
+        ] {
+            let err = Loader::new(None)
+                .unwrap()
+                .env(|k| (k == name).then(|| value.to_owned()))
+                .unwrap()
+                .load()
+                .unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
         }
     }
 

@@ -1,5 +1,6 @@
 //! The pettracker server: configuration, the command line, the HTTP side, and wiring of the gateway.
 
+pub mod alerts;
 pub mod app;
 pub mod auth;
 pub mod cli;
@@ -10,6 +11,7 @@ pub mod dead_letters;
 pub mod demo;
 pub mod export;
 pub mod http;
+pub mod live;
 pub mod logging;
 pub mod seed;
 pub mod simplify;

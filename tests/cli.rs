@@ -43,7 +43,8 @@ async fn migrate_twice_applies_everything_then_nothing() {
         String::from_utf8_lossy(&first.stderr)
     );
     assert!(
-        String::from_utf8_lossy(&first.stdout).contains("applied migrations [1, 2, 3, 4, 5, 6]")
+        String::from_utf8_lossy(&first.stdout)
+            .contains("applied migrations [1, 2, 3, 4, 5, 6, 7, 8, 9]")
     );
     let second = run();
     assert!(second.status.success());

@@ -2,6 +2,7 @@
 
 pub mod broker;
 pub mod ingest;
+pub mod live;
 pub mod protocol;
 pub mod shutdown;
 pub mod storage;

@@ -73,7 +73,10 @@ pub fn authenticated(
     })
 }
 
-async fn authenticate(state: &HttpState, header: Option<&str>) -> Result<Caller, ApiError> {
+pub(crate) async fn authenticate(
+    state: &HttpState,
+    header: Option<&str>,
+) -> Result<Caller, ApiError> {
     let header = header.ok_or_else(|| {
         ApiError::Unauthorized("an Authorization: Bearer header is required".to_owned())
     })?;

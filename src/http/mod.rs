@@ -1,12 +1,16 @@
 //! The HTTP side: health checks, metrics, and the REST API under `/api/v1` (see docs/api/openapi.yaml).
 
 pub mod admin;
+pub mod alerts;
 pub mod auth;
 pub mod commands;
 pub mod error;
+pub mod geofences;
 pub mod limit;
+pub mod live;
 pub mod query;
 pub mod trackers;
+pub mod webhooks;
 
 use std::convert::Infallible;
 use std::sync::{Arc, OnceLock};
@@ -35,6 +39,10 @@ pub struct HttpState {
     pub limits: gateway::protocol::ValidationLimits,
     /// Requests per credential; checked once the caller is known.
     pub rate_limit: Arc<limit::RateLimit>,
+    /// The live feed's hub (`GET /api/v1/live`).
+    pub live: Arc<crate::live::Hub>,
+    /// Told when geofences change, so the alert engine re-reads them.
+    pub alerts: Arc<crate::alerts::AlertsHandle>,
 }
 
 /// What the command routes need beyond the database.
@@ -113,7 +121,11 @@ pub fn routes(
         .or(auth::routes(state.clone()))
         .or(trackers::routes(state.clone()))
         .or(admin::routes(state.clone()))
-        .or(commands::routes(state))
+        .or(commands::routes(state.clone()))
+        .or(live::routes(state.clone()))
+        .or(geofences::routes(state.clone()))
+        .or(alerts::routes(state.clone()))
+        .or(webhooks::routes(state))
         .recover(handle_rejection)
 }
 

@@ -51,6 +51,8 @@ pub struct IngestConfig {
     /// trackers: a tracker always lands in the same shard, so its fixes and acks stay in order,
     /// while the database works on several batches at once.
     pub writers: usize,
+    /// Where validated fixes, statuses and presence go for the live feeds, before they are stored.
+    pub live: crate::live::LivePublisher,
 }
 
 /// Where "now" comes from.
@@ -82,6 +84,7 @@ impl Default for IngestConfig {
             limits: ValidationLimits::default(),
             clock: Clock::System,
             writers: 2,
+            live: crate::live::LivePublisher::default(),
         }
     }
 }
@@ -146,6 +149,7 @@ pub fn start(
         shards,
         config.limits,
         config.clock,
+        config.live,
         shutdown.clone(),
     ));
     let silence_task = tokio::spawn(run_silence(pool.clone(), config.silence_timeout, shutdown));
@@ -173,6 +177,7 @@ async fn run_decode(
     shards: Vec<mpsc::Sender<decode::Decoded>>,
     limits: ValidationLimits,
     clock: Clock,
+    live: crate::live::LivePublisher,
     mut shutdown: Shutdown,
 ) {
     loop {
@@ -187,6 +192,8 @@ async fn run_decode(
         let Some(envelope) = envelope else { break };
         events::queue_depth(input.len());
         let decoded = decode::decode(envelope, clock.now(), &limits);
+        // Live feeds hear of it now, not after the commit; publishing never waits.
+        live.publish_rows(&decoded.rows);
         let shard = &shards[shard_of(decoded.tracker(), shards.len())];
         if shard.send(decoded).await.is_err() {
             break;

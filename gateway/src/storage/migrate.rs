@@ -90,6 +90,13 @@ pub const MIGRATIONS: &[Migration] = &[
         transactional: false,
     },
     Migration {
+        version: 8,
+        name: "safe zones and alerts",
+        timescale: &[include_str!("migrations/0008_live.sql")],
+        postgres: &[include_str!("migrations/0008_live.sql")],
+        transactional: true,
+    },
+    Migration {
         version: 9,
         name: "commands and dead-letter retries",
         timescale: &[include_str!("migrations/0009_commands.sql")],

@@ -1,0 +1,520 @@
+//! The alert engine: watches the live bus for fixes, status reports and presence, and raises safe-zone, battery and offline alerts, stored and pushed on the live feed.
+//!
+//! Rules (docs/live.md, *Alerts*):
+//! - Only fixes newer (in device time) than the newest one already used count, and only if they
+//!   are at most `alerts.max_fix_age_secs` old: a late or buffered batch of old fixes never raises
+//!   an alert.
+//! - A zone change needs `geofence_dwell_secs` *and* `geofence_dwell_fixes` fixes on the new side;
+//!   a fix outside by less than its accuracy (at least `geofence_margin_m`) decides nothing.
+//! - Battery low once per crossing below the threshold; re-armed only 5 points above it.
+//! - Offline once a claimed tracker has been silent longer than `offline_after_secs`; back online
+//!   on the next thing it says.
+
+pub mod store;
+pub mod webhooks;
+pub mod zone;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use deadpool_postgres::Pool;
+use gateway::live::{LiveBus, LiveEvent};
+use gateway::shutdown::Shutdown;
+use gateway::storage::StorageError;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use zone::{Place, Shape};
+
+/// Battery percent above the threshold at which a low-battery alert re-arms.
+const BATTERY_REARM: i16 = 5;
+/// The newest-fix watermark is saved at least this often (in device time) even when nothing
+/// else changed, so a restart forgets little of it, without a write per fix.
+const WATERMARK_SAVE_EVERY: TimeDelta = TimeDelta::seconds(30);
+
+/// A zone that applies to a tracker: geofence id, name, shape.
+type Fence = (i64, String, Shape);
+
+/// Alert rules, from `[alerts]`.
+#[derive(Debug, Clone, Copy)]
+pub struct AlertSettings {
+    pub battery_low_percent: i16,
+    pub offline_after: Duration,
+    pub dwell: Duration,
+    pub dwell_fixes: u32,
+    pub margin_m: f64,
+    pub max_fix_age: Duration,
+}
+
+/// The engine's handle for the HTTP side: geofence changes tell it to reload zones.
+#[derive(Debug, Default)]
+pub struct AlertsHandle {
+    fences_version: AtomicU64,
+}
+
+impl AlertsHandle {
+    /// Geofences changed: zones are re-read before the next fix is checked.
+    pub fn fences_changed(&self) {
+        self.fences_version.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Per zone: which side the tracker is on, and a change waiting for its dwell.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct ZoneState {
+    inside: Option<bool>,
+    pending_since: Option<DateTime<Utc>>,
+    pending_fixes: u32,
+}
+
+struct TrackerState {
+    last_fix_time: Option<DateTime<Utc>>,
+    /// The watermark as last saved.
+    saved_fix_time: Option<DateTime<Utc>>,
+    battery_low: bool,
+    offline_alerted: bool,
+    zones: HashMap<i64, ZoneState>,
+    /// The zones that apply, and the geofence version they were read at.
+    fences: Option<(u64, Vec<Fence>)>,
+    last_heard: Instant,
+}
+
+/// What one event changed: alerts to raise and whether the state must be saved.
+#[derive(Debug, Default, PartialEq)]
+struct Outcome {
+    alerts: Vec<NewAlert>,
+    changed: bool,
+}
+
+#[derive(Debug, PartialEq)]
+struct NewAlert {
+    kind: &'static str,
+    geofence_id: Option<i64>,
+    at: DateTime<Utc>,
+    details: Value,
+}
+
+impl TrackerState {
+    fn from_stored(stored: store::StoredState) -> TrackerState {
+        TrackerState {
+            last_fix_time: stored.last_fix_time,
+            saved_fix_time: stored.last_fix_time,
+            battery_low: stored.battery_low,
+            offline_alerted: stored.offline_alerted,
+            zones: serde_json::from_value::<HashMap<String, ZoneState>>(stored.zones)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(k, v)| k.parse().ok().map(|k| (k, v)))
+                .collect(),
+            fences: None,
+            last_heard: Instant::now(),
+        }
+    }
+
+    fn to_stored(&self) -> store::StoredState {
+        let zones: HashMap<String, &ZoneState> =
+            self.zones.iter().map(|(k, v)| (k.to_string(), v)).collect();
+        store::StoredState {
+            last_fix_time: self.last_fix_time,
+            battery_low: self.battery_low,
+            offline_alerted: self.offline_alerted,
+            zones: serde_json::to_value(zones).unwrap_or_else(|_| json!({})),
+        }
+    }
+
+    fn battery(&mut self, percent: i16, at: DateTime<Utc>, s: &AlertSettings, out: &mut Outcome) {
+        if percent <= s.battery_low_percent && !self.battery_low {
+            self.battery_low = true;
+            out.changed = true;
+            out.alerts.push(NewAlert {
+                kind: "battery_low",
+                geofence_id: None,
+                at,
+                details: json!({"battery": percent, "threshold": s.battery_low_percent}),
+            });
+        } else if percent > s.battery_low_percent + BATTERY_REARM && self.battery_low {
+            self.battery_low = false;
+            out.changed = true;
+        }
+    }
+
+    fn heard(&mut self, at: DateTime<Utc>, out: &mut Outcome) {
+        self.last_heard = Instant::now();
+        if self.offline_alerted {
+            self.offline_alerted = false;
+            out.changed = true;
+            out.alerts.push(NewAlert {
+                kind: "online",
+                geofence_id: None,
+                at,
+                details: json!({}),
+            });
+        }
+    }
+
+    /// A fix, with the zones that apply to the tracker.
+    #[allow(clippy::too_many_arguments)]
+    fn fix(
+        &mut self,
+        device_time: DateTime<Utc>,
+        lat: f64,
+        lon: f64,
+        accuracy: Option<f32>,
+        battery: Option<i16>,
+        now: DateTime<Utc>,
+        fences: &[(i64, String, Shape)],
+        s: &AlertSettings,
+        out: &mut Outcome,
+    ) {
+        if self.last_fix_time.is_some_and(|t| device_time <= t) {
+            return;
+        }
+        self.last_fix_time = Some(device_time);
+        if self
+            .saved_fix_time
+            .is_none_or(|saved| device_time - saved >= WATERMARK_SAVE_EVERY)
+        {
+            out.changed = true;
+        }
+        let max_age = TimeDelta::from_std(s.max_fix_age).unwrap_or(TimeDelta::MAX);
+        if now - device_time > max_age {
+            // Old news: it moves the watermark, so nothing older counts either, but decides nothing.
+            return;
+        }
+        if let Some(percent) = battery {
+            self.battery(percent, device_time, s, out);
+        }
+        let margin = f64::from(accuracy.unwrap_or(0.0)).max(s.margin_m);
+        let dwell = TimeDelta::from_std(s.dwell).unwrap_or(TimeDelta::MAX);
+        self.zones.retain(|id, _| fences.iter().any(|f| f.0 == *id));
+        for (id, name, shape) in fences {
+            let zone = self.zones.entry(*id).or_default();
+            let inside = match shape.place(lat, lon, margin) {
+                Place::Inside => true,
+                Place::Outside => false,
+                Place::Unsure => continue,
+            };
+            match zone.inside {
+                None => {
+                    // The first fix tells where it is; nothing changed yet.
+                    zone.inside = Some(inside);
+                    out.changed = true;
+                }
+                Some(current) if current == inside => {
+                    if zone.pending_since.is_some() {
+                        zone.pending_since = None;
+                        zone.pending_fixes = 0;
+                        out.changed = true;
+                    }
+                }
+                Some(_) => {
+                    let since = *zone.pending_since.get_or_insert(device_time);
+                    zone.pending_fixes += 1;
+                    out.changed = true;
+                    if device_time - since >= dwell && zone.pending_fixes >= s.dwell_fixes {
+                        zone.inside = Some(inside);
+                        zone.pending_since = None;
+                        zone.pending_fixes = 0;
+                        out.alerts.push(NewAlert {
+                            kind: if inside { "geofence_enter" } else { "geofence_exit" },
+                            geofence_id: Some(*id),
+                            at: device_time,
+                            details: json!({"geofence": name, "lat": lat, "lon": lon, "since": since}),
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Starts the engine on its own bus subscription; it stops at shutdown.
+pub fn start(
+    pool: Pool,
+    bus: Arc<dyn LiveBus>,
+    settings: AlertSettings,
+    shutdown: Shutdown,
+) -> Arc<AlertsHandle> {
+    let handle = Arc::new(AlertsHandle::default());
+    let engine = Engine {
+        pool,
+        bus: bus.clone(),
+        settings,
+        handle: handle.clone(),
+        trackers: HashMap::new(),
+    };
+    tokio::spawn(engine.run(bus.subscribe(), shutdown));
+    handle
+}
+
+struct Engine {
+    pool: Pool,
+    bus: Arc<dyn LiveBus>,
+    settings: AlertSettings,
+    handle: Arc<AlertsHandle>,
+    trackers: HashMap<String, TrackerState>,
+}
+
+impl Engine {
+    async fn run(mut self, mut events: gateway::live::LiveSubscription, mut shutdown: Shutdown) {
+        let period = (self.settings.offline_after / 2)
+            .clamp(Duration::from_millis(250), Duration::from_secs(30));
+        let mut offline_check = tokio::time::interval(period);
+        loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Some(published) => {
+                        if let Err(err) = self.on_event(&published.event).await {
+                            tracing::warn!(%err, "alert engine could not handle an event");
+                        }
+                    }
+                    None => return,
+                },
+                _ = offline_check.tick() => {
+                    if let Err(err) = self.check_offline().await {
+                        tracing::warn!(%err, "alert engine could not check for offline trackers");
+                    }
+                }
+                () = shutdown.recv() => return,
+            }
+        }
+    }
+
+    async fn state(&mut self, tracker: &str) -> Result<&mut TrackerState, StorageError> {
+        if !self.trackers.contains_key(tracker) {
+            let stored = store::load_state(&self.pool, tracker).await?;
+            self.trackers
+                .insert(tracker.to_owned(), TrackerState::from_stored(stored));
+        }
+        self.trackers
+            .get_mut(tracker)
+            .ok_or_else(|| StorageError::Pool("alert state vanished".to_owned()))
+    }
+
+    async fn on_event(&mut self, event: &LiveEvent) -> Result<(), StorageError> {
+        let tracker = event.tracker_id().to_owned();
+        let settings = self.settings;
+        let mut out = Outcome::default();
+        match event {
+            LiveEvent::Position { fix } => {
+                let version = self.handle.fences_version.load(Ordering::Relaxed);
+                let stale = self
+                    .state(&tracker)
+                    .await?
+                    .fences
+                    .as_ref()
+                    .is_none_or(|(v, _)| *v != version);
+                if stale {
+                    let fences = store::fences_for(&self.pool, &tracker).await?;
+                    self.state(&tracker).await?.fences = Some((version, fences));
+                }
+                let state = self.state(&tracker).await?;
+                state.heard(fix.device_time.max(fix.received_at), &mut out);
+                let fences = state.fences.take().unwrap_or_default();
+                state.fix(
+                    fix.device_time,
+                    fix.lat,
+                    fix.lon,
+                    fix.accuracy,
+                    fix.battery,
+                    Utc::now(),
+                    &fences.1,
+                    &settings,
+                    &mut out,
+                );
+                state.fences = Some(fences);
+            }
+            LiveEvent::Status { at, battery, .. } => {
+                let state = self.state(&tracker).await?;
+                state.heard(*at, &mut out);
+                if let Some(percent) = battery {
+                    state.battery(*percent, *at, &settings, &mut out);
+                }
+            }
+            LiveEvent::Presence {
+                online: true, at, ..
+            } => {
+                self.state(&tracker).await?.heard(*at, &mut out);
+            }
+            LiveEvent::Presence { online: false, .. } | LiveEvent::Alert { .. } => {}
+        }
+        self.finish(&tracker, out).await
+    }
+
+    /// Saves the state if it changed, then stores and pushes the alerts.
+    async fn finish(&mut self, tracker: &str, out: Outcome) -> Result<(), StorageError> {
+        if out.changed {
+            let state = self.state(tracker).await?;
+            state.saved_fix_time = state.last_fix_time;
+            let stored = state.to_stored();
+            store::save_state(&self.pool, tracker, &stored).await?;
+        }
+        for alert in out.alerts {
+            let view = store::insert_alert(
+                &self.pool,
+                tracker,
+                alert.kind,
+                alert.geofence_id,
+                alert.at,
+                &alert.details,
+            )
+            .await?;
+            events::raised(alert.kind);
+            webhooks::enqueue(&self.pool, view.id, tracker).await?;
+            self.bus.publish(LiveEvent::Alert {
+                tracker_id: tracker.to_owned(),
+                body: serde_json::to_value(&view).unwrap_or(Value::Null),
+            });
+        }
+        Ok(())
+    }
+
+    async fn check_offline(&mut self) -> Result<(), StorageError> {
+        let after = self.settings.offline_after;
+        for (tracker, last_seen) in store::due_offline(&self.pool, after.as_secs_f64()).await? {
+            let state = self.state(&tracker).await?;
+            // Heard from in this process since: the database has not caught up yet.
+            if state.last_heard.elapsed() < after || state.offline_alerted {
+                continue;
+            }
+            state.offline_alerted = true;
+            let out = Outcome {
+                alerts: vec![NewAlert {
+                    kind: "offline",
+                    geofence_id: None,
+                    at: Utc::now(),
+                    details: json!({"last_seen": last_seen, "after_secs": after.as_secs()}),
+                }],
+                changed: true,
+            };
+            self.finish(&tracker, out).await?;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) mod events {
+    //! Alert telemetry as small typed events.
+    pub const RAISED: &str = "pettracker_alerts_raised_total";
+
+    pub const WEBHOOK_ATTEMPTS: &str = "pettracker_webhook_attempts_total";
+
+    pub fn raised(kind: &'static str) {
+        metrics::counter!(RAISED, "kind" => kind).increment(1);
+    }
+
+    /// One webhook delivery attempt, and whether the receiver took it.
+    pub fn webhook_attempt(delivered: bool) {
+        let outcome = if delivered { "delivered" } else { "failed" };
+        metrics::counter!(WEBHOOK_ATTEMPTS, "outcome" => outcome).increment(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> AlertSettings {
+        AlertSettings {
+            battery_low_percent: 20,
+            offline_after: Duration::from_secs(600),
+            dwell: Duration::from_secs(30),
+            dwell_fixes: 2,
+            margin_m: 10.0,
+            max_fix_age: Duration::from_secs(300),
+        }
+    }
+
+    fn fresh() -> TrackerState {
+        TrackerState::from_stored(store::StoredState::default())
+    }
+
+    fn home() -> Vec<(i64, String, Shape)> {
+        let shape =
+            Shape::parse(&json!({"type": "circle", "center": [13.4, 52.5], "radius_m": 100}))
+                .unwrap();
+        vec![(1, "home".to_owned(), shape)]
+    }
+
+    /// Feeds (seconds after `t0`, latitude) fixes; returns the kinds of the alerts raised.
+    fn feed(
+        state: &mut TrackerState,
+        t0: DateTime<Utc>,
+        fixes: &[(i64, f64)],
+    ) -> Vec<&'static str> {
+        let mut out = Outcome::default();
+        for (s, lat) in fixes {
+            let t = t0 + TimeDelta::seconds(*s);
+            state.fix(
+                t,
+                *lat,
+                13.4,
+                Some(5.0),
+                None,
+                t0 + TimeDelta::seconds(200),
+                &home(),
+                &settings(),
+                &mut out,
+            );
+        }
+        out.alerts.iter().map(|a| a.kind).collect()
+    }
+
+    #[test]
+    fn an_exit_fires_once_only_after_the_dwell_time_and_fix_count() {
+        let t0 = Utc::now() - TimeDelta::seconds(200);
+        let mut s = fresh();
+        assert!(feed(&mut s, t0, &[(0, 52.5), (10, 52.5)]).is_empty());
+        // One fix out, then back in: a GPS jump, no alert.
+        assert!(feed(&mut s, t0, &[(20, 52.51), (25, 52.5)]).is_empty());
+        // Out for 10 s only (two fixes), not yet; at 30 s it fires, and only once.
+        assert!(feed(&mut s, t0, &[(40, 52.51), (50, 52.51)]).is_empty());
+        assert_eq!(
+            feed(&mut s, t0, &[(70, 52.51), (80, 52.51), (90, 52.51)]),
+            ["geofence_exit"]
+        );
+    }
+
+    #[test]
+    fn late_and_old_fixes_never_fire() {
+        let t0 = Utc::now() - TimeDelta::seconds(200);
+        let mut s = fresh();
+        assert!(feed(&mut s, t0, &[(100, 52.5)]).is_empty());
+        // A late batch from before the newest fix: ignored however far out it was.
+        assert!(
+            feed(
+                &mut s,
+                t0,
+                &[(10, 52.51), (20, 52.51), (50, 52.51), (90, 52.51)]
+            )
+            .is_empty()
+        );
+        // Fixes older than max_fix_age (now is t0+200 s): ignored too.
+        assert!(feed(&mut s, t0, &[(-500, 52.51), (-400, 52.51)]).is_empty());
+    }
+
+    #[test]
+    fn a_fix_outside_by_less_than_its_accuracy_decides_nothing() {
+        let t0 = Utc::now() - TimeDelta::seconds(200);
+        let mut s = fresh();
+        feed(&mut s, t0, &[(0, 52.5)]);
+        // ~11 m outside a 100 m circle, with a 10 m margin and 5 m accuracy: outside by > margin.
+        // ~3 m outside: unsure, so even many such fixes never fire.
+        let near = 52.5 + 103.0 / 111_195.0;
+        assert!(feed(&mut s, t0, &[(40, near), (80, near), (120, near)]).is_empty());
+    }
+
+    #[test]
+    fn battery_low_fires_once_per_crossing() {
+        let mut s = fresh();
+        let mut out = Outcome::default();
+        for percent in [30, 21, 20, 15, 10, 22, 24, 19, 26, 20] {
+            s.battery(percent, Utc::now(), &settings(), &mut out);
+        }
+        // 20 crosses; 22 and 24 do not re-arm (threshold + 5 = 25); 26 re-arms; 20 crosses again.
+        assert_eq!(out.alerts.len(), 2);
+    }
+}
