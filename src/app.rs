@@ -93,7 +93,7 @@ pub async fn spawn(config: Config) -> anyhow::Result<RunningApp> {
         shutdown.clone(),
     );
     let mut ingest_config = config.ingest_config();
-    ingest_config.live = gateway::live::LivePublisher::new(live_bus);
+    ingest_config.live = gateway::live::LivePublisher::new(live_bus.clone());
     let pipeline = ingest::start(database.pool.clone(), ingest_config, ingest_shutdown)
         .context("cannot open the ingest spool (setting ingest.spool_dir)")?;
 
@@ -120,6 +120,14 @@ pub async fn spawn(config: Config) -> anyhow::Result<RunningApp> {
         shutdown.clone(),
     );
     let revoke_task = tokio::spawn(kick_revoked(revoked, broker.clone()));
+    // Command transitions come from the dispatcher, the API and the ingest path, in this and
+    // other processes; the database announces each, and the live feed passes them on.
+    let command_events = notify::listen(
+        database.url.clone(),
+        notify::COMMAND_EVENT,
+        shutdown.clone(),
+    );
+    tokio::spawn(crate::commands::announce(command_events, live_bus.clone()));
     let command_task = tokio::spawn(crate::commands::dispatch::run(
         database.pool.clone(),
         broker.clone(),

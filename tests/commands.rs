@@ -571,3 +571,87 @@ async fn a_dead_letter_is_stored_when_retried_after_its_cause_is_gone_and_keeps_
     assert_error(status, &body, 404, "not_found");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn every_transition_of_a_command_reaches_the_owner_s_and_members_live_feeds() {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let app = app().await;
+    let (api, ada, secret) = owner_with_collar(&app, "rex").await;
+    api.register("bob@example.com").await;
+    let (bob, _) = api.login("bob@example.com").await;
+    let (status, body) = api
+        .post(
+            "/trackers/rex/members",
+            Some(&ada),
+            json!({"email": "bob@example.com"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    let mut feeds = Vec::new();
+    for token in [&ada, &bob] {
+        let mut request = format!("ws://{}/api/v1/live", app.app.http_addr)
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        futures::SinkExt::send(
+            &mut ws,
+            Message::text(json!({"type": "subscribe", "trackers": ["rex"]}).to_string()),
+        )
+        .await
+        .unwrap();
+        feeds.push(ws);
+    }
+    // Both feeds have answered the subscription before the command exists.
+    for ws in &mut feeds {
+        loop {
+            let Some(Ok(Message::Text(text))) = ws.next().await else {
+                continue;
+            };
+            if serde_json::from_str::<Value>(&text).unwrap()["type"] == "snapshot" {
+                break;
+            }
+        }
+    }
+
+    let (client, mut events) = collar(&app, "rex", &secret).await;
+    let created = create(&api, &ada, "rex", json!({"type": "buzzer"})).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    next_command(&mut events).await;
+    wait_status(&api, &ada, &id, "sent").await;
+    report(
+        &client,
+        &mut events,
+        "rex",
+        json!({"id": id, "status": "done"}),
+    )
+    .await;
+    wait_status(&api, &ada, &id, "succeeded").await;
+
+    for ws in &mut feeds {
+        let mut seen = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while seen.len() < 3 {
+                let Some(Ok(Message::Text(text))) = ws.next().await else {
+                    continue;
+                };
+                let message: Value = serde_json::from_str(&text).unwrap();
+                if message["type"] == "command" {
+                    assert_eq!(message["tracker"], "rex");
+                    assert_eq!(message["command"]["id"], id.as_str());
+                    seen.push(message["command"]["status"].as_str().unwrap().to_owned());
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("command events within 10 s: {seen:?}"));
+        assert_eq!(seen, ["queued", "sent", "succeeded"]);
+    }
+    app.stop().await;
+}

@@ -339,7 +339,9 @@ impl Engine {
             } => {
                 self.state(&tracker).await?.heard(*at, &mut out);
             }
-            LiveEvent::Presence { online: false, .. } | LiveEvent::Alert { .. } => {}
+            LiveEvent::Presence { online: false, .. }
+            | LiveEvent::Alert { .. }
+            | LiveEvent::Command { .. } => {}
         }
         self.finish(&tracker, out).await
     }

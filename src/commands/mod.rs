@@ -182,6 +182,23 @@ fn text<'a>(params: &'a Map<String, Value>, key: &str) -> Result<&'a str, ParamE
         .ok_or_else(|| ParamError::new(key, "required: a string"))
 }
 
+/// Passes command transitions, announced by the database as JSON, to the live feed.
+pub async fn announce(
+    mut events: tokio::sync::mpsc::Receiver<String>,
+    bus: std::sync::Arc<dyn gateway::live::LiveBus>,
+) {
+    while let Some(raw) = events.recv().await {
+        let Ok(body) = serde_json::from_str::<Value>(&raw) else {
+            tracing::warn!(%raw, "unreadable command event");
+            continue;
+        };
+        let Some(tracker_id) = body["tracker_id"].as_str().map(str::to_owned) else {
+            continue;
+        };
+        bus.publish(gateway::live::LiveEvent::Command { tracker_id, body });
+    }
+}
+
 /// States a command may still leave.
 pub const OPEN: [&str; 3] = ["queued", "sent", "delivered"];
 

@@ -511,5 +511,8 @@ fn event_json(event: &LiveEvent) -> Value {
         LiveEvent::Alert { tracker_id, body } => {
             json!({"type": "alert", "tracker": tracker_id, "alert": body})
         }
+        LiveEvent::Command { tracker_id, body } => {
+            json!({"type": "command", "tracker": tracker_id, "command": body})
+        }
     }
 }

@@ -50,6 +50,11 @@ pub enum LiveEvent {
         tracker_id: String,
         body: serde_json::Value,
     },
+    /// A command to the collar changed state (see the commands API); `body` is the transition.
+    Command {
+        tracker_id: String,
+        body: serde_json::Value,
+    },
 }
 
 impl LiveEvent {
@@ -58,7 +63,8 @@ impl LiveEvent {
             LiveEvent::Position { fix } => &fix.tracker_id,
             LiveEvent::Status { tracker_id, .. }
             | LiveEvent::Presence { tracker_id, .. }
-            | LiveEvent::Alert { tracker_id, .. } => tracker_id,
+            | LiveEvent::Alert { tracker_id, .. }
+            | LiveEvent::Command { tracker_id, .. } => tracker_id,
         }
     }
 

@@ -44,7 +44,8 @@ CREATE OR REPLACE FUNCTION pettracker_command_event_notify() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_notify('pettracker_command_event',
-        json_build_object('command_id', NEW.command_id, 'status', NEW.status,
+        json_build_object('tracker_id', (SELECT tracker_id FROM commands WHERE id = NEW.command_id),
+                          'id', NEW.command_id, 'status', NEW.status,
                           'attempt', NEW.attempt, 'reason', NEW.reason, 'at', NEW.at)::text);
     RETURN NEW;
 END
