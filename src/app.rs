@@ -25,6 +25,8 @@ pub struct RunningApp {
     pub mqtt_tls_addr: Option<SocketAddr>,
     pub mqtt_ws_addr: Option<SocketAddr>,
     pub pool: deadpool_postgres::Pool,
+    /// Tell it when geofences are changed outside the API (the demo creates safe zones).
+    pub alerts: Arc<crate::alerts::AlertsHandle>,
     trigger: ShutdownTrigger,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -152,7 +154,7 @@ pub async fn spawn(config: Config) -> anyhow::Result<RunningApp> {
             NonZeroU32::new(config.http.rate_limit_burst).unwrap_or(NonZeroU32::MIN),
         )),
         live: live_hub,
-        alerts,
+        alerts: alerts.clone(),
     };
     crate::auth::warm_up();
     let pool = database.pool.clone();
@@ -175,6 +177,7 @@ pub async fn spawn(config: Config) -> anyhow::Result<RunningApp> {
         mqtt_tls_addr,
         mqtt_ws_addr,
         pool,
+        alerts,
         trigger,
         task,
     })

@@ -104,6 +104,8 @@ pub async fn spawn(config: Config, options: DemoOptions) -> anyhow::Result<Demo>
             home: *home,
         })
         .collect();
+    ensure_safe_zones(&app.pool, &pets).await?;
+    app.alerts.fences_changed();
     let file = options.dir.join("pets.json");
     std::fs::write(&file, serde_json::to_vec_pretty(&pets)?)
         .with_context(|| format!("cannot write {}", file.display()))?;
@@ -194,6 +196,57 @@ pub async fn ensure_trackers(
     Ok(chosen)
 }
 
+/// Names each demo pet and gives it a safe zone around its home (a circle of the radius the
+/// simulator's escapes go beyond), once: a second run keeps what the owner may have changed.
+pub async fn ensure_safe_zones(
+    pool: &deadpool_postgres::Pool,
+    pets: &[DemoPet],
+) -> anyhow::Result<()> {
+    let client = pool.get().await?;
+    let owner: i64 = client
+        .query_one(
+            "SELECT id FROM users WHERE lower(email) = lower($1)",
+            &[&DEMO_EMAIL],
+        )
+        .await
+        .context("the demo account is missing")?
+        .get(0);
+    for pet in pets {
+        client
+            .execute(
+                "UPDATE trackers SET pet_name = $2 WHERE tracker_id = $1 AND pet_name IS NULL",
+                &[&pet.tracker_id, &pet.pet_name],
+            )
+            .await
+            .context("cannot name a demo pet")?;
+        let zoned = client
+            .query_opt(
+                "SELECT 1 FROM geofence_trackers WHERE tracker_id = $1 LIMIT 1",
+                &[&pet.tracker_id],
+            )
+            .await
+            .context("cannot read the demo safe zones")?
+            .is_some();
+        if zoned {
+            continue;
+        }
+        let shape = crate::alerts::zone::Shape::Circle {
+            center: geo::Point::new(pet.home.lon, pet.home.lat),
+            radius_m: pet.home.safe_radius_m,
+        };
+        crate::alerts::store::create_geofence(
+            pool,
+            owner,
+            &format!("{}'s home", pet.pet_name),
+            &shape,
+            std::slice::from_ref(&pet.tracker_id),
+        )
+        .await
+        .context("cannot create a demo safe zone")?;
+    }
+    Ok(())
+}
+
 /// The demo owner's login, printed at start. Demo only: a fixed, published password.
 pub const DEMO_EMAIL: &str = "demo@pettracker.local";
 pub const DEMO_PASSWORD: &str = "demo-password-1234";
@@ -249,6 +302,15 @@ pub fn print_welcome(demo: &Demo, options: &DemoOptions) {
         r#"  TOKEN=$(curl -s http://{http}/api/v1/auth/login -H 'content-type: application/json' -d '{{"email":"{DEMO_EMAIL}","password":"{DEMO_PASSWORD}"}}' | sed 's/.*"access_token":"\([^"]*\)".*/\1/')"#
     );
     println!(r#"  curl -s http://{http}/api/v1/trackers -H "authorization: Bearer $TOKEN""#);
+    println!(
+        r#"  curl -s http://{http}/api/v1/geofences -H "authorization: Bearer $TOKEN"   # each pet's safe zone"#
+    );
+    println!(
+        r#"  curl -s http://{http}/api/v1/alerts -H "authorization: Bearer $TOKEN"      # escapes, low batteries"#
+    );
+    println!(
+        "  live positions: a WebSocket to ws://{http}/api/v1/live?token=$TOKEN, then send {{\"type\":\"subscribe\"}} (docs/live.md)"
+    );
     if let Some(first) = demo.trackers.first() {
         println!(
             r#"  curl -s http://{http}/api/v1/trackers/{}/latest -H "authorization: Bearer $TOKEN""#,

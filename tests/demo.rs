@@ -67,6 +67,26 @@ async fn the_demo_serves_the_api_and_its_simulated_pets_report_fixes_the_demo_ow
     for id in &ids {
         assert!(list.to_string().contains(id.as_str()), "{id} not in {list}");
     }
+    // Each pet has its safe zone: a circle around its home, assigned to its collar.
+    let fences: Value = http
+        .get(format!("{base}/geofences"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let fences = fences["geofences"].as_array().unwrap();
+    assert_eq!(fences.len(), ids.len(), "{fences:?}");
+    for id in &ids {
+        assert!(
+            fences
+                .iter()
+                .any(|f| f["trackers"] == serde_json::json!([id])),
+            "{id} has no safe zone: {fences:?}"
+        );
+    }
 
     // Every pet's fixes arrive: poll with a deadline (a bound on waiting, not a timing claim).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
