@@ -379,3 +379,45 @@ async fn commands_sent_through_the_api_are_carried_out_by_a_simulated_collar() {
     fleet.stop().await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn collars_provisioned_through_the_admin_api_connect_and_report() {
+    let app =
+        common::spawn_app_with(|c| c.auth.admin_emails = vec!["root@example.com".into()]).await;
+    let api = common::api::Api::new(&app);
+    api.register("root@example.com").await;
+    let (root, _) = api.login("root@example.com").await;
+    let creds = firmware_sim::provision_via_api(&api.base, &root, "fleet", 2)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = creds.iter().map(|c| c.tracker_id.as_str()).collect();
+    assert_eq!(ids, ["fleet-00001", "fleet-00002"]);
+    // The same names again: the server refuses, and the error says why.
+    let again = firmware_sim::provision_via_api(&api.base, &root, "fleet", 1).await;
+    assert!(format!("{:#}", again.unwrap_err()).contains("409"));
+
+    let configs = creds
+        .iter()
+        .enumerate()
+        .map(|(i, credential)| {
+            let mut c = CollarConfig::new(
+                credential.clone(),
+                Broker::plain("127.0.0.1", app.mqtt_port()),
+                BERLIN.homes(2, 3)[i],
+                i as u64,
+            );
+            c.interval = Duration::from_millis(100);
+            c
+        })
+        .collect();
+    let fleet = Fleet::start(configs);
+    for id in ids {
+        app.wait_for_count(
+            &format!("SELECT least(count(*), 3) FROM positions WHERE tracker_id = '{id}'"),
+            3,
+        )
+        .await;
+    }
+    fleet.stop().await;
+    app.stop().await;
+}

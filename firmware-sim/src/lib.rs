@@ -10,7 +10,7 @@ pub mod movement;
 
 pub use city::{BERLIN, City, Home, LYON};
 pub use collar::{Battery, CollarConfig, CollarStats, Coverage};
-pub use credentials::{Broker, Credential, load_credentials};
+pub use credentials::{Broker, Credential, load_credentials, provision_via_api};
 pub use faults::Faults;
 pub use fleet::Fleet;
 pub use movement::{Doing, Fix, Pet};

@@ -46,11 +46,54 @@ struct Connection {
     )]
     broker: Vec<String>,
     /// Credentials file (see above).
-    #[arg(long, env = "FIRMWARE_SIM_CREDENTIALS")]
-    credentials: PathBuf,
+    #[arg(
+        long,
+        env = "FIRMWARE_SIM_CREDENTIALS",
+        required_unless_present = "admin_token"
+    )]
+    credentials: Option<PathBuf>,
+    /// Instead of a credentials file: provision --provision new collars through the server's
+    /// admin API with this admin access token or API key.
+    #[arg(long, env = "FIRMWARE_SIM_ADMIN_TOKEN", requires = "provision")]
+    admin_token: Option<String>,
+    /// The server's API base URL, for --admin-token.
+    #[arg(long, default_value = "http://127.0.0.1:8080/api/v1")]
+    api: String,
+    /// How many collars to provision with --admin-token.
+    #[arg(long)]
+    provision: Option<usize>,
+    /// Tracker id prefix of provisioned collars (`<prefix>-00001`, ...).
+    #[arg(long, default_value = "sim")]
+    prefix: String,
+    /// Write the provisioned credentials here (JSON lines), to run the same collars again with
+    /// --credentials.
+    #[arg(long)]
+    save: Option<PathBuf>,
     /// Speak MQTT over TLS, verifying the broker with this PEM CA certificate.
     #[arg(long, value_name = "PEM")]
     tls_ca: Option<PathBuf>,
+}
+
+impl Connection {
+    /// From the file, or provisioned through the admin API (and saved, if asked).
+    async fn credentials(&self) -> anyhow::Result<Vec<firmware_sim::Credential>> {
+        if let Some(path) = &self.credentials {
+            return load_credentials(path);
+        }
+        let (Some(token), Some(count)) = (&self.admin_token, self.provision) else {
+            anyhow::bail!("give --credentials, or --admin-token with --provision N");
+        };
+        let creds = firmware_sim::provision_via_api(&self.api, token, &self.prefix, count).await?;
+        if let Some(path) = &self.save {
+            let lines: Vec<String> = creds
+                .iter()
+                .map(serde_json::to_string)
+                .collect::<Result<_, _>>()?;
+            std::fs::write(path, lines.join("\n") + "\n")
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        Ok(creds)
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -161,7 +204,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run_fleet(args: RunArgs) -> anyhow::Result<()> {
-    let creds = load_credentials(&args.connection.credentials)?;
+    let creds = args.connection.credentials().await?;
     let brokers = args.connection.brokers()?;
     let city = City::by_name(&args.city)
         .with_context(|| format!("unknown city {:?} (berlin, lyon)", args.city))?;
@@ -228,7 +271,7 @@ async fn run_fleet(args: RunArgs) -> anyhow::Result<()> {
 
 async fn run_load(args: LoadArgs) -> anyhow::Result<()> {
     let cfg = LoadConfig {
-        credentials: load_credentials(&args.connection.credentials)?,
+        credentials: args.connection.credentials().await?,
         brokers: args.connection.brokers()?,
         messages_per_collar: args.messages,
         fixes_per_message: args.fixes_per_message,
