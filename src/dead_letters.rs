@@ -50,6 +50,12 @@ pub enum Reader {
     Admin,
 }
 
+/// Dead letters `d` the reader `$1` may read: an owner's (user id) from their claim on, or all
+/// when `$1` is NULL (an admin).
+const READABLE: &str = "($1::bigint IS NULL OR EXISTS (
+    SELECT 1 FROM trackers t
+    WHERE t.tracker_id = d.tracker_id AND t.owner_id = $1 AND d.received_at >= t.claimed_at))";
+
 pub const DEFAULT_PAGE: i64 = 100;
 pub const MAX_PAGE: i64 = 1000;
 
@@ -70,17 +76,16 @@ pub async fn list(
     };
     let rows = client
         .query(
-            "SELECT d.id, d.received_at, d.tracker_id, d.topic, d.reason, d.payload, d.retries,
+            &format!(
+                "SELECT d.id, d.received_at, d.tracker_id, d.topic, d.reason, d.payload, d.retries,
                     d.resolved_at
              FROM dead_letters d
-             WHERE ($1::bigint IS NULL OR EXISTS (
-                       SELECT 1 FROM trackers t
-                       WHERE t.tracker_id = d.tracker_id AND t.owner_id = $1
-                         AND d.received_at >= t.claimed_at))
+             WHERE {READABLE}
                AND ($2::text IS NULL OR d.tracker_id = $2)
                AND ($3::timestamptz IS NULL OR d.received_at >= $3)
                AND ($4::bigint IS NULL OR d.id > $4)
-             ORDER BY d.id LIMIT $5",
+             ORDER BY d.id LIMIT $5"
+            ),
             &[&owner, &tracker, &q.since, &q.after, &q.limit],
         )
         .await
@@ -138,17 +143,16 @@ pub async fn retry(
     };
     let rows = client
         .query(
-            "SELECT d.id, d.tracker_id, d.topic, d.payload, d.received_at
+            &format!(
+                "SELECT d.id, d.tracker_id, d.topic, d.payload, d.received_at
              FROM dead_letters d
              WHERE d.resolved_at IS NULL
-               AND ($1::bigint IS NULL OR EXISTS (
-                       SELECT 1 FROM trackers t
-                       WHERE t.tracker_id = d.tracker_id AND t.owner_id = $1
-                         AND d.received_at >= t.claimed_at))
+               AND {READABLE}
                AND ($2::text IS NULL OR d.tracker_id = $2)
                AND ($3::timestamptz IS NULL OR d.received_at >= $3)
                AND ($4::bigint IS NULL OR d.id = $4)
-             ORDER BY d.id LIMIT $5",
+             ORDER BY d.id LIMIT $5"
+            ),
             &[&owner, &tracker, &q.since, &only, &q.limit],
         )
         .await

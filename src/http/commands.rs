@@ -14,6 +14,7 @@ use warp::{Filter, Rejection};
 use super::auth::{Caller, authenticated, json_body};
 use super::error::ApiError;
 use super::query::{limit_param, only_known, time_param};
+use super::trackers::{owner_may, role, tracker_id};
 use super::{HttpState, json_with_status as json, respond};
 use crate::commands::{self, ChangeError, CommandKind, CommandView, ListQuery, Requester, Viewer};
 use crate::trackers::{self, Role};
@@ -120,21 +121,9 @@ pub fn routes(
         .unify()
 }
 
-/// The caller's role for `tracker`, or 404.
-async fn role(state: &HttpState, caller: &Caller, tracker: &TrackerId) -> Result<Role, ApiError> {
-    trackers::role(&state.pool, caller.user_id, tracker)
-        .await?
-        .ok_or(ApiError::NotFound)
-}
-
 /// 403 unless the caller owns the tracker with a writing credential.
 fn require_owner(caller: &Caller, role: Role) -> Result<(), ApiError> {
-    match role {
-        Role::Owner => caller.require_write(),
-        Role::Viewer => Err(ApiError::Forbidden(
-            "only the tracker's owner may command it".to_owned(),
-        )),
-    }
+    owner_may(caller, role, "command it")
 }
 
 fn param_error(e: commands::ParamError) -> ApiError {
@@ -150,7 +139,7 @@ async fn create(
     id: String,
     body: NewCommand,
 ) -> Result<Response, ApiError> {
-    let tracker = TrackerId::parse(&id).map_err(|_| ApiError::NotFound)?;
+    let tracker = tracker_id(&id)?;
     require_owner(&caller, role(&state, &caller, &tracker).await?)?;
     let kind = CommandKind::parse(&body.kind).ok_or_else(|| {
         let known: Vec<&str> = CommandKind::ALL.iter().map(|k| k.as_str()).collect();
@@ -199,15 +188,15 @@ async fn visible(
     if caller.api_key_id.is_some() && command.api_key_id != caller.api_key_id {
         return Err(ApiError::NotFound);
     }
-    let tracker = TrackerId::parse(&command.tracker_id).map_err(|_| ApiError::NotFound)?;
-    let role = role(state, caller, &tracker).await?;
-    // Commands from before the caller's claim were someone else's.
-    let claimed = trackers::get(&state.pool, caller.user_id, &tracker)
+    let tracker = tracker_id(&command.tracker_id)?;
+    let view = trackers::get(&state.pool, caller.user_id, &tracker)
         .await?
-        .and_then(|t| t.claimed_at);
-    if claimed.is_none_or(|at| command.created_at < at) {
+        .ok_or(ApiError::NotFound)?;
+    // Commands from before the caller's claim were someone else's.
+    if view.claimed_at.is_none_or(|at| command.created_at < at) {
         return Err(ApiError::NotFound);
     }
+    let role = view.role;
     Ok((command, role))
 }
 

@@ -20,12 +20,16 @@ use super::{HttpState, json_with_status as json, respond};
 use crate::trackers::{self, ClaimError, Cursor, MemberError, Role};
 
 /// A tracker id from the path; a malformed one cannot name any tracker, so it is a 404 too.
-fn tracker_id(raw: &str) -> Result<TrackerId, ApiError> {
+pub(super) fn tracker_id(raw: &str) -> Result<TrackerId, ApiError> {
     TrackerId::parse(raw).map_err(|_| ApiError::NotFound)
 }
 
 /// The caller's role for `tracker`, or 404 when they may not see it.
-async fn role(state: &HttpState, caller: &Caller, tracker: &TrackerId) -> Result<Role, ApiError> {
+pub(super) async fn role(
+    state: &HttpState,
+    caller: &Caller,
+    tracker: &TrackerId,
+) -> Result<Role, ApiError> {
     trackers::role(&state.pool, caller.user_id, tracker)
         .await?
         .ok_or(ApiError::NotFound)
@@ -37,11 +41,17 @@ async fn require_owner(
     caller: &Caller,
     tracker: &TrackerId,
 ) -> Result<(), ApiError> {
-    match role(state, caller, tracker).await? {
+    owner_may(caller, role(state, caller, tracker).await?, "change it")
+}
+
+/// 403 unless `role` is the owner's and the caller's credential may write; `what` completes
+/// "only the tracker's owner may ...".
+pub(super) fn owner_may(caller: &Caller, role: Role, what: &str) -> Result<(), ApiError> {
+    match role {
         Role::Owner => caller.require_write(),
-        Role::Viewer => Err(ApiError::Forbidden(
-            "only the tracker's owner may change it".to_owned(),
-        )),
+        Role::Viewer => Err(ApiError::Forbidden(format!(
+            "only the tracker's owner may {what}"
+        ))),
     }
 }
 
