@@ -28,6 +28,9 @@ pub struct LoadConfig {
     pub rate: Option<f64>,
     /// Tokio tasks the connections are multiplexed over.
     pub tasks: usize,
+    /// Stop sending after this long (then wait for the acks of what is in flight), even if
+    /// `messages_per_collar` is not reached: sustained-rate benchmarks run for a time, not a count.
+    pub duration: Option<Duration>,
 }
 
 /// Running totals, for a progress line.
@@ -81,7 +84,11 @@ pub async fn run(
     let progress = Arc::new(LoadProgress::default());
     let collars = cfg.credentials.len();
     // Device times must be unique per tracker: one millisecond apart, ending before now.
-    let per_collar_fixes = cfg.messages_per_collar * cfg.fixes_per_message;
+    // A timed run does not know its count: an hour back leaves room for 3.6 million fixes each.
+    let per_collar_fixes = match cfg.duration {
+        Some(_) => 3_600_000,
+        None => cfg.messages_per_collar * cfg.fixes_per_message,
+    };
     let base_ms = now_ms().saturating_sub(per_collar_fixes + 1_000);
     let period = cfg
         .rate
@@ -94,6 +101,7 @@ pub async fn run(
         groups[i % tasks].push((cred.clone(), broker));
     }
     let started = Instant::now();
+    let stop_at = cfg.duration.map(|d| started + d);
     let mut handles = Vec::new();
     for group in groups {
         let (progress, cfg) = (progress.clone(), cfg.clone());
@@ -101,7 +109,9 @@ pub async fn run(
             let conns = group.into_iter().enumerate().map(|(i, (cred, broker))| {
                 // Spread the first sends over one period so a rated run does not pulse.
                 let offset = period.map(|p| p.mul_f64((i as f64 * 0.618_034).fract()));
-                collar_load(cred, broker, &cfg, base_ms, period, offset, &progress)
+                collar_load(
+                    cred, broker, &cfg, base_ms, period, offset, stop_at, &progress,
+                )
             });
             futures::future::join_all(conns).await
         }));
@@ -165,6 +175,7 @@ async fn collar_load(
     base_ms: u64,
     period: Option<Duration>,
     offset: Option<Duration>,
+    stop_at: Option<Instant>,
     progress: &LoadProgress,
 ) -> anyhow::Result<Vec<u32>> {
     let id = cred.tracker_id.clone();
@@ -190,10 +201,16 @@ async fn collar_load(
     let (mut requested, mut done) = (0u64, 0u64);
     let mut connected = false;
     let mut sent_at: HashMap<u16, Instant> = HashMap::new();
-    let mut latencies = Vec::with_capacity(want as usize);
+    let mut latencies = Vec::with_capacity(want.min(4_096) as usize);
+    let mut want = want;
     let mut next_send = Instant::now() + offset.unwrap_or_default();
     let mut seq = 0u64;
     while done < want {
+        if stop_at.is_some_and(|t| Instant::now() >= t) && want > requested {
+            // Time is up: finish what is in flight.
+            want = requested;
+            continue;
+        }
         let window = if cfg.qos == QoS::AtMostOnce {
             cap as u64 / 2
         } else {
@@ -225,7 +242,10 @@ async fn collar_load(
                 }
                 _ => {}
             },
-            _ = tokio::time::sleep_until(next_send), if may_send => {
+            _ = tokio::time::sleep_until(stop_at.map_or(next_send, |t| t.min(next_send))), if may_send => {
+                if stop_at.is_some_and(|t| Instant::now() >= t) {
+                    continue;
+                }
                 let fixes: Vec<String> = (0..per)
                     .map(|_| {
                         seq += 1;

@@ -161,6 +161,10 @@ struct LoadArgs {
     /// Tokio tasks the connections are multiplexed over.
     #[arg(long, default_value_t = 4)]
     tasks: usize,
+    /// Stop sending after this many seconds (then wait for in-flight acks), whatever --messages
+    /// says: for sustained-rate runs.
+    #[arg(long)]
+    duration: Option<f64>,
     /// Seconds between progress lines on stderr.
     #[arg(long, default_value_t = 5)]
     progress_every: u64,
@@ -283,6 +287,7 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<()> {
         inflight: args.inflight,
         rate: (args.rate > 0.0).then_some(args.rate),
         tasks: args.tasks,
+        duration: args.duration.map(Duration::from_secs_f64),
     };
     let total = cfg.credentials.len() as u64 * args.messages * args.fixes_per_message;
     let every = Duration::from_secs(args.progress_every.max(1));
