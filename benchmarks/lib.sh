@@ -7,16 +7,20 @@
 
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-bin=target/release
+# BENCH_PROFILE=debug runs the debug binaries `cargo test` already built: CI's smoke run checks
+# that every scenario works, and its numbers mean nothing either way.
+profile=${BENCH_PROFILE:-release}
+bin=target/$profile
 pg_bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-# Builds the release binaries once per `benchmarks/run` (it sets BENCH_BUILT=1).
+# Builds the binaries once per `benchmarks/run` (it sets BENCH_BUILT=1).
 bench_build() {
   if [ "${BENCH_BUILT:-0}" != 1 ]; then
-    log "building release binaries"
-    cargo build --release -q -p pettracker -p firmware-sim >&2
+    log "building $profile binaries"
+    if [ "$profile" = release ]; then cargo build --release -q -p pettracker -p firmware-sim >&2
+    else cargo build -q -p pettracker -p firmware-sim >&2; fi
   fi
 }
 

@@ -31,6 +31,10 @@ pub struct LoadConfig {
     /// Stop sending after this long (then wait for the acks of what is in flight), even if
     /// `messages_per_collar` is not reached: sustained-rate benchmarks run for a time, not a count.
     pub duration: Option<Duration>,
+    /// Connections are opened evenly over this long instead of all at once: a fleet of tens of
+    /// thousands does not boot in the same millisecond, and a burst would only measure the
+    /// listen backlog.
+    pub ramp: Option<Duration>,
 }
 
 /// Running totals, for a progress line.
@@ -103,7 +107,7 @@ pub async fn run(
     let started = Instant::now();
     let stop_at = cfg.duration.map(|d| started + d);
     let mut handles = Vec::new();
-    for group in groups {
+    for (g, group) in groups.into_iter().enumerate() {
         let (progress, cfg) = (progress.clone(), cfg.clone());
         handles.push(tokio::spawn(async move {
             let conns = group.into_iter().enumerate().map(|(i, (cred, broker))| {

@@ -165,6 +165,9 @@ struct LoadArgs {
     /// says: for sustained-rate runs.
     #[arg(long)]
     duration: Option<f64>,
+    /// Open the connections evenly over this many seconds instead of all at once.
+    #[arg(long)]
+    ramp: Option<f64>,
     /// Seconds between progress lines on stderr.
     #[arg(long, default_value_t = 5)]
     progress_every: u64,
@@ -288,6 +291,7 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<()> {
         rate: (args.rate > 0.0).then_some(args.rate),
         tasks: args.tasks,
         duration: args.duration.map(Duration::from_secs_f64),
+        ramp: args.ramp.map(Duration::from_secs_f64),
     };
     let total = cfg.credentials.len() as u64 * args.messages * args.fixes_per_message;
     let every = Duration::from_secs(args.progress_every.max(1));
