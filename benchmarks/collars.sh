@@ -11,7 +11,7 @@
 # Usage: benchmarks/collars.sh [--quick]; prints JSON lines (see lib.sh).
 source "$(dirname "$0")/lib.sh"
 bench_build
-if [ $quick = 1 ]; then n=${BENCH_COLLARS:-1000}; duration=25; ramp=5; else n=${BENCH_COLLARS:-20000}; duration=330; ramp=30; fi
+if [ $quick = 1 ]; then n=${BENCH_COLLARS:-1000}; duration=25; ramp=5; else n=${BENCH_COLLARS:-20000}; duration=${BENCH_DURATION:-330}; ramp=30; fi
 interval=10
 
 start_server
