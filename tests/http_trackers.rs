@@ -460,6 +460,49 @@ async fn bucketed_history_returns_the_last_fix_of_each_interval_across_pages() {
 }
 
 #[tokio::test]
+async fn bucketed_history_jumps_over_empty_intervals_and_leaves_out_fixes_from_before_the_claim() {
+    let app = spawn_app().await;
+    let api = Api::new(&app);
+    let (_, ada) = user(&api, "ada@example.com").await;
+    let rex = collar(&app, "rex").await;
+    let claimed_at = claimed_at(claim(&api, &ada, &rex).await);
+    // A fix from before the claim shares the first minute with later ones; then long silences.
+    let seconds = [-1, 1, 2, 30, 600, 610, 3_000, 7_200];
+    store_fixes(&app, "rex", claimed_at, &seconds).await;
+    let minute = |s: i64| {
+        (claimed_at + TimeDelta::seconds(s))
+            .timestamp()
+            .div_euclid(60)
+    };
+    let mut want: Vec<i64> = Vec::new();
+    for s in seconds.iter().copied().filter(|s| *s >= 0) {
+        if want.last().is_some_and(|l| minute(*l) == minute(s)) {
+            want.pop();
+        }
+        want.push(s);
+    }
+
+    let from = urlencode(&(claimed_at - TimeDelta::minutes(5)).to_rfc3339());
+    let to = urlencode(&(claimed_at + TimeDelta::hours(3)).to_rfc3339());
+    let (status, page) = api
+        .get(
+            &format!("/trackers/rex/positions?bucket=1m&limit=100&from={from}&to={to}"),
+            &ada,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let seen: Vec<i64> = page["positions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seen, want);
+    assert!(page["next_cursor"].is_null(), "{page}");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn the_summary_gives_points_distance_and_time_moving_per_day_counting_only_fixes_after_the_claim()
  {
     let app = spawn_app().await;

@@ -113,16 +113,18 @@ pub async fn run(
             let conns = group.into_iter().enumerate().map(|(i, (cred, broker))| {
                 // Spread the first sends over one period so a rated run does not pulse.
                 let offset = period.map(|p| p.mul_f64((i as f64 * 0.618_034).fract()));
-                let start = cfg.ramp.map(|r| {
-                    started + r.mul_f64((i * tasks + g) as f64 / collars.max(1) as f64)
-                });
+                let start = cfg
+                    .ramp
+                    .map(|r| started + r.mul_f64((i * tasks + g) as f64 / collars.max(1) as f64));
                 let (progress, cfg) = (&progress, &cfg);
                 async move {
                     if let Some(t) = start {
                         tokio::time::sleep_until(t.into()).await;
                     }
-                    collar_load(cred, broker, cfg, base_ms, period, offset, stop_at, progress)
-                        .await
+                    collar_load(
+                        cred, broker, cfg, base_ms, period, offset, stop_at, progress,
+                    )
+                    .await
                 }
             });
             futures::future::join_all(conns).await
