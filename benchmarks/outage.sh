@@ -2,7 +2,8 @@
 # Scenario 6 of issue 8, database outage: a fleet publishes at half load (QoS 1, one message in
 # flight per collar) while the private PostgreSQL is stopped for a while and started again.
 # Measures the server's memory during the outage against its memory just before it, the time
-# to drain the backlog (the spool replayed and every acknowledged fix in `positions`), the
+# to drain the backlog (from the restart until the spool is empty; also until every acknowledged
+# fix is in `positions`, which can only be checked after the load ended), the
 # fixes lost (acknowledged but not stored; expected 0) and the load rate achieved.
 #
 # How memory is bounded (there is no single configured byte limit, see gateway/src/ingest):
@@ -144,6 +145,7 @@ rss_before = mib(sum(before) / len(before))
 peak = max(during, key=lambda r: r[1])
 spool_peak = max(during, key=lambda r: r[3])
 acked, stored = int(acked), int(stored or 0)
+spool_empty = next((r[0] for r in rows if r[0] >= t_restart and r[2] == 0), end)
 common = {"collars": int(collars), "outage_seconds": int(outage_len)}
 out = [
     ("outage_peak_rss", mib(peak[1]), "MiB", dict(common,
@@ -151,8 +153,13 @@ out = [
         ratio=round(mib(peak[1]) / rss_before, 3), rss_idle_mib=round(mib(int(rss_idle)), 1),
         peak_at_seconds_after_stop=round(peak[0] - t_stop, 1),
         spool_peak_mib=round(mib(spool_peak[3]), 1), spool_peak_batches=spool_peak[2])),
-    ("outage_drain_seconds", (end - t_restart), "s", dict(common,
-        drained=bool(t_drained), after_load_end_seconds=round(end - t_load_end, 1))),
+    # Drained: the first sample after the restart with an empty spool; from then on new batches
+    # go straight to the database. Every acknowledged fix being stored can only be checked once
+    # the load has ended, so that time (until_all_stored) is bounded below by the load's end.
+    ("outage_drain_seconds", (spool_empty - t_restart), "s", dict(common,
+        resolution_seconds=1, until_all_stored_seconds=round(end - t_restart, 1),
+        drained=bool(t_drained), after_load_end_seconds=round(end - t_load_end, 1),
+        load_end_after_restart_seconds=round(t_load_end - t_restart, 1))),
     ("outage_fixes_lost", max(0, acked - stored), "fixes", dict(common,
         fixes_acknowledged=acked, fixes_stored=stored,
         stored_not_acknowledged=max(0, stored - acked), failed_collars=load["failed_collars"],
