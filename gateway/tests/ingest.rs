@@ -381,3 +381,96 @@ async fn fixes_sent_while_the_database_is_down_are_spooled_and_stored_exactly_on
         .await
         .unwrap();
 }
+
+/// Replaying a long outage's backlog takes far longer than the accept timeout; publishes arriving
+/// meanwhile must still be taken (spooled behind the backlog), not refused because the replay
+/// holds the spool or a writer. Here the replay is held up by a lock on `positions`.
+#[tokio::test]
+async fn publishes_are_accepted_while_a_slow_replay_of_the_spool_is_under_way() {
+    let mut pg = tokio::task::spawn_blocking(|| dedicated_cluster("slowreplay"))
+        .await
+        .unwrap();
+    let pool = gateway::storage::connect(&pg.url(), 4).await.unwrap();
+    gateway::storage::migrate(&pool, gateway::storage::TimescalePreference::Auto)
+        .await
+        .unwrap();
+    let collars = ["rex", "fido", "bello"];
+    for id in collars {
+        trackers::provision(&pool, &TrackerId::parse(id).unwrap(), None)
+            .await
+            .unwrap();
+    }
+    let config = IngestConfig {
+        accept_timeout: Duration::from_secs(2),
+        ..config("slowreplay")
+    };
+    let base = Utc::now() - TimeDelta::minutes(10);
+    let mut seq = 0u64;
+    let mut send = async |p: &Pipeline| {
+        seq += 1;
+        let at = base + TimeDelta::seconds(seq as i64);
+        for id in collars {
+            p.publish(id, "telemetry", fix(at, 52.5, seq), 1).await?;
+        }
+        Ok::<(), gateway::broker::Refused>(())
+    };
+
+    // A first run spools its fixes while the database is down and stops with them spooled.
+    let first = start(&pool, config.clone());
+    pg = tokio::task::spawn_blocking(move || {
+        pg.stop().unwrap();
+        pg
+    })
+    .await
+    .unwrap();
+    for _ in 0..5 {
+        send(&first).await.unwrap();
+    }
+    first.trigger.trigger();
+    first.handle.task.await.unwrap();
+    pg = tokio::task::spawn_blocking(move || {
+        pg.restart().unwrap();
+        pg
+    })
+    .await
+    .unwrap();
+
+    // The next run replays them first, but this connection holds the lock the replay waits for.
+    let mut blocker = pool.get().await.unwrap();
+    let tx = blocker.transaction().await.unwrap();
+    tx.batch_execute("LOCK TABLE positions IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let (trigger, shutdown) = shutdown::channel();
+    let second = Pipeline {
+        handle: ingest::start(pool.clone(), config.clone(), shutdown).unwrap(),
+        trigger,
+        spool_dir: config.spool_dir.clone(),
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..5 {
+        send(&second)
+            .await
+            .expect("a publish during the replay was refused");
+    }
+    tx.rollback().await.unwrap();
+    drop(blocker);
+    let acks = second.stop().await;
+    let stored: i64 = pool
+        .get()
+        .await
+        .unwrap()
+        .query_one("SELECT count(*) FROM positions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 30);
+    for id in collars {
+        let max = acks.iter().filter(|a| a.tracker == id).map(|a| a.seq).max();
+        assert_eq!(max, Some(10), "{id}");
+    }
+    pool.close();
+    tokio::task::spawn_blocking(move || pg.stop().unwrap())
+        .await
+        .unwrap();
+}

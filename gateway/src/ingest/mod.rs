@@ -138,10 +138,18 @@ pub fn start(
             spool: spool.clone(),
             acks: ack_tx.clone(),
             attempts: 3,
-            replay_every: Duration::from_secs(1),
         };
         stage_tasks.push(tokio::spawn(writer.run(batch_rx)));
     }
+    let replayer = write::Replayer {
+        pool: pool.clone(),
+        spool: spool.clone(),
+        acks: ack_tx.clone(),
+        every: Duration::from_secs(1),
+        max_rows: config.batch_size.max(1),
+    };
+    let (replay_stop, replay_stop_rx) = oneshot::channel();
+    let replay_task = tokio::spawn(replayer.run(replay_stop_rx));
     drop(ack_tx);
 
     let decode_task = tokio::spawn(run_decode(
@@ -159,6 +167,9 @@ pub fn start(
         for stage in stage_tasks {
             let _ = stage.await;
         }
+        // The writers have written or spooled everything; one last replay, then done.
+        let _ = replay_stop.send(());
+        let _ = replay_task.await;
         silence_task.abort();
     });
     Ok(IngestHandle {

@@ -1,11 +1,13 @@
-//! Write stage: commits batches, retries what is worth retrying, spools to disk while the database is away, and replays in order.
+//! Write stage: commits batches, retries what is worth retrying, spools to disk while the database is away, and replays the spool in order.
 
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
 use rand::Rng;
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::storage::ingest::{BatchRows, DeadLetterRow, WriteOutcome, write_batch};
 use crate::storage::{StorageError, pool_error_reason};
@@ -22,47 +24,25 @@ pub struct AckDue {
 }
 
 /// One of the pipeline's writers. Each owns a shard of the trackers (see `ingest::start`), so a
-/// tracker's batches are committed in order; all share one spool, replayed in order by whichever
-/// writer gets to it first.
+/// tracker's batches are committed in order. While the spool holds batches, new ones are spooled
+/// behind them and the [`Replayer`] commits them in order.
 pub struct Writer {
     pub pool: Pool,
     pub spool: Arc<Mutex<Spool>>,
     pub acks: mpsc::Sender<AckDue>,
     /// Attempts for one batch before it goes to the spool.
     pub attempts: u32,
-    /// How often to try replaying the spool while it holds batches.
-    pub replay_every: Duration,
 }
 
 impl Writer {
-    /// Runs until `input` closes; what cannot be written by then stays in the spool for the next start.
-    pub async fn run(mut self, mut input: mpsc::Receiver<Batch>) {
-        let mut replay = tokio::time::interval(self.replay_every);
-        replay.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        {
-            let spool = self.spool.lock().await;
-            events::spool(spool.files(), spool.bytes());
-        }
-        loop {
-            tokio::select! {
-                batch = input.recv() => match batch {
-                    Some(batch) => self.handle(batch).await,
-                    None => break,
-                },
-                _ = replay.tick() => self.replay().await,
-            }
-        }
-        self.replay().await;
-        let spool = self.spool.lock().await;
-        if !spool.is_empty() {
-            tracing::warn!(
-                batches = spool.files(),
-                "database unavailable at shutdown: batches stay spooled and are replayed at the next start"
-            );
+    /// Runs until `input` closes.
+    pub async fn run(self, mut input: mpsc::Receiver<Batch>) {
+        while let Some(batch) = input.recv().await {
+            self.handle(batch).await;
         }
     }
 
-    async fn handle(&mut self, batch: Batch) {
+    async fn handle(&self, batch: Batch) {
         let Batch { rows, acks, done } = batch;
         let acks: Vec<(String, i64)> = acks.into_iter().collect();
         // While older batches wait in the spool, newer ones queue behind them.
@@ -73,7 +53,7 @@ impl Writer {
             Err(())
         };
         if committed.is_ok() {
-            self.send_acks(&acks);
+            send_acks(&self.acks, &acks);
         } else {
             let spooled = SpooledBatch { rows, acks };
             let mut spool = self.spool.lock().await;
@@ -95,7 +75,7 @@ impl Writer {
     async fn write_with_retry(&self, rows: &BatchRows) -> Result<WriteOutcome, ()> {
         let mut delay = Duration::from_millis(50);
         for attempt in 1..=self.attempts {
-            match self.write_once(rows).await {
+            match write_once(&self.pool, rows).await {
                 Ok(outcome) => return Ok(outcome),
                 Err(err) if err.is_retriable() => {
                     events::write_retry();
@@ -109,100 +89,206 @@ impl Writer {
                 Err(err) => {
                     tracing::error!(%err, "database refused a batch; storing it as dead letters");
                     let dead = as_dead_letters(rows, &err.to_string());
-                    return self.write_once(&dead).await.map_err(|_| ());
+                    return write_once(&self.pool, &dead).await.map_err(|_| ());
                 }
             }
         }
         Err(())
     }
+}
 
-    async fn write_once(&self, rows: &BatchRows) -> Result<WriteOutcome, StorageError> {
-        let started = Instant::now();
-        let mut client = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| StorageError::Pool(pool_error_reason(&e)))?;
-        let outcome = write_batch(&mut client, rows).await?;
-        events::batch_committed(
-            rows.len(),
-            outcome.fixes_stored,
-            outcome.duplicates,
-            outcome.dead_letters,
-            started.elapsed(),
-        );
-        Ok(outcome)
+/// Commits the spool to the database in order, on a task of its own, shared by all writers.
+///
+/// Not a writer's job: a writer replaying would not take its shard's batches meanwhile, and
+/// replaying the backlog of a long outage takes far longer than a publisher may wait
+/// (`ingest.accept_timeout_ms`), so collars would be refused and disconnected after every outage.
+/// For the same reason the spool lock is held only to read and to remove files, never during a
+/// database write: writers take it for every batch.
+pub struct Replayer {
+    pub pool: Pool,
+    pub spool: Arc<Mutex<Spool>>,
+    pub acks: mpsc::Sender<AckDue>,
+    /// How often to try while the spool holds batches.
+    pub every: Duration,
+    /// Rows per transaction at most (`ingest.batch_size`). Spooled batches are as small as the
+    /// batch timer made them; one commit each would replay hardly faster than the fleet spools
+    /// new ones during the drain, so consecutive batches are committed together.
+    pub max_rows: usize,
+}
+
+impl Replayer {
+    /// Replays every `every` until `stop` fires, then once more; what cannot be written by then
+    /// stays in the spool for the next start.
+    pub async fn run(self, mut stop: oneshot::Receiver<()>) {
+        {
+            let spool = self.spool.lock().await;
+            events::spool(spool.files(), spool.bytes());
+        }
+        let mut tick = tokio::time::interval(self.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.replay().await,
+                _ = &mut stop => break,
+            }
+        }
+        self.replay().await;
+        let spool = self.spool.lock().await;
+        if !spool.is_empty() {
+            tracing::warn!(
+                batches = spool.files(),
+                "database unavailable at shutdown: batches stay spooled and are replayed at the next start"
+            );
+        }
     }
 
-    /// Replays the spool in order, unless it is empty or another writer is already at it.
-    async fn replay(&mut self) {
-        let spool = self.spool.clone();
-        let Ok(mut spool) = spool.try_lock() else {
-            return;
-        };
-        if spool.is_empty() {
-            return;
-        }
-        let pending = match spool.pending() {
-            Ok(p) => p,
-            Err(err) => {
-                tracing::error!(%err, "cannot list the spool");
-                return;
-            }
-        };
-        for (_, path) in pending {
-            let batch = match spool.read(&path) {
-                Ok(b) => b,
-                Err(err) => {
-                    tracing::error!(%err, "moving an unreadable spool file aside");
-                    let _ = spool.quarantine(&path);
-                    continue;
+    /// Replays the spool in order until it is empty or the database fails.
+    async fn replay(&self) {
+        // Files only ever get appended (with higher numbers) by the writers and removed here, so
+        // a listing stays valid until this removes its files.
+        let mut pending: VecDeque<PathBuf> = VecDeque::new();
+        // Batches to commit alone, after a merged group was refused for its content.
+        let mut alone = 0usize;
+        let mut replayed_any = false;
+        loop {
+            if pending.is_empty() {
+                let spool = self.spool.lock().await;
+                if spool.is_empty() {
+                    break;
                 }
-            };
-            match self.write_once(&batch.rows).await {
-                Ok(_) => {
-                    if let Err(err) = spool.remove(&path) {
-                        // Replaying it again later is harmless: writes are idempotent.
-                        tracing::error!(%err, "cannot remove a replayed spool file");
+                match spool.pending() {
+                    Ok(list) => pending = list.into_iter().map(|(_, path)| path).collect(),
+                    Err(err) => {
+                        tracing::error!(%err, "cannot list the spool");
                         return;
                     }
-                    self.send_acks(&batch.acks);
                 }
+                if pending.is_empty() {
+                    break;
+                }
+            }
+            let max_rows = if alone > 0 { 1 } else { self.max_rows };
+            let (group, rows, acks) = self.take_group(&mut pending, max_rows).await;
+            if group.is_empty() {
+                continue;
+            }
+            match write_once(&self.pool, &rows).await {
+                Ok(_) => self.committed(&group, &acks).await,
                 Err(err) if err.is_retriable() => {
                     tracing::debug!(%err, "database still unavailable; spool kept");
-                    break;
+                    return;
+                }
+                Err(err) if group.len() > 1 => {
+                    // One of them holds what the database refuses: one at a time finds which.
+                    tracing::warn!(%err, batches = group.len(), "database refused merged spooled batches; replaying them one by one");
+                    alone = group.len();
+                    for path in group.into_iter().rev() {
+                        pending.push_front(path);
+                    }
+                    continue;
                 }
                 Err(err) => {
                     tracing::error!(%err, "database refused a spooled batch; storing it as dead letters");
-                    let dead = as_dead_letters(&batch.rows, &err.to_string());
-                    if self.write_once(&dead).await.is_ok() {
-                        let _ = spool.remove(&path);
-                        self.send_acks(&batch.acks);
-                    } else {
-                        break;
+                    let dead = as_dead_letters(&rows, &err.to_string());
+                    if write_once(&self.pool, &dead).await.is_err() {
+                        return;
                     }
+                    self.committed(&group, &acks).await;
                 }
             }
+            alone = alone.saturating_sub(1);
+            replayed_any = true;
         }
-        events::spool(spool.files(), spool.bytes());
-        if spool.is_empty() {
+        if replayed_any {
             tracing::info!("spool replayed: the database has every batch");
         }
     }
 
-    fn send_acks(&self, acks: &[(String, i64)]) {
-        for (tracker, seq) in acks {
-            // Acks are cumulative: a dropped one is covered by the next, so never block on them.
-            if self
-                .acks
-                .try_send(AckDue {
-                    tracker: tracker.clone(),
-                    seq: *seq,
-                })
-                .is_err()
-            {
-                events::ack_dropped();
+    /// The oldest pending batches, merged up to `max_rows` (at least one batch).
+    async fn take_group(
+        &self,
+        pending: &mut VecDeque<PathBuf>,
+        max_rows: usize,
+    ) -> (Vec<PathBuf>, BatchRows, Vec<(String, i64)>) {
+        let mut group = Vec::new();
+        let mut rows = BatchRows::default();
+        let mut acks: HashMap<String, i64> = HashMap::new();
+        let mut spool = self.spool.lock().await;
+        while let Some(path) = pending.front() {
+            let batch = match spool.read(path) {
+                Ok(b) => b,
+                Err(err) => {
+                    tracing::error!(%err, "moving an unreadable spool file aside");
+                    let _ = spool.quarantine(path);
+                    pending.pop_front();
+                    continue;
+                }
+            };
+            if !group.is_empty() && rows.len() + batch.rows.len() > max_rows {
+                break;
             }
+            merge(&mut rows, batch.rows);
+            for (tracker, seq) in batch.acks {
+                let entry = acks.entry(tracker).or_insert(seq);
+                *entry = (*entry).max(seq);
+            }
+            group.extend(pending.pop_front());
+        }
+        events::spool(spool.files(), spool.bytes());
+        (group, rows, acks.into_iter().collect())
+    }
+
+    async fn committed(&self, group: &[PathBuf], acks: &[(String, i64)]) {
+        let mut spool = self.spool.lock().await;
+        for path in group {
+            if let Err(err) = spool.remove(path) {
+                // Replaying it again later is harmless: writes are idempotent.
+                tracing::error!(%err, "cannot remove a replayed spool file");
+            }
+        }
+        events::spool(spool.files(), spool.bytes());
+        drop(spool);
+        send_acks(&self.acks, acks);
+    }
+}
+
+/// Appends `from` to `into`, keeping each kind in order (presence order matters).
+fn merge(into: &mut BatchRows, from: BatchRows) {
+    into.fixes.extend(from.fixes);
+    into.statuses.extend(from.statuses);
+    into.presence.extend(from.presence);
+    into.dead_letters.extend(from.dead_letters);
+    into.command_results.extend(from.command_results);
+}
+
+async fn write_once(pool: &Pool, rows: &BatchRows) -> Result<WriteOutcome, StorageError> {
+    let started = Instant::now();
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|e| StorageError::Pool(pool_error_reason(&e)))?;
+    let outcome = write_batch(&mut client, rows).await?;
+    events::batch_committed(
+        rows.len(),
+        outcome.fixes_stored,
+        outcome.duplicates,
+        outcome.dead_letters,
+        started.elapsed(),
+    );
+    Ok(outcome)
+}
+
+fn send_acks(acks: &mpsc::Sender<AckDue>, due: &[(String, i64)]) {
+    for (tracker, seq) in due {
+        // Acks are cumulative: a dropped one is covered by the next, so never block on them.
+        if acks
+            .try_send(AckDue {
+                tracker: tracker.clone(),
+                seq: *seq,
+            })
+            .is_err()
+        {
+            events::ack_dropped();
         }
     }
 }
