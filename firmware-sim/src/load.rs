@@ -168,6 +168,9 @@ pub async fn run(
 }
 
 /// One collar's connection: publishes its messages and returns publish-to-PUBACK latencies in µs.
+// The per-collar schedule (offset, period, stop time) is computed by the caller; a struct for
+// one private call site would only move the same list.
+#[allow(clippy::too_many_arguments)]
 async fn collar_load(
     cred: Credential,
     broker: Broker,
