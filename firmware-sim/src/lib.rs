@@ -5,6 +5,7 @@ pub mod collar;
 pub mod credentials;
 pub mod faults;
 pub mod fleet;
+pub mod latency;
 pub mod load;
 pub mod movement;
 

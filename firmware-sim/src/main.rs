@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use firmware_sim::latency::{self, LatencyConfig};
 use firmware_sim::load::{self, LoadConfig};
 use firmware_sim::{Broker, City, CollarConfig, Coverage, Faults, Fleet, load_credentials};
 use rumqttc::QoS;
@@ -31,6 +32,9 @@ enum Command {
     Run(RunArgs),
     /// Publish as fast as possible (or at --rate) and report throughput and latency: for benchmarks.
     Load(LoadArgs),
+    /// One collar publishes fixes while a WebSocket client watches it on the live feed: report
+    /// publish-to-delivery and publish-to-PUBACK latencies (JSON on stdout), for benchmarks.
+    LiveLatency(LiveLatencyArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -173,6 +177,37 @@ struct LoadArgs {
     progress_every: u64,
 }
 
+#[derive(Debug, clap::Args)]
+struct LiveLatencyArgs {
+    /// Broker address host:port.
+    #[arg(long, env = "FIRMWARE_SIM_BROKER", default_value = "127.0.0.1:1883")]
+    broker: String,
+    /// Speak MQTT over TLS, verifying the broker with this PEM CA certificate.
+    #[arg(long, value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
+    /// The server's API base URL; the live feed is `<api>/live`.
+    #[arg(long, default_value = "http://127.0.0.1:8080/api/v1")]
+    api: String,
+    /// Access token (or API key) of a user who may see the tracker.
+    #[arg(long, env = "FIRMWARE_SIM_TOKEN")]
+    token: String,
+    /// The watched collar's tracker id.
+    #[arg(long)]
+    tracker_id: String,
+    /// The watched collar's device secret.
+    #[arg(long, env = "FIRMWARE_SIM_SECRET")]
+    secret: String,
+    /// Fixes to publish, one per message.
+    #[arg(long, default_value_t = 200)]
+    samples: u64,
+    /// Milliseconds between publishes.
+    #[arg(long, default_value_t = 100.0)]
+    interval_ms: f64,
+    /// Seconds after which a fix not on the feed counts as lost.
+    #[arg(long, default_value_t = 5.0)]
+    timeout: f64,
+}
+
 impl Connection {
     fn brokers(&self) -> anyhow::Result<Vec<Broker>> {
         let ca = match &self.tls_ca {
@@ -207,6 +242,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Run(args) => run_fleet(args).await,
         Command::Load(args) => run_load(args).await,
+        Command::LiveLatency(args) => run_live_latency(args).await,
     }
 }
 
@@ -302,6 +338,29 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<()> {
             p.connected.load(Ordering::Relaxed),
             n as f64 / elapsed.as_secs_f64()
         );
+    })
+    .await?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+async fn run_live_latency(args: LiveLatencyArgs) -> anyhow::Result<()> {
+    let mut broker = Broker::parse(&args.broker)?;
+    if let Some(path) = &args.tls_ca {
+        broker.tls_ca =
+            Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?);
+    }
+    let report = latency::run(LatencyConfig {
+        broker,
+        api: args.api,
+        token: args.token,
+        credential: firmware_sim::Credential {
+            tracker_id: args.tracker_id,
+            secret: args.secret,
+        },
+        samples: args.samples,
+        interval: secs(args.interval_ms / 1_000.0).unwrap_or(Duration::from_millis(100)),
+        timeout: secs(args.timeout).unwrap_or(Duration::from_secs(5)),
     })
     .await?;
     println!("{}", serde_json::to_string(&report)?);
