@@ -119,7 +119,7 @@ pub async fn run(
                 let (progress, cfg) = (&progress, &cfg);
                 async move {
                     if let Some(t) = start {
-                        tokio::time::sleep_until(t.into()).await;
+                        tokio::time::sleep_until(t).await;
                     }
                     collar_load(
                         cred, broker, cfg, base_ms, period, offset, stop_at, progress,
