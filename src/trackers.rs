@@ -474,6 +474,9 @@ pub struct HistoryQuery {
     pub bucket: Option<TimeDelta>,
 }
 
+/// Bucket widths from which bucketed history uses the loose index scan (see [`positions`]).
+const LOOSE_SCAN_FROM: TimeDelta = TimeDelta::minutes(15);
+
 /// Fixes of one tracker with `from <= ts < to`, after the cursor, at most `limit`; with a bucket,
 /// the last fix of each interval (aligned to the Unix epoch, so pages and clients agree). The
 /// caller must have checked that the user may see the tracker; fixes from before the current
@@ -506,36 +509,50 @@ pub async fn positions(
         }
         Some(width) => {
             let secs = width.num_seconds() as f64;
-            // A loose index scan: from the first fix of a bucket the primary key jumps straight
-            // to the first fix of the next non-empty bucket, and a second probe takes the last
-            // fix of each bucket. Two index lookups per bucket returned, instead of reading
-            // and sorting every fix of the range (86,400 for 30 days of 30 s fixes), and empty
-            // buckets cost nothing, so long sparse ranges stay cheap too. Buckets are counted so
-            // the recursion stops once the page is full.
-            let sql = format!(
-                "WITH RECURSIVE b(start, n) AS (
-                     SELECT date_bin(make_interval(secs => $6), f.device_time,
-                                     TIMESTAMPTZ '1970-01-01 00:00:00+00'), 1::bigint
-                     FROM (SELECT p.device_time FROM positions p
-                           WHERE {range} ORDER BY p.device_time LIMIT 1) f
-                   UNION ALL
-                     SELECT date_bin(make_interval(secs => $6), nxt.device_time,
-                                     TIMESTAMPTZ '1970-01-01 00:00:00+00'), b.n + 1
-                     FROM b CROSS JOIN LATERAL (
-                         SELECT p.device_time FROM positions p
-                         WHERE p.tracker_id = $1
-                           AND p.device_time >= b.start + make_interval(secs => $6)
-                           AND p.device_time < $3
-                         ORDER BY p.device_time LIMIT 1) nxt
-                     WHERE b.n < $5::bigint
-                 )
-                 SELECT x.* FROM b CROSS JOIN LATERAL (
-                     SELECT {columns} FROM positions p
-                     WHERE {range} AND p.device_time >= b.start
-                       AND p.device_time < b.start + make_interval(secs => $6)
-                     ORDER BY p.device_time DESC LIMIT 1) x
-                 ORDER BY b.start LIMIT $5::bigint"
-            );
+            // Two plans, chosen by width. DISTINCT ON reads and sorts every fix of the range;
+            // the loose index scan (a recursive CTE: from the first fix of a bucket one
+            // primary-key probe to the first fix of the next non-empty bucket, one more for the
+            // last fix of each) costs two probes per bucket whatever the bucket holds. Measured
+            // (benchmarks/history.sh): a probe costs about 14 fixes read, so the scan wins only
+            // when buckets hold many fixes: from 15 minutes up at ordinary report intervals, and
+            // by far for hours or days over long ranges.
+            let sql = if width >= LOOSE_SCAN_FROM {
+                format!(
+                    "WITH RECURSIVE b(start, n) AS (
+                         SELECT date_bin(make_interval(secs => $6), f.device_time,
+                                         TIMESTAMPTZ '1970-01-01 00:00:00+00'), 1::bigint
+                         FROM (SELECT p.device_time FROM positions p
+                               WHERE {range} ORDER BY p.device_time LIMIT 1) f
+                       UNION ALL
+                         SELECT date_bin(make_interval(secs => $6), nxt.device_time,
+                                         TIMESTAMPTZ '1970-01-01 00:00:00+00'), b.n + 1
+                         FROM b CROSS JOIN LATERAL (
+                             SELECT p.device_time FROM positions p
+                             WHERE p.tracker_id = $1
+                               AND p.device_time >= b.start + make_interval(secs => $6)
+                               AND p.device_time < $3
+                             ORDER BY p.device_time LIMIT 1) nxt
+                         WHERE b.n < $5::bigint
+                     )
+                     SELECT x.* FROM b CROSS JOIN LATERAL (
+                         SELECT {columns} FROM positions p
+                         WHERE {range} AND p.device_time >= b.start
+                           AND p.device_time < b.start + make_interval(secs => $6)
+                         ORDER BY p.device_time DESC LIMIT 1) x
+                     ORDER BY b.start LIMIT $5::bigint"
+                )
+            } else {
+                format!(
+                    "SELECT * FROM (
+                         SELECT DISTINCT ON (b) {columns},
+                                date_bin(make_interval(secs => $6), p.device_time,
+                                         TIMESTAMPTZ '1970-01-01 00:00:00+00') AS b
+                         FROM positions p
+                         WHERE {range}
+                         ORDER BY b, p.device_time DESC) x
+                     ORDER BY b LIMIT $5::bigint"
+                )
+            };
             client
                 .query(
                     &sql,

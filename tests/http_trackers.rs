@@ -466,39 +466,52 @@ async fn bucketed_history_jumps_over_empty_intervals_and_leaves_out_fixes_from_b
     let (_, ada) = user(&api, "ada@example.com").await;
     let rex = collar(&app, "rex").await;
     let claimed_at = claimed_at(claim(&api, &ada, &rex).await);
-    // A fix from before the claim shares the first minute with later ones; then long silences.
-    let seconds = [-1, 1, 2, 30, 600, 610, 3_000, 7_200];
+    // A fix from before the claim shares the first interval with later ones; then long
+    // silences. Both plans: 1-minute buckets read every fix, 15-minute ones probe the index.
+    let seconds = [-1, 1, 2, 30, 600, 610, 3_000, 7_200, 7_201, 20_000];
     store_fixes(&app, "rex", claimed_at, &seconds).await;
-    let minute = |s: i64| {
-        (claimed_at + TimeDelta::seconds(s))
-            .timestamp()
-            .div_euclid(60)
-    };
-    let mut want: Vec<i64> = Vec::new();
-    for s in seconds.iter().copied().filter(|s| *s >= 0) {
-        if want.last().is_some_and(|l| minute(*l) == minute(s)) {
-            want.pop();
-        }
-        want.push(s);
-    }
-
     let from = urlencode(&(claimed_at - TimeDelta::minutes(5)).to_rfc3339());
-    let to = urlencode(&(claimed_at + TimeDelta::hours(3)).to_rfc3339());
-    let (status, page) = api
-        .get(
-            &format!("/trackers/rex/positions?bucket=1m&limit=100&from={from}&to={to}"),
-            &ada,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{page}");
-    let seen: Vec<i64> = page["positions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["seq"].as_i64().unwrap())
-        .collect();
-    assert_eq!(seen, want);
-    assert!(page["next_cursor"].is_null(), "{page}");
+    let to = urlencode(&(claimed_at + TimeDelta::hours(8)).to_rfc3339());
+    for (bucket, width) in [("1m", 60), ("15m", 900), ("1h", 3_600)] {
+        let slot = |s: i64| {
+            (claimed_at + TimeDelta::seconds(s))
+                .timestamp()
+                .div_euclid(width)
+        };
+        let mut want: Vec<i64> = Vec::new();
+        for s in seconds.iter().copied().filter(|s| *s >= 0) {
+            if want.last().is_some_and(|l| slot(*l) == slot(s)) {
+                want.pop();
+            }
+            want.push(s);
+        }
+        // Two per page, so the cursor crosses empty intervals too.
+        let mut seen: Vec<i64> = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let (status, page) = api
+                .get(
+                    &format!(
+                        "/trackers/rex/positions?bucket={bucket}&limit=2&from={from}&to={to}{cursor}"
+                    ),
+                    &ada,
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            seen.extend(
+                page["positions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p["seq"].as_i64().unwrap()),
+            );
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = format!("&cursor={c}"),
+                None => break,
+            }
+        }
+        assert_eq!(seen, want, "bucket={bucket}");
+    }
     app.stop().await;
 }
 
