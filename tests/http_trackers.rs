@@ -53,6 +53,29 @@ async fn store_fixes(app: &TestApp, tracker: &str, start: DateTime<Utc>, seconds
     }
 }
 
+/// The `seq` of every fix of rex's history for `query`, following the cursor to the last page.
+async fn seqs_of_all_pages(api: &Api, token: &str, query: &str) -> Vec<i64> {
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (status, page) = api
+            .get(&format!("/trackers/rex/positions?{query}{cursor}"), token)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        seen.extend(
+            page["positions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["seq"].as_i64().unwrap()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => return seen,
+        }
+    }
+}
+
 #[tokio::test]
 async fn an_owner_claims_a_tracker_with_its_code_and_sees_its_live_fix() {
     let app = spawn_app().await;
@@ -430,28 +453,7 @@ async fn bucketed_history_returns_the_last_fix_of_each_interval_across_pages() {
     }
 
     let from = urlencode(&claimed_at.to_rfc3339());
-    let mut seen: Vec<i64> = Vec::new();
-    let mut cursor = String::new();
-    loop {
-        let (status, page) = api
-            .get(
-                &format!("/trackers/rex/positions?bucket=1m&limit=3&from={from}{cursor}"),
-                &ada,
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{page}");
-        seen.extend(
-            page["positions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| p["seq"].as_i64().unwrap()),
-        );
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = format!("&cursor={c}"),
-            None => break,
-        }
-    }
+    let seen = seqs_of_all_pages(&api, &ada, &format!("bucket=1m&limit=3&from={from}")).await;
     assert_eq!(seen, want);
     let (status, body) = api.get("/trackers/rex/positions?bucket=5", &ada).await;
     assert_error(status, &body, 400, "bad_request");
@@ -486,30 +488,8 @@ async fn bucketed_history_jumps_over_empty_intervals_and_leaves_out_fixes_from_b
             want.push(s);
         }
         // Two per page, so the cursor crosses empty intervals too.
-        let mut seen: Vec<i64> = Vec::new();
-        let mut cursor = String::new();
-        loop {
-            let (status, page) = api
-                .get(
-                    &format!(
-                        "/trackers/rex/positions?bucket={bucket}&limit=2&from={from}&to={to}{cursor}"
-                    ),
-                    &ada,
-                )
-                .await;
-            assert_eq!(status, StatusCode::OK, "{page}");
-            seen.extend(
-                page["positions"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|p| p["seq"].as_i64().unwrap()),
-            );
-            match page["next_cursor"].as_str() {
-                Some(c) => cursor = format!("&cursor={c}"),
-                None => break,
-            }
-        }
+        let query = format!("bucket={bucket}&limit=2&from={from}&to={to}");
+        let seen = seqs_of_all_pages(&api, &ada, &query).await;
         assert_eq!(seen, want, "bucket={bucket}");
     }
     app.stop().await;

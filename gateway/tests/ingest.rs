@@ -366,14 +366,7 @@ async fn fixes_sent_while_the_database_is_down_are_spooled_and_stored_exactly_on
     .unwrap();
     send(50, &p).await;
     let acks = p.stop().await;
-    let stored: i64 = pool
-        .get()
-        .await
-        .unwrap()
-        .query_one("SELECT count(*) FROM positions", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let stored = positions_count(&pool).await;
     assert_eq!(stored, 150);
     assert_eq!(acks.iter().map(|a| a.seq).max(), Some(150));
     pool.close();
@@ -456,14 +449,7 @@ async fn publishes_are_accepted_while_a_slow_replay_of_the_spool_is_under_way() 
     tx.rollback().await.unwrap();
     drop(blocker);
     let acks = second.stop().await;
-    let stored: i64 = pool
-        .get()
-        .await
-        .unwrap()
-        .query_one("SELECT count(*) FROM positions", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let stored = positions_count(&pool).await;
     assert_eq!(stored, 30);
     for id in collars {
         let max = acks.iter().filter(|a| a.tracker == id).map(|a| a.seq).max();
@@ -473,4 +459,14 @@ async fn publishes_are_accepted_while_a_slow_replay_of_the_spool_is_under_way() 
     tokio::task::spawn_blocking(move || pg.stop().unwrap())
         .await
         .unwrap();
+}
+
+async fn positions_count(pool: &deadpool_postgres::Pool) -> i64 {
+    pool.get()
+        .await
+        .unwrap()
+        .query_one("SELECT count(*) FROM positions", &[])
+        .await
+        .unwrap()
+        .get(0)
 }
