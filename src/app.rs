@@ -110,7 +110,10 @@ pub async fn spawn(config: Config) -> anyhow::Result<RunningApp> {
         inner: pipeline.hooks.clone(),
         wake: command_wake.clone(),
     });
-    let broker = broker::start(config.broker_config(), hooks).await?;
+    let mut broker_config = config.broker_config();
+    broker_config.max_connections =
+        broker::fit_connections_to_open_file_limit(broker_config.max_connections);
+    let broker = broker::start(broker_config, hooks).await?;
     let (mqtt_addr, mqtt_tls_addr, mqtt_ws_addr) =
         (broker.tcp_addr(), broker.tls_addr(), broker.ws_addr());
     let broker = Arc::new(broker);

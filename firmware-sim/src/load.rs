@@ -149,7 +149,7 @@ pub async fn run(
                 Ok(mut l) => latencies.append(&mut l),
                 Err(err) => {
                     failed += 1;
-                    tracing::warn!(%err, "collar failed");
+                    tracing::warn!(err = format!("{err:#}"), "collar failed");
                 }
             }
         }

@@ -313,8 +313,10 @@ async fn run_fleet(args: RunArgs) -> anyhow::Result<()> {
 }
 
 async fn run_load(args: LoadArgs) -> anyhow::Result<()> {
+    let credentials = args.connection.credentials().await?;
+    check_open_file_limit(credentials.len())?;
     let cfg = LoadConfig {
-        credentials: args.connection.credentials().await?,
+        credentials,
         brokers: args.connection.brokers()?,
         messages_per_collar: args.messages,
         fixes_per_message: args.fixes_per_message,
@@ -341,6 +343,24 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<()> {
     })
     .await?;
     println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+/// Every collar is a socket: raises the soft open-file limit to the hard one, and refuses to start
+/// a run that cannot fit under it (its collars would fail one by one with EMFILE instead).
+fn check_open_file_limit(collars: usize) -> anyhow::Result<()> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    // The runtime, stdio and the credentials file need a few descriptors of their own.
+    let fits = hard.saturating_sub(64);
+    anyhow::ensure!(
+        collars as u64 <= fits,
+        "{collars} collars need {collars} sockets, but this process may open only {hard} files \
+         (about {fits} collars): raise `ulimit -n` or split the credentials over several processes"
+    );
     Ok(())
 }
 

@@ -97,6 +97,45 @@ pub const METRIC_CONNECTED: &str = "pettracker_devices_connected";
 /// the collars' keep-alive, because a connection reads nothing while its hook runs.
 pub const DEFAULT_ACCEPT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// File descriptors kept for everything but device connections: the database pool, HTTP and
+/// WebSocket clients, the spool, logs.
+const RESERVED_FDS: u64 = 512;
+
+/// Raises the process's soft open-file limit to its hard limit (a service manager's soft limit is
+/// often 1,024, and every collar is a socket) and returns how many device connections fit under
+/// it. Without this cap, connections past the limit fail in `accept` with EMFILE and the collar
+/// only sees its connect time out; with it, the broker turns them away at once.
+pub fn fit_connections_to_open_file_limit(wanted: usize) -> usize {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let hard = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) => {
+            if soft < hard
+                && let Err(err) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+            {
+                tracing::warn!(%err, soft, hard, "cannot raise the open-file limit");
+                soft
+            } else {
+                hard
+            }
+        }
+        Err(err) => {
+            tracing::warn!(%err, "cannot read the open-file limit");
+            return wanted;
+        }
+    };
+    let fits = usize::try_from(hard.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX);
+    if fits < wanted {
+        tracing::warn!(
+            open_file_limit = hard,
+            device_connections = fits,
+            "mqtt.max_connections is {wanted}, but the process may open only {hard} files: at \
+             most {fits} collars can connect. Raise the limit (LimitNOFILE= in systemd, ulimit -n, \
+             the container's nofile ulimit)."
+        );
+    }
+    fits.min(wanted)
+}
+
 mod rmqtt;
 
 pub use self::rmqtt::{BrokerHandle, start};
