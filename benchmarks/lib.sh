@@ -37,7 +37,10 @@ pgdata="$work/postgres/pgdata"
 
 server=""
 bench_pids=()
+# Commands that undo a scenario's changes to the machine (run at exit, whatever happens).
+bench_undo=()
 bench_cleanup() {
+  for u in "${bench_undo[@]}"; do eval "$u" || true; done
   for p in "${bench_pids[@]}"; do kill "$p" 2>/dev/null || true; done
   if [ -n "$server" ]; then kill -INT "$server" 2>/dev/null && wait "$server" 2>/dev/null || true; fi
   # Stop the private cluster only if it outlived the server.
