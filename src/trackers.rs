@@ -475,7 +475,7 @@ pub struct HistoryQuery {
 }
 
 /// Bucket widths from which bucketed history uses the loose index scan (see [`positions`]).
-const LOOSE_SCAN_FROM: TimeDelta = TimeDelta::minutes(15);
+const LOOSE_SCAN_FROM: TimeDelta = TimeDelta::minutes(5);
 
 /// Fixes of one tracker with `from <= ts < to`, after the cursor, at most `limit`; with a bucket,
 /// the last fix of each interval (aligned to the Unix epoch, so pages and clients agree). The
@@ -513,9 +513,12 @@ pub async fn positions(
             // the loose index scan (a recursive CTE: from the first fix of a bucket one
             // primary-key probe to the first fix of the next non-empty bucket, one more for the
             // last fix of each) costs two probes per bucket whatever the bucket holds. Measured
-            // (benchmarks/history.sh): a probe costs about 14 fixes read, so the scan wins only
-            // when buckets hold many fixes: from 15 minutes up at ordinary report intervals, and
-            // by far for hours or days over long ranges.
+            // (benchmarks/history.sh, a fix every 30 s): on a small table that fits in memory a
+            // probe costs about as much as reading 14 fixes (5-minute buckets: scan 11.4 ms,
+            // DISTINCT ON 8.0), but on 50 M rows, where DISTINCT ON reads each fix from a
+            // different heap page, the scan wins from 5 minutes (108 against 168 ms over 30 days)
+            // and by far at an hour (24 against 174 ms). Below 5 minutes buckets hold too few
+            // fixes for probes to pay.
             let sql = if width >= LOOSE_SCAN_FROM {
                 format!(
                     "WITH RECURSIVE b(start, n) AS (
