@@ -36,6 +36,7 @@ if [ "$n" -gt $((fd_limit - 512)) ]; then
   n=$((fd_limit - 512))
   log "the open-file limit is $fd_limit per process: running $n collars instead of $requested"
 fi
+[ "$n" -gt 0 ] || { log "an open-file limit of $fd_limit leaves no room for collars"; exit 1; }
 
 start_server
 sleep 2
