@@ -307,19 +307,31 @@ async fn status_and_presence_messages_update_the_tracker_status() {
     assert!(!online);
 }
 
-#[tokio::test]
-async fn fixes_sent_while_the_database_is_down_are_spooled_and_stored_exactly_once_when_it_returns()
-{
-    let mut pg = tokio::task::spawn_blocking(|| dedicated_cluster("outage"))
+/// A migrated database on a cluster of the test's own (outage tests stop and start it), with these
+/// collars provisioned.
+async fn own_database(
+    label: &'static str,
+    collars: &[&str],
+) -> (gateway::testing::DedicatedCluster, deadpool_postgres::Pool) {
+    let pg = tokio::task::spawn_blocking(move || dedicated_cluster(label))
         .await
         .unwrap();
     let pool = gateway::storage::connect(&pg.url(), 4).await.unwrap();
     gateway::storage::migrate(&pool, gateway::storage::TimescalePreference::Auto)
         .await
         .unwrap();
-    trackers::provision(&pool, &TrackerId::parse("rex").unwrap(), None)
-        .await
-        .unwrap();
+    for id in collars {
+        trackers::provision(&pool, &TrackerId::parse(id).unwrap(), None)
+            .await
+            .unwrap();
+    }
+    (pg, pool)
+}
+
+#[tokio::test]
+async fn fixes_sent_while_the_database_is_down_are_spooled_and_stored_exactly_once_when_it_returns()
+{
+    let (mut pg, pool) = own_database("outage", &["rex"]).await;
     let mut p = start(&pool, config("outage"));
     let base = Utc::now() - TimeDelta::minutes(10);
     let mut seq = 0u64;
@@ -380,19 +392,8 @@ async fn fixes_sent_while_the_database_is_down_are_spooled_and_stored_exactly_on
 /// holds the spool or a writer. Here the replay is held up by a lock on `positions`.
 #[tokio::test]
 async fn publishes_are_accepted_while_a_slow_replay_of_the_spool_is_under_way() {
-    let mut pg = tokio::task::spawn_blocking(|| dedicated_cluster("slowreplay"))
-        .await
-        .unwrap();
-    let pool = gateway::storage::connect(&pg.url(), 4).await.unwrap();
-    gateway::storage::migrate(&pool, gateway::storage::TimescalePreference::Auto)
-        .await
-        .unwrap();
     let collars = ["rex", "fido", "bello"];
-    for id in collars {
-        trackers::provision(&pool, &TrackerId::parse(id).unwrap(), None)
-            .await
-            .unwrap();
-    }
+    let (mut pg, pool) = own_database("slowreplay", &collars).await;
     let config = IngestConfig {
         accept_timeout: Duration::from_secs(2),
         ..config("slowreplay")
