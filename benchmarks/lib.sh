@@ -40,6 +40,15 @@ bench_pids=()
 # Commands that undo a scenario's changes to the machine (run at exit, whatever happens).
 bench_undo=()
 bench_cleanup() {
+  local status=$?
+  # A failed scenario leaves what the server and PostgreSQL said, and the machine's state: the
+  # scenario's own log ends with them (CI prints its tail).
+  if [ "$status" != 0 ]; then
+    for f in "$work/server.log" "$work/postgres/postgres.log" "$work/postgres/restart.log"; do
+      [ -s "$f" ] && { echo "--- last lines of $f"; tail -15 "$f"; }
+    done
+    echo "--- disk and memory"; df -h "$work" /tmp 2>/dev/null | uniq; free -m | head -2
+  fi >&2
   for u in "${bench_undo[@]}"; do eval "$u" || true; done
   for p in "${bench_pids[@]}"; do kill "$p" 2>/dev/null || true; done
   if [ -n "$server" ]; then kill -INT "$server" 2>/dev/null && wait "$server" 2>/dev/null || true; fi
