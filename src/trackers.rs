@@ -14,6 +14,7 @@ use gateway::protocol::TrackerId;
 use gateway::storage::{StorageError, pool_error_reason};
 use serde::Serialize;
 use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 
 /// What a user may do with a tracker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -163,13 +164,23 @@ fn view(row: &Row) -> TrackerView {
 
 /// The user's trackers with their status, ordered by id.
 pub async fn list(pool: &Pool, user: i64) -> Result<Vec<TrackerView>, StorageError> {
+    // The user's trackers by their two indexes (owner, membership), not by testing VISIBLE on
+    // every tracker of the fleet: the OR in it rules out an index.
     let sql = format!(
         "SELECT {VIEW_COLUMNS} FROM trackers t LEFT JOIN tracker_status s USING (tracker_id)
-         WHERE {VISIBLE} ORDER BY t.tracker_id"
+         WHERE t.tracker_id IN (SELECT tracker_id FROM trackers WHERE owner_id = $1
+                                UNION ALL
+                                SELECT tracker_id FROM tracker_members WHERE user_id = $1)
+         ORDER BY t.tracker_id"
     );
-    let rows = client(pool)
-        .await?
-        .query(&sql, &[&user])
+    let client = client(pool).await?;
+    // Cached per connection: parsing and planning cost more than this query's execution.
+    let stmt = client
+        .prepare_cached(&sql)
+        .await
+        .map_err(StorageError::query("listing trackers"))?;
+    let rows = client
+        .query(&stmt, &[&user])
         .await
         .map_err(StorageError::query("listing trackers"))?;
     Ok(rows.iter().map(view).collect())
@@ -477,6 +488,10 @@ pub struct HistoryQuery {
 /// Bucket widths from which bucketed history uses the loose index scan (see [`positions`]).
 const LOOSE_SCAN_FROM: TimeDelta = TimeDelta::minutes(5);
 
+/// The interval of `positions_5m`: bucket widths that are whole multiples of it are read from
+/// there, one row per interval, instead of from the fixes.
+const ROLLUP_SECS: i64 = 300;
+
 /// Fixes of one tracker with `from <= ts < to`, after the cursor, at most `limit`; with a bucket,
 /// the last fix of each interval (aligned to the Unix epoch, so pages and clients agree). The
 /// caller must have checked that the user may see the tracker; fixes from before the current
@@ -493,23 +508,15 @@ pub async fn positions(
     let columns = HISTORY_COLUMNS;
     let range = format!("{HISTORY_RANGE} AND ($4::timestamptz IS NULL OR p.device_time > $4)");
     let client = client(pool).await?;
-    // One more than asked tells whether there is a next page without a count.
-    let rows = match q.bucket {
-        None => {
-            let sql = format!(
-                "SELECT {columns} FROM positions p
-                 WHERE {range} ORDER BY p.device_time LIMIT $5"
-            );
-            client
-                .query(
-                    &sql,
-                    &[&tracker.as_str(), &q.from, &q.to, &after, &(q.limit + 1)],
-                )
-                .await
-        }
+    let tracker_id = tracker.as_str();
+    let sql = match q.bucket {
+        None => format!(
+            "SELECT {columns} FROM positions p
+             WHERE {range} ORDER BY p.device_time LIMIT $5"
+        ),
         Some(width) => {
-            let secs = width.num_seconds() as f64;
-            // Two plans, chosen by width. DISTINCT ON reads and sorts every fix of the range;
+            // Widths that are whole multiples of 5 minutes read pre-bucketed rows (below). For
+            // the others, two plans, chosen by width. DISTINCT ON reads and sorts every fix of the range;
             // the loose index scan (a recursive CTE: from the first fix of a bucket one
             // primary-key probe to the first fix of the next non-empty bucket, one more for the
             // last fix of each) costs two probes per bucket whatever the bucket holds. Measured
@@ -519,7 +526,48 @@ pub async fn positions(
             // different heap page, the scan wins from 5 minutes (108 against 168 ms over 30 days)
             // and by far at an hour (24 against 174 ms). Below 5 minutes buckets hold too few
             // fixes for probes to pay.
-            let sql = if width >= LOOSE_SCAN_FROM {
+            if width.num_seconds() % ROLLUP_SECS == 0 {
+                // Whole 5-minute intervals inside the range come from `positions_5m` (their
+                // last fixes, kept by the ingest write path); the two partial ones at the ends
+                // of the range, if any, from `positions`. `lo_up` is the first interval
+                // boundary at or after the range's start, `hi_down` the last one at or before
+                // its end.
+                format!(
+                    "WITH lim AS (
+                         SELECT lo, hi,
+                                date_bin('5 minutes', lo - interval '1 microsecond',
+                                         TIMESTAMPTZ '1970-01-01 00:00:00+00')
+                                    + interval '5 minutes' AS lo_up,
+                                date_bin('5 minutes', hi, TIMESTAMPTZ '1970-01-01 00:00:00+00')
+                                    AS hi_down
+                         FROM (SELECT greatest($2::timestamptz,
+                                               (SELECT claimed_at FROM trackers WHERE tracker_id = $1),
+                                               $4::timestamptz + interval '1 microsecond') AS lo,
+                                      $3::timestamptz AS hi) r
+                     ), parts AS (
+                         SELECT {columns} FROM lim, positions_5m p
+                         WHERE p.tracker_id = $1 AND p.bucket >= lim.lo_up
+                           AND p.bucket < lim.hi_down
+                       UNION ALL
+                         (SELECT {columns} FROM lim, positions p
+                          WHERE p.tracker_id = $1 AND p.device_time >= lim.lo
+                            AND p.device_time < least(lim.hi, lim.lo_up)
+                          ORDER BY p.device_time DESC LIMIT 1)
+                       UNION ALL
+                         (SELECT {columns} FROM lim, positions p
+                          WHERE p.tracker_id = $1 AND p.device_time >= greatest(lim.lo, lim.hi_down)
+                            AND p.device_time < lim.hi
+                          ORDER BY p.device_time DESC LIMIT 1)
+                     )
+                     SELECT * FROM (
+                         SELECT DISTINCT ON (b) *,
+                                date_bin(make_interval(secs => $6), device_time,
+                                         TIMESTAMPTZ '1970-01-01 00:00:00+00') AS b
+                         FROM parts
+                         ORDER BY b, device_time DESC) x
+                     ORDER BY b LIMIT $5::bigint"
+                )
+            } else if width >= LOOSE_SCAN_FROM {
                 format!(
                     "WITH RECURSIVE b(start, n) AS (
                          SELECT date_bin(make_interval(secs => $6), f.device_time,
@@ -555,23 +603,20 @@ pub async fn positions(
                          ORDER BY b, p.device_time DESC) x
                      ORDER BY b LIMIT $5::bigint"
                 )
-            };
-            client
-                .query(
-                    &sql,
-                    &[
-                        &tracker.as_str(),
-                        &q.from,
-                        &q.to,
-                        &after,
-                        &(q.limit + 1),
-                        &secs,
-                    ],
-                )
-                .await
+            }
         }
+    };
+    // One more than asked tells whether there is a next page without a count.
+    let limit = q.limit + 1;
+    let secs = q.bucket.map(|width| width.num_seconds() as f64);
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&tracker_id, &q.from, &q.to, &after, &limit];
+    if let Some(secs) = &secs {
+        params.push(secs);
     }
-    .map_err(StorageError::query("reading positions"))?;
+    // Cached per connection: a history page is a few statements' worth of planning otherwise.
+    let failed = StorageError::query("reading positions");
+    let stmt = client.prepare_cached(&sql).await.map_err(&failed)?;
+    let rows = client.query(&stmt, &params).await.map_err(failed)?;
     let mut positions: Vec<FixView> = rows.iter().map(fix_from_row).collect();
     let more = positions.len() as i64 > q.limit;
     positions.truncate(q.limit.max(0) as usize);

@@ -7,6 +7,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use common::api::{Api, assert_error};
 use common::{TestApp, connect, options, spawn_app, wait_for};
 use gateway::protocol::TrackerId;
+use gateway::storage::ingest::{BatchRows, FixRow, write_batch};
 use gateway::storage::trackers::{Provisioned, provision};
 use reqwest::{Method, StatusCode};
 use rumqttc::{Packet, QoS};
@@ -39,18 +40,32 @@ fn claimed_at((status, body): (StatusCode, Value)) -> DateTime<Utc> {
     body["claimed_at"].as_str().unwrap().parse().unwrap()
 }
 
-/// Stores fixes directly, `seconds` after `start`, as the ingest path would.
+/// Stores fixes `seconds` after `start` (each with that number as its `seq`) through the ingest
+/// write path, in one batch.
 async fn store_fixes(app: &TestApp, tracker: &str, start: DateTime<Utc>, seconds: &[i64]) {
-    let client = app.app.pool.get().await.unwrap();
-    for s in seconds {
-        client
-            .execute(
-                "INSERT INTO positions (tracker_id, device_time, lat, lon, seq) VALUES ($1, $2, 52.5, 13.4, $3)",
-                &[&tracker, &(start + TimeDelta::seconds(*s)), s],
-            )
-            .await
-            .unwrap();
-    }
+    let fixes = seconds
+        .iter()
+        .map(|s| FixRow {
+            tracker_id: tracker.to_owned(),
+            device_time: start + TimeDelta::seconds(*s),
+            received_at: Utc::now(),
+            lat: 52.5,
+            lon: 13.4,
+            altitude: None,
+            accuracy: None,
+            speed: None,
+            heading: None,
+            satellites: None,
+            battery: None,
+            seq: Some(*s),
+        })
+        .collect();
+    let mut client = app.app.pool.get().await.unwrap();
+    let rows = BatchRows {
+        fixes,
+        ..BatchRows::default()
+    };
+    write_batch(&mut client, &rows).await.unwrap();
 }
 
 /// The `seq` of every fix of rex's history for `query`, following the cursor to the last page.
@@ -469,12 +484,19 @@ async fn bucketed_history_jumps_over_empty_intervals_and_leaves_out_fixes_from_b
     let rex = collar(&app, "rex").await;
     let claimed_at = claimed_at(claim(&api, &ada, &rex).await);
     // A fix from before the claim shares the first interval with later ones; then long
-    // silences. Both plans: 1-minute buckets read every fix, 15-minute ones probe the index.
+    // silences. All three plans: 1-minute buckets read every fix, 7-minute ones probe the
+    // index, multiples of 5 minutes read the intervals kept at ingest.
     let seconds = [-1, 1, 2, 30, 600, 610, 3_000, 7_200, 7_201, 20_000];
     store_fixes(&app, "rex", claimed_at, &seconds).await;
     let from = urlencode(&(claimed_at - TimeDelta::minutes(5)).to_rfc3339());
     let to = urlencode(&(claimed_at + TimeDelta::hours(8)).to_rfc3339());
-    for (bucket, width) in [("1m", 60), ("15m", 900), ("1h", 3_600)] {
+    for (bucket, width) in [
+        ("1m", 60),
+        ("5m", 300),
+        ("7m", 420),
+        ("15m", 900),
+        ("1h", 3_600),
+    ] {
         let slot = |s: i64| {
             (claimed_at + TimeDelta::seconds(s))
                 .timestamp()
@@ -489,6 +511,55 @@ async fn bucketed_history_jumps_over_empty_intervals_and_leaves_out_fixes_from_b
         }
         // Two per page, so the cursor crosses empty intervals too.
         let query = format!("bucket={bucket}&limit=2&from={from}&to={to}");
+        let seen = seqs_of_all_pages(&api, &ada, &query).await;
+        assert_eq!(seen, want, "bucket={bucket}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bucketed_history_is_the_same_from_kept_intervals_when_fixes_arrive_late_and_the_range_cuts_intervals()
+ {
+    let app = spawn_app().await;
+    let api = Api::new(&app);
+    let (_, ada) = user(&api, "ada@example.com").await;
+    let rex = collar(&app, "rex").await;
+    let start = claimed_at(claim(&api, &ada, &rex).await) + TimeDelta::seconds(1);
+    // Three hours at a fix every 20 s: the newer half stored first, then the older half, then
+    // the older half again (re-sent duplicates), then late fixes into intervals long closed.
+    let every: Vec<i64> = (0..10_800).step_by(20).collect();
+    let (older, newer) = every.split_at(every.len() / 2);
+    let late: Vec<i64> = every.iter().step_by(15).map(|s| s + 7).collect();
+    for batch in [newer, older, older, &late[..]] {
+        store_fixes(&app, "rex", start, batch).await;
+    }
+    let mut stored: Vec<i64> = every.iter().chain(&late).copied().collect();
+    stored.sort_unstable();
+
+    // Both ends of the range fall inside 5-minute intervals.
+    let (lo, hi) = (1_234, 9_876);
+    let from = urlencode(&(start + TimeDelta::seconds(lo)).to_rfc3339());
+    let to = urlencode(&(start + TimeDelta::seconds(hi)).to_rfc3339());
+    for (bucket, width) in [
+        ("5m", 300),
+        ("10m", 600),
+        ("15m", 900),
+        ("1h", 3_600),
+        ("7m", 420),
+    ] {
+        let slot = |s: i64| {
+            (start + TimeDelta::seconds(s))
+                .timestamp()
+                .div_euclid(width)
+        };
+        let mut want: Vec<i64> = Vec::new();
+        for s in stored.iter().copied().filter(|s| (lo..hi).contains(s)) {
+            if want.last().is_some_and(|l| slot(*l) == slot(s)) {
+                want.pop();
+            }
+            want.push(s);
+        }
+        let query = format!("bucket={bucket}&limit=4&from={from}&to={to}");
         let seen = seqs_of_all_pages(&api, &ada, &query).await;
         assert_eq!(seen, want, "bucket={bucket}");
     }

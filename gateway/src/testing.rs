@@ -139,8 +139,12 @@ pub async fn fresh_database() -> TestDb {
         .await
         .expect("query pg_database")
         .is_some();
+    // Once per process: databases of test processes that are gone would otherwise pile up in
+    // the shared cluster (gigabytes after a few hundred runs on a developer's machine).
+    if !SWEPT.swap(true, Ordering::Relaxed) {
+        drop_stale_databases(&admin, &template).await;
+    }
     if !exists {
-        drop_stale_databases(&admin).await;
         let building = format!("{template}_building");
         // Separate statements: a multi-statement string runs as one transaction, which these refuse.
         admin
@@ -175,10 +179,7 @@ pub async fn fresh_database() -> TestDb {
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     );
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
-        .await
-        .unwrap_or_else(|e| panic!("create test database {name}: {e}"));
+    create_database(&admin, &name, Some(&template)).await;
     let url = server.url(&name);
     let pool = storage::connect(&url, 8)
         .await
@@ -195,10 +196,7 @@ pub async fn empty_database() -> TestDb {
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     );
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap_or_else(|e| panic!("create test database {name}: {e}"));
+    create_database(&admin, &name, None).await;
     let url = server.url(&name);
     let pool = storage::connect(&url, 4)
         .await
@@ -206,8 +204,28 @@ pub async fn empty_database() -> TestDb {
     TestDb { name, url, pool }
 }
 
-/// Drops test databases of processes that are gone, and templates of older schemas.
-async fn drop_stale_databases(admin: &tokio_postgres::Client) {
+/// Creates a test database named after this process. One of the same name can only be left from
+/// an earlier process that had the same PID (PIDs are reused), so it is dropped first.
+async fn create_database(admin: &tokio_postgres::Client, name: &str, template: Option<&str>) {
+    let template = template
+        .map(|t| format!(" TEMPLATE {t}"))
+        .unwrap_or_default();
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name}{template}"),
+    ] {
+        admin
+            .batch_execute(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    }
+}
+
+/// Set once this process has swept the databases of gone test processes.
+static SWEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Drops test databases of processes that are gone, and templates other than `keep`.
+async fn drop_stale_databases(admin: &tokio_postgres::Client, keep: &str) {
     let Ok(rows) = admin
         .query(
             "SELECT datname FROM pg_database WHERE datname LIKE 'test\\_%' OR datname LIKE 'pettracker\\_template\\_%'",
@@ -221,7 +239,7 @@ async fn drop_stale_databases(admin: &tokio_postgres::Client) {
         let name: String = row.get(0);
         let stale = match name.strip_prefix("test_").and_then(|r| r.split('_').next()) {
             Some(pid) => !PathBuf::from(format!("/proc/{pid}")).exists(),
-            None => true,
+            None => name != keep,
         };
         if stale {
             let _ = admin

@@ -114,14 +114,18 @@ async fn requiring_timescaledb_on_plain_postgres_fails_clearly() {
 }
 
 #[tokio::test]
-async fn retention_deletes_only_fixes_older_than_the_window() {
+async fn retention_deletes_only_fixes_and_intervals_older_than_the_window() {
     let db = fresh_database().await;
     assert_eq!(storage::backend(&db.pool).await.unwrap(), Backend::Postgres);
     let client = db.pool.get().await.unwrap();
     client
         .batch_execute(
             "INSERT INTO positions (tracker_id, device_time, lat, lon)
-             SELECT 'tr-1', now() - make_interval(days => d), 52.5, 13.4 FROM generate_series(0, 39) d",
+             SELECT 'tr-1', now() - make_interval(days => d), 52.5, 13.4 FROM generate_series(0, 39) d;
+             INSERT INTO positions_5m (tracker_id, bucket, device_time, received_at, lat, lon)
+             SELECT tracker_id, date_bin('5 minutes', device_time, TIMESTAMPTZ 'epoch'),
+                    device_time, now(), lat, lon
+             FROM positions",
         )
         .await
         .unwrap();
@@ -134,6 +138,17 @@ async fn retention_deletes_only_fixes_older_than_the_window() {
         .unwrap()
         .get(0);
     assert_eq!(left as u64 + deleted, 40);
+    // Each fix is the last of its interval, and the intervals go with the fixes (the day-30
+    // fix's interval starts up to 5 minutes before it, so it may be past the cut while it is not).
+    let intervals: i64 = client
+        .query_one("SELECT count(*) FROM positions_5m", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        (left - 1..=left).contains(&intervals),
+        "{intervals} intervals left for {left} fixes"
+    );
 }
 
 #[tokio::test]

@@ -118,6 +118,10 @@ pub struct WriteOutcome {
 ///
 /// `newer` compares against the status row as it was before this statement (all parts of a
 /// statement see the same snapshot), which is what "moves only forward in device time" needs.
+///
+/// `roll` keeps `positions_5m` (the last fix of each 5-minute interval, read by bucketed history)
+/// in step from the fixes that were new; sorted by tracker, so two batches touching the same
+/// trackers lock their interval rows in the same order.
 const WRITE_FIXES: &str = "
 WITH ins AS (
     INSERT INTO positions (tracker_id, device_time, received_at, lat, lon, altitude,
@@ -126,7 +130,21 @@ WITH ins AS (
                          $5::float8[], $6::float4[], $7::float4[], $8::float4[],
                          $9::float4[], $10::int2[], $11::int2[], $12::int8[])
     ON CONFLICT (tracker_id, device_time) DO NOTHING
-    RETURNING 1
+    RETURNING *
+), roll AS (
+    INSERT INTO positions_5m AS r (tracker_id, bucket, device_time, received_at, lat, lon,
+                                   altitude, accuracy, speed, heading, satellites, battery, seq)
+    SELECT DISTINCT ON (i.tracker_id, b) i.tracker_id, b, i.device_time, i.received_at, i.lat,
+           i.lon, i.altitude, i.accuracy, i.speed, i.heading, i.satellites, i.battery, i.seq
+    FROM ins i,
+         LATERAL date_bin('5 minutes', i.device_time, TIMESTAMPTZ '1970-01-01 00:00:00+00') b
+    ORDER BY i.tracker_id, b, i.device_time DESC
+    ON CONFLICT (tracker_id, bucket) DO UPDATE SET
+        device_time = excluded.device_time, received_at = excluded.received_at,
+        lat = excluded.lat, lon = excluded.lon, altitude = excluded.altitude,
+        accuracy = excluded.accuracy, speed = excluded.speed, heading = excluded.heading,
+        satellites = excluded.satellites, battery = excluded.battery, seq = excluded.seq
+    WHERE excluded.device_time > r.device_time
 ), upd AS (
     UPDATE tracker_status s SET
         last_fix_time = CASE WHEN newer THEN u.t ELSE s.last_fix_time END,

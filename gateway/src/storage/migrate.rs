@@ -103,6 +103,13 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: &[include_str!("migrations/0009_commands.sql")],
         transactional: true,
     },
+    Migration {
+        version: 10,
+        name: "last fix of every 5 minutes, for bucketed history",
+        timescale: &[include_str!("migrations/0010_position_buckets.sql")],
+        postgres: &[include_str!("migrations/0010_position_buckets.sql")],
+        transactional: true,
+    },
 ];
 
 /// The newest schema version this binary knows.

@@ -221,6 +221,7 @@ pub async fn backend(pool: &Pool) -> Result<Backend, StorageError> {
 
 /// Keeps positions within the retention window. TimescaleDB drops whole chunks with its own job;
 /// on plain PostgreSQL pettracker deletes old rows itself, in slices so no lock is held for long.
+/// The 5-minute intervals of bucketed history (`positions_5m`, a plain table on both) follow.
 pub async fn apply_retention(pool: &Pool, retention_days: u32) -> Result<u64, StorageError> {
     // Asked before taking a connection: `backend` takes one of its own, and holding ours while it
     // waits would deadlock a pool of one.
@@ -230,6 +231,7 @@ pub async fn apply_retention(pool: &Pool, retention_days: u32) -> Result<u64, St
         .await
         .map_err(|e| StorageError::Pool(pool_error_reason(&e)))?;
     let days = i32::try_from(retention_days).unwrap_or(i32::MAX);
+    let mut total = 0;
     match backend {
         Backend::TimescaleDb => {
             client
@@ -246,26 +248,37 @@ pub async fn apply_retention(pool: &Pool, retention_days: u32) -> Result<u64, St
                 )
                 .await
                 .map_err(StorageError::query("adding the retention policy"))?;
-            Ok(0)
         }
         Backend::Postgres => {
-            let mut total = 0;
-            loop {
-                let deleted = client
-                    .execute(
-                        "DELETE FROM positions WHERE ctid = ANY (ARRAY(
-                             SELECT ctid FROM positions
-                             WHERE device_time < now() - make_interval(days => $1)
-                             LIMIT 10000))",
-                        &[&days],
-                    )
-                    .await
-                    .map_err(StorageError::query("deleting positions past retention"))?;
-                total += deleted;
-                if deleted < 10_000 {
-                    return Ok(total);
-                }
-            }
+            total += delete_in_slices(&client, "positions", "device_time", days).await?;
+        }
+    }
+    delete_in_slices(&client, "positions_5m", "bucket", days).await?;
+    Ok(total)
+}
+
+/// Deletes rows of `table` whose `column` is older than `days`, 10,000 at a time.
+async fn delete_in_slices(
+    client: &tokio_postgres::Client,
+    table: &str,
+    column: &str,
+    days: i32,
+) -> Result<u64, StorageError> {
+    let sql = format!(
+        "DELETE FROM {table} WHERE ctid = ANY (ARRAY(
+             SELECT ctid FROM {table}
+             WHERE {column} < now() - make_interval(days => $1)
+             LIMIT 10000))"
+    );
+    let mut total = 0;
+    loop {
+        let deleted = client
+            .execute(&sql, &[&days])
+            .await
+            .map_err(StorageError::query("deleting history past retention"))?;
+        total += deleted;
+        if deleted < 10_000 {
+            return Ok(total);
         }
     }
 }
