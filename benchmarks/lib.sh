@@ -47,7 +47,8 @@ bench_cleanup() {
     for f in "$work/server.log" "$work/postgres/postgres.log" "$work/postgres/restart.log"; do
       [ -s "$f" ] && { echo "--- last lines of $f"; tail -15 "$f"; }
     done
-    echo "--- disk and memory"; df -h "$work" /tmp 2>/dev/null | uniq; free -m | head -2
+    echo "--- disk and memory"; df -h "$work" /tmp /dev/shm 2>/dev/null | uniq; free -m | head -2
+    echo "--- kernel (OOM kills)"; dmesg 2>/dev/null | tail -5
   fi >&2
   for u in "${bench_undo[@]}"; do eval "$u" || true; done
   for p in "${bench_pids[@]}"; do kill "$p" 2>/dev/null || true; done

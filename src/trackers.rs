@@ -531,7 +531,10 @@ pub async fn positions(
                 // last fixes, kept by the ingest write path); the two partial ones at the ends
                 // of the range, if any, from `positions`. `lo_up` is the first interval
                 // boundary at or after the range's start, `hi_down` the last one at or before
-                // its end.
+                // its end. The bounds are scalar subqueries, not a join with `lim`: as a join
+                // the planner walked a tracker's whole index backwards for the LIMIT 1 probes
+                // (126 ms for 30 days of fixes every 30 s; EXPLAIN in BENCHMARKS.md). A page
+                // needs at most `limit` buckets, so at most `limit × width / 5 min` intervals.
                 format!(
                     "WITH lim AS (
                          SELECT lo, hi,
@@ -545,18 +548,21 @@ pub async fn positions(
                                                $4::timestamptz + interval '1 microsecond') AS lo,
                                       $3::timestamptz AS hi) r
                      ), parts AS (
-                         SELECT {columns} FROM lim, positions_5m p
-                         WHERE p.tracker_id = $1 AND p.bucket >= lim.lo_up
-                           AND p.bucket < lim.hi_down
+                         (SELECT {columns} FROM positions_5m p
+                          WHERE p.tracker_id = $1 AND p.bucket >= (SELECT lo_up FROM lim)
+                            AND p.bucket < (SELECT hi_down FROM lim)
+                          ORDER BY p.bucket
+                          LIMIT $5::bigint * ($6::float8 / 300)::bigint)
                        UNION ALL
-                         (SELECT {columns} FROM lim, positions p
-                          WHERE p.tracker_id = $1 AND p.device_time >= lim.lo
-                            AND p.device_time < least(lim.hi, lim.lo_up)
+                         (SELECT {columns} FROM positions p
+                          WHERE p.tracker_id = $1 AND p.device_time >= (SELECT lo FROM lim)
+                            AND p.device_time < (SELECT least(hi, lo_up) FROM lim)
                           ORDER BY p.device_time DESC LIMIT 1)
                        UNION ALL
-                         (SELECT {columns} FROM lim, positions p
-                          WHERE p.tracker_id = $1 AND p.device_time >= greatest(lim.lo, lim.hi_down)
-                            AND p.device_time < lim.hi
+                         (SELECT {columns} FROM positions p
+                          WHERE p.tracker_id = $1
+                            AND p.device_time >= (SELECT greatest(lo, hi_down) FROM lim)
+                            AND p.device_time < (SELECT hi FROM lim)
                           ORDER BY p.device_time DESC LIMIT 1)
                      )
                      SELECT * FROM (
