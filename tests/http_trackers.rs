@@ -91,6 +91,24 @@ async fn seqs_of_all_pages(api: &Api, token: &str, query: &str) -> Vec<i64> {
     }
 }
 
+/// Of fixes stored `seconds` after `start` (sorted), the last of each epoch-aligned interval of
+/// `width` seconds: what bucketed history must return, computed without the database.
+fn last_of_each_interval(start: DateTime<Utc>, seconds: &[i64], width: i64) -> Vec<i64> {
+    let slot = |s: i64| {
+        (start + TimeDelta::seconds(s))
+            .timestamp()
+            .div_euclid(width)
+    };
+    let mut want: Vec<i64> = Vec::new();
+    for s in seconds.iter().copied() {
+        if want.last().is_some_and(|l| slot(*l) == slot(s)) {
+            want.pop();
+        }
+        want.push(s);
+    }
+    want
+}
+
 #[tokio::test]
 async fn an_owner_claims_a_tracker_with_its_code_and_sees_its_live_fix() {
     let app = spawn_app().await;
@@ -452,21 +470,7 @@ async fn bucketed_history_returns_the_last_fix_of_each_interval_across_pages() {
     store_fixes(&app, "rex", start, &seconds).await;
 
     // The last fix of each epoch-aligned minute, in order.
-    let mut want: Vec<i64> = Vec::new();
-    for s in &seconds {
-        let minute = (start + TimeDelta::seconds(*s)).timestamp().div_euclid(60);
-        let same = want.last().is_some_and(|last| {
-            (start + TimeDelta::seconds(*last))
-                .timestamp()
-                .div_euclid(60)
-                == minute
-        });
-        if same {
-            want.pop();
-        }
-        want.push(*s);
-    }
-
+    let want = last_of_each_interval(start, &seconds, 60);
     let from = urlencode(&claimed_at.to_rfc3339());
     let seen = seqs_of_all_pages(&api, &ada, &format!("bucket=1m&limit=3&from={from}")).await;
     assert_eq!(seen, want);
@@ -497,18 +501,8 @@ async fn bucketed_history_jumps_over_empty_intervals_and_leaves_out_fixes_from_b
         ("15m", 900),
         ("1h", 3_600),
     ] {
-        let slot = |s: i64| {
-            (claimed_at + TimeDelta::seconds(s))
-                .timestamp()
-                .div_euclid(width)
-        };
-        let mut want: Vec<i64> = Vec::new();
-        for s in seconds.iter().copied().filter(|s| *s >= 0) {
-            if want.last().is_some_and(|l| slot(*l) == slot(s)) {
-                want.pop();
-            }
-            want.push(s);
-        }
+        let after_claim: Vec<i64> = seconds.iter().copied().filter(|s| *s >= 0).collect();
+        let want = last_of_each_interval(claimed_at, &after_claim, width);
         // Two per page, so the cursor crosses empty intervals too.
         let query = format!("bucket={bucket}&limit=2&from={from}&to={to}");
         let seen = seqs_of_all_pages(&api, &ada, &query).await;
@@ -547,18 +541,12 @@ async fn bucketed_history_is_the_same_from_kept_intervals_when_fixes_arrive_late
         ("1h", 3_600),
         ("7m", 420),
     ] {
-        let slot = |s: i64| {
-            (start + TimeDelta::seconds(s))
-                .timestamp()
-                .div_euclid(width)
-        };
-        let mut want: Vec<i64> = Vec::new();
-        for s in stored.iter().copied().filter(|s| (lo..hi).contains(s)) {
-            if want.last().is_some_and(|l| slot(*l) == slot(s)) {
-                want.pop();
-            }
-            want.push(s);
-        }
+        let in_range: Vec<i64> = stored
+            .iter()
+            .copied()
+            .filter(|s| (lo..hi).contains(s))
+            .collect();
+        let want = last_of_each_interval(start, &in_range, width);
         let query = format!("bucket={bucket}&limit=4&from={from}&to={to}");
         let seen = seqs_of_all_pages(&api, &ada, &query).await;
         assert_eq!(seen, want, "bucket={bucket}");
