@@ -552,7 +552,7 @@ pub async fn positions(
                           WHERE p.tracker_id = $1 AND p.bucket >= (SELECT lo_up FROM lim)
                             AND p.bucket < (SELECT hi_down FROM lim)
                           ORDER BY p.bucket
-                          LIMIT $5::bigint * ($6::float8 / 300)::bigint)
+                          LIMIT $5::bigint * ($6::float8 / {ROLLUP_SECS})::bigint)
                        UNION ALL
                          (SELECT {columns} FROM positions p
                           WHERE p.tracker_id = $1 AND p.device_time >= (SELECT lo FROM lim)

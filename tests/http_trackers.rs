@@ -494,6 +494,7 @@ async fn bucketed_history_jumps_over_empty_intervals_and_leaves_out_fixes_from_b
     store_fixes(&app, "rex", claimed_at, &seconds).await;
     let from = urlencode(&(claimed_at - TimeDelta::minutes(5)).to_rfc3339());
     let to = urlencode(&(claimed_at + TimeDelta::hours(8)).to_rfc3339());
+    let after_claim: Vec<i64> = seconds.iter().copied().filter(|s| *s >= 0).collect();
     for (bucket, width) in [
         ("1m", 60),
         ("5m", 300),
@@ -501,7 +502,6 @@ async fn bucketed_history_jumps_over_empty_intervals_and_leaves_out_fixes_from_b
         ("15m", 900),
         ("1h", 3_600),
     ] {
-        let after_claim: Vec<i64> = seconds.iter().copied().filter(|s| *s >= 0).collect();
         let want = last_of_each_interval(claimed_at, &after_claim, width);
         // Two per page, so the cursor crosses empty intervals too.
         let query = format!("bucket={bucket}&limit=2&from={from}&to={to}");
@@ -534,6 +534,11 @@ async fn bucketed_history_is_the_same_from_kept_intervals_when_fixes_arrive_late
     let (lo, hi) = (1_234, 9_876);
     let from = urlencode(&(start + TimeDelta::seconds(lo)).to_rfc3339());
     let to = urlencode(&(start + TimeDelta::seconds(hi)).to_rfc3339());
+    let in_range: Vec<i64> = stored
+        .iter()
+        .copied()
+        .filter(|s| (lo..hi).contains(s))
+        .collect();
     for (bucket, width) in [
         ("5m", 300),
         ("10m", 600),
@@ -541,11 +546,6 @@ async fn bucketed_history_is_the_same_from_kept_intervals_when_fixes_arrive_late
         ("1h", 3_600),
         ("7m", 420),
     ] {
-        let in_range: Vec<i64> = stored
-            .iter()
-            .copied()
-            .filter(|s| (lo..hi).contains(s))
-            .collect();
         let want = last_of_each_interval(start, &in_range, width);
         let query = format!("bucket={bucket}&limit=4&from={from}&to={to}");
         let seen = seqs_of_all_pages(&api, &ada, &query).await;
