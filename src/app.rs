@@ -86,12 +86,12 @@ pub async fn spawn(config: Config) -> anyhow::Result<RunningApp> {
     let alerts = crate::alerts::start(
         database.pool.clone(),
         live_bus.clone(),
-        config.alert_settings(),
+        config.alerts,
         shutdown.clone(),
     );
     crate::alerts::webhooks::start(
         database.pool.clone(),
-        std::time::Duration::from_millis(config.alerts.webhook_retry_base_ms),
+        config.alerts.webhook_retry_base(),
         shutdown.clone(),
     );
     let mut ingest_config = config.ingest_config();

@@ -27,6 +27,7 @@ use gateway::storage::StorageError;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+pub use crate::config::AlertSettings;
 use zone::{Place, Shape};
 
 /// Battery percent above the threshold at which a low-battery alert re-arms.
@@ -37,17 +38,6 @@ const WATERMARK_SAVE_EVERY: TimeDelta = TimeDelta::seconds(30);
 
 /// A zone that applies to a tracker: geofence id, name, shape.
 type Fence = (i64, String, Shape);
-
-/// Alert rules, from `[alerts]`.
-#[derive(Debug, Clone, Copy)]
-pub struct AlertSettings {
-    pub battery_low_percent: i16,
-    pub offline_after: Duration,
-    pub dwell: Duration,
-    pub dwell_fixes: u32,
-    pub margin_m: f64,
-    pub max_fix_age: Duration,
-}
 
 /// The engine's handle for the HTTP side: geofence changes tell it to reload zones.
 #[derive(Debug, Default)]
@@ -126,16 +116,16 @@ impl TrackerState {
     }
 
     fn battery(&mut self, percent: i16, at: DateTime<Utc>, s: &AlertSettings, out: &mut Outcome) {
-        if percent <= s.battery_low_percent && !self.battery_low {
+        if percent <= s.battery_low() && !self.battery_low {
             self.battery_low = true;
             out.changed = true;
             out.alerts.push(NewAlert {
                 kind: "battery_low",
                 geofence_id: None,
                 at,
-                details: json!({"battery": percent, "threshold": s.battery_low_percent}),
+                details: json!({"battery": percent, "threshold": s.battery_low()}),
             });
-        } else if percent > s.battery_low_percent + BATTERY_REARM && self.battery_low {
+        } else if percent > s.battery_low() + BATTERY_REARM && self.battery_low {
             self.battery_low = false;
             out.changed = true;
         }
@@ -179,7 +169,7 @@ impl TrackerState {
         {
             out.changed = true;
         }
-        let max_age = TimeDelta::from_std(s.max_fix_age).unwrap_or(TimeDelta::MAX);
+        let max_age = TimeDelta::from_std(s.max_fix_age()).unwrap_or(TimeDelta::MAX);
         if now - device_time > max_age {
             // Old news: it moves the watermark, so nothing older counts either, but decides nothing.
             return;
@@ -187,8 +177,8 @@ impl TrackerState {
         if let Some(percent) = battery {
             self.battery(percent, device_time, s, out);
         }
-        let margin = f64::from(accuracy.unwrap_or(0.0)).max(s.margin_m);
-        let dwell = TimeDelta::from_std(s.dwell).unwrap_or(TimeDelta::MAX);
+        let margin = f64::from(accuracy.unwrap_or(0.0)).max(s.margin_m());
+        let dwell = TimeDelta::from_std(s.dwell()).unwrap_or(TimeDelta::MAX);
         self.zones.retain(|id, _| fences.iter().any(|f| f.0 == *id));
         for (id, name, shape) in fences {
             let zone = self.zones.entry(*id).or_default();
@@ -214,7 +204,7 @@ impl TrackerState {
                     let since = *zone.pending_since.get_or_insert(device_time);
                     zone.pending_fixes += 1;
                     out.changed = true;
-                    if device_time - since >= dwell && zone.pending_fixes >= s.dwell_fixes {
+                    if device_time - since >= dwell && zone.pending_fixes >= s.dwell_fixes() {
                         zone.inside = Some(inside);
                         zone.pending_since = None;
                         zone.pending_fixes = 0;
@@ -260,7 +250,7 @@ struct Engine {
 
 impl Engine {
     async fn run(mut self, mut events: gateway::live::LiveSubscription, mut shutdown: Shutdown) {
-        let period = (self.settings.offline_after / 2)
+        let period = (self.settings.offline_after() / 2)
             .clamp(Duration::from_millis(250), Duration::from_secs(30));
         let mut offline_check = tokio::time::interval(period);
         loop {
@@ -375,7 +365,7 @@ impl Engine {
     }
 
     async fn check_offline(&mut self) -> Result<(), StorageError> {
-        let after = self.settings.offline_after;
+        let after = self.settings.offline_after();
         for (tracker, last_seen) in store::due_offline(&self.pool, after.as_secs_f64()).await? {
             let state = self.state(&tracker).await?;
             // Heard from in this process since: the database has not caught up yet.
@@ -422,11 +412,12 @@ mod tests {
     fn settings() -> AlertSettings {
         AlertSettings {
             battery_low_percent: 20,
-            offline_after: Duration::from_secs(600),
-            dwell: Duration::from_secs(30),
-            dwell_fixes: 2,
-            margin_m: 10.0,
-            max_fix_age: Duration::from_secs(300),
+            offline_after_secs: 600,
+            geofence_dwell_secs: 30,
+            geofence_dwell_fixes: 2,
+            geofence_margin_m: 10,
+            max_fix_age_secs: 300,
+            webhook_retry_base_ms: 1_000,
         }
     }
 

@@ -1,0 +1,60 @@
+//! What each part of the server takes, built from the sections: the gateway's ingest pipeline and broker, and the live feed.
+
+use super::Config;
+
+impl Config {
+    /// The pipeline settings the gateway takes.
+    pub fn ingest_config(&self) -> gateway::ingest::IngestConfig {
+        let i = &self.ingest;
+        gateway::ingest::IngestConfig {
+            batch_size: i.batch_size,
+            batch_timeout: std::time::Duration::from_millis(i.batch_timeout_ms),
+            queue_capacity: i.queue_capacity,
+            accept_timeout: std::time::Duration::from_millis(i.accept_timeout_ms),
+            spool_dir: i.spool_dir.clone(),
+            silence_timeout: std::time::Duration::from_secs(i.silence_timeout_secs),
+            limits: gateway::protocol::ValidationLimits {
+                max_future_skew: chrono::TimeDelta::seconds(i.max_future_skew_secs as i64),
+                max_age: chrono::TimeDelta::days(i64::from(self.storage.retention_days)),
+            },
+            clock: gateway::ingest::Clock::System,
+            writers: i.writers,
+            // The server plugs its live bus in (src/app.rs).
+            live: gateway::live::LivePublisher::default(),
+        }
+    }
+
+    /// The live feed's session settings.
+    pub fn live_options(&self) -> crate::live::LiveOptions {
+        crate::live::LiveOptions {
+            queue_capacity: self.live.queue_capacity,
+            ping_interval: std::time::Duration::from_secs(self.live.ping_interval_secs),
+            // Never shorter than two ping intervals, or a healthy client could time out between pings.
+            idle_timeout: std::time::Duration::from_secs(
+                self.live
+                    .idle_timeout_secs
+                    .max(2 * self.live.ping_interval_secs),
+            ),
+        }
+    }
+
+    /// The listener settings the broker takes.
+    pub fn broker_config(&self) -> gateway::broker::BrokerConfig {
+        let m = &self.mqtt;
+        gateway::broker::BrokerConfig {
+            tcp: Some(m.addr),
+            tls: match (m.tls_addr, &m.tls_cert, &m.tls_key) {
+                (Some(addr), Some(cert), Some(key)) => Some(gateway::broker::TlsListener {
+                    addr,
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => None,
+            },
+            ws: m.ws_addr,
+            open: m.open,
+            max_packet_size: m.max_packet_size,
+            max_connections: m.max_connections,
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! The sections of the configuration: one struct per `[section]` of the file, its defaults, and what each field is for.
+//!
+//! The structs are the single source of the settings: the table of keys and environment variables
+//! ([`super::keys`]) is derived from them by serializing the defaults. They serialize only for that
+//! reason; secrets serialize as a fixed marker, never their value.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use gateway::storage::TimescalePreference;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use super::keys::serialize_secret;
+
+/// The whole configuration of a pettracker process.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub mqtt: MqttConfig,
+    pub database: DatabaseConfig,
+    pub storage: StorageConfig,
+    pub ingest: IngestSettings,
+    pub auth: AuthConfig,
+    pub commands: CommandsConfig,
+    pub log: LogConfig,
+    pub live: LiveSettings,
+    pub alerts: AlertSettings,
+}
+
+/// Alert rules (see docs/live.md, *Alerts*): the `[alerts]` section, which the alert engine takes as it is.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertSettings {
+    /// A battery at or below this percent raises one alert per crossing.
+    pub battery_low_percent: u64,
+    /// A claimed tracker silent for longer than this raises an offline alert.
+    pub offline_after_secs: u64,
+    /// A zone exit or entry counts only after this long on the new side...
+    pub geofence_dwell_secs: u64,
+    /// ...and this many fixes there.
+    pub geofence_dwell_fixes: u64,
+    /// A fix outside a zone by less than its accuracy, and at least this, decides nothing.
+    pub geofence_margin_m: u64,
+    /// Fixes older than this when they arrive raise no alert (buffered uploads).
+    pub max_fix_age_secs: u64,
+    /// First wait before a failed webhook delivery is retried; doubles per attempt, jittered.
+    pub webhook_retry_base_ms: u64,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        Self {
+            battery_low_percent: 20,
+            offline_after_secs: 900,
+            geofence_dwell_secs: 60,
+            geofence_dwell_fixes: 2,
+            geofence_margin_m: 15,
+            max_fix_age_secs: 300,
+            webhook_retry_base_ms: 1_000,
+        }
+    }
+}
+
+/// The rules in the units the alert engine works in. Validation keeps every field in range; the
+/// clamps only make the conversions total.
+impl AlertSettings {
+    pub fn battery_low(&self) -> i16 {
+        self.battery_low_percent.min(99) as i16
+    }
+
+    pub fn offline_after(&self) -> Duration {
+        Duration::from_secs(self.offline_after_secs)
+    }
+
+    pub fn dwell(&self) -> Duration {
+        Duration::from_secs(self.geofence_dwell_secs)
+    }
+
+    pub fn dwell_fixes(&self) -> u32 {
+        self.geofence_dwell_fixes.min(1_000) as u32
+    }
+
+    pub fn margin_m(&self) -> f64 {
+        self.geofence_margin_m as f64
+    }
+
+    pub fn max_fix_age(&self) -> Duration {
+        Duration::from_secs(self.max_fix_age_secs)
+    }
+
+    pub fn webhook_retry_base(&self) -> Duration {
+        Duration::from_millis(self.webhook_retry_base_ms)
+    }
+}
+
+/// The WebSocket live feed (`GET /api/v1/live`); see docs/live.md.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LiveSettings {
+    /// Events waiting to be sent to one connection; beyond it the connection is told it overflowed.
+    pub queue_capacity: usize,
+    /// Events the in-process bus keeps for a subscriber that is behind.
+    pub bus_capacity: usize,
+    /// How often the server pings each connection.
+    pub ping_interval_secs: u64,
+    /// A connection that sends nothing (not even a pong) for this long is closed.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for LiveSettings {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 256,
+            bus_capacity: 8192,
+            ping_interval_secs: 20,
+            idle_timeout_secs: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Where the REST API, WebSocket feed, `/metrics` and health checks listen.
+    pub addr: SocketAddr,
+    /// Requests per second each credential (a user's access tokens together, or one API key)
+    /// may make on average; beyond it the API answers 429 with `Retry-After`.
+    pub rate_limit_per_second: u32,
+    /// Requests a credential may make at once after being idle: a page load fires several.
+    pub rate_limit_burst: u32,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            rate_limit_per_second: 50,
+            rate_limit_burst: 200,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Plain MQTT listener for collars.
+    pub addr: SocketAddr,
+    /// Accept any client without credentials or topic checks. For trying the broker by hand only:
+    /// it is logged loudly at start.
+    pub open: bool,
+    /// MQTT over TLS; needs `tls_cert` and `tls_key`. Unset: no TLS listener.
+    pub tls_addr: Option<SocketAddr>,
+    /// PEM certificate chain for the TLS listener.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for the TLS listener.
+    pub tls_key: Option<PathBuf>,
+    /// MQTT over WebSocket (path `/mqtt`). Unset: no WebSocket listener.
+    pub ws_addr: Option<SocketAddr>,
+    /// Most simultaneous device connections.
+    pub max_connections: usize,
+    /// Largest MQTT packet; larger ones close the connection.
+    pub max_packet_size: u32,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            open: false,
+            tls_addr: None,
+            tls_cert: None,
+            tls_key: None,
+            ws_addr: None,
+            max_connections: 200_000,
+            max_packet_size: 512 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestSettings {
+    /// Rows per database transaction at most.
+    pub batch_size: usize,
+    /// A batch is written at the latest this long after its first row arrived.
+    pub batch_timeout_ms: u64,
+    /// Messages waiting for decoding; when full, publishers wait (backpressure).
+    pub queue_capacity: usize,
+    /// How long a QoS 1 publish may wait to be stored before the collar is told to resend.
+    pub accept_timeout_ms: u64,
+    /// Where batches wait on disk while the database is unreachable.
+    pub spool_dir: PathBuf,
+    /// A tracker that says nothing for this long is marked offline.
+    pub silence_timeout_secs: u64,
+    /// Fixes dated further than this in the future are refused (broken device clock).
+    pub max_future_skew_secs: u64,
+    /// Batches written in parallel, each for its own shard of the trackers. More than the
+    /// database's cores gains nothing; each takes one connection from `database.pool_size`.
+    pub writers: usize,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        Self {
+            batch_size: 1000,
+            batch_timeout_ms: 20,
+            queue_capacity: 10_000,
+            accept_timeout_ms: 5_000,
+            spool_dir: PathBuf::from("data/spool"),
+            silence_timeout_secs: 600,
+            max_future_skew_secs: 300,
+            writers: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// PostgreSQL URL. Unset: pettracker runs a private cluster under `data_dir`.
+    #[serde(serialize_with = "serialize_secret")]
+    pub url: Option<SecretString>,
+    /// Where the private cluster lives when `url` is unset.
+    pub data_dir: PathBuf,
+    /// Connections in the pool shared by ingest and the API.
+    pub pool_size: usize,
+    /// `auto` uses TimescaleDB when the server has it; `required` refuses to start without it; `off` never uses it.
+    #[serde(serialize_with = "serialize_timescale")]
+    pub timescaledb: TimescalePreference,
+}
+
+/// `auto`, `required` or `off`, as the file spells it.
+fn serialize_timescale<S: serde::Serializer>(
+    preference: &TimescalePreference,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&format!("{preference:?}").to_lowercase())
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            data_dir: PathBuf::from("data/postgres"),
+            pool_size: 16,
+            timescaledb: TimescalePreference::Auto,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Fixes older than this are deleted, and older fixes arriving late are rejected.
+    pub retention_days: u32,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            retention_days: 365,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// HMAC-SHA256 key signing access tokens, at least 32 bytes. Unset: a random key per start,
+    /// so every access token dies with the process (refresh tokens, stored in the database, do not).
+    #[serde(serialize_with = "serialize_secret")]
+    pub token_secret: Option<SecretString>,
+    /// Lifetime of an access token. Short, because an access token cannot be revoked.
+    pub access_token_ttl_secs: u64,
+    /// Lifetime of a refresh token; each use replaces it with a new one.
+    pub refresh_token_ttl_days: u32,
+    /// Users registering with one of these emails (compared case-insensitively) become admins.
+    pub admin_emails: Vec<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            token_secret: None,
+            access_token_ttl_secs: 900,
+            refresh_token_ttl_days: 30,
+            admin_emails: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommandsConfig {
+    /// A command the collar has not answered is published again after this long, doubling
+    /// (with jitter) for each further send: a collar that missed it while reconnecting gets it.
+    pub resend_after_ms: u64,
+    /// Publishes of one attempt before it is `failed` with "no answer".
+    pub max_sends: u32,
+    /// How long a command may wait (offline collar included) before it expires, unless the
+    /// request says otherwise.
+    pub default_ttl_secs: u32,
+}
+
+impl Default for CommandsConfig {
+    fn default() -> Self {
+        Self {
+            resend_after_ms: 10_000,
+            max_sends: 5,
+            default_ttl_secs: 3_600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` for people, `json` for log collectors.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `pettracker=debug,gateway=debug`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}

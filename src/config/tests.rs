@@ -1,0 +1,264 @@
+use super::*;
+
+fn load(file: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let dir = std::env::temp_dir().join(format!("pettracker-config-{}", rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("pettracker.toml");
+    std::fs::write(&path, file).unwrap();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let result = Loader::new(Some(&path))
+        .and_then(|l| l.env(|k| env.iter().find(|e| e.0 == k).map(|e| e.1.clone())))
+        .and_then(Loader::load);
+    std::fs::remove_dir_all(&dir).unwrap();
+    result
+}
+
+fn rand_suffix() -> String {
+    format!("{:?}-{}", std::thread::current().id(), std::process::id()).replace(['(', ')'], "")
+}
+
+#[test]
+fn an_empty_file_gives_the_defaults() {
+    let config = load("", &[]).unwrap();
+    assert_eq!(config.http.addr.port(), 8080);
+    assert_eq!(config.storage.retention_days, 365);
+    assert!(config.database.url.is_none());
+}
+
+#[test]
+fn environment_overrides_the_file_and_flags_override_the_environment() {
+    let config = load(
+        "[http]\naddr = \"127.0.0.1:1\"\n",
+        &[("PETTRACKER_HTTP_ADDR", "127.0.0.1:2")],
+    )
+    .unwrap();
+    assert_eq!(config.http.addr.port(), 2);
+    let config = Loader::new(None)
+        .unwrap()
+        .env(|k| (k == "PETTRACKER_HTTP_ADDR").then(|| "127.0.0.1:2".to_owned()))
+        .unwrap()
+        .flag("http.addr", Some("127.0.0.1:3".to_owned()), "--http-addr")
+        .unwrap()
+        .load()
+        .unwrap();
+    assert_eq!(config.http.addr.port(), 3);
+}
+
+#[test]
+fn a_bad_address_names_the_key_and_the_variable() {
+    let err = load("", &[("PETTRACKER_MQTT_ADDR", "not-an-address")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("mqtt.addr"), "{err}");
+    assert!(err.contains("PETTRACKER_MQTT_ADDR"), "{err}");
+}
+
+#[test]
+fn an_unknown_key_in_the_file_is_named() {
+    let err = load("[http]\nadress = \"x\"\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("adress"), "{err}");
+}
+
+#[test]
+fn a_non_numeric_pool_size_is_refused_with_its_value() {
+    let err = load("", &[("PETTRACKER_DATABASE_POOL_SIZE", "many")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("database.pool_size") && err.contains("many"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_bad_database_url_is_refused_without_echoing_it() {
+    let err = load(
+        "",
+        &[("DATABASE_URL", "postgres://u:hunter2@host:notaport/db")],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("database.url"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[test]
+fn the_database_url_is_redacted_in_debug_output() {
+    let config = load("", &[("DATABASE_URL", "postgres://u:hunter2@localhost/db")]).unwrap();
+    assert!(!format!("{config:?}").contains("hunter2"));
+}
+
+#[test]
+fn a_short_token_secret_is_refused_without_echoing_it() {
+    let err = load("", &[("PETTRACKER_AUTH_TOKEN_SECRET", "hunter2-too-short")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("auth.token_secret"), "{err}");
+    assert!(err.contains("32"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[test]
+fn a_secret_of_the_wrong_type_in_the_file_is_refused_without_echoing_it() {
+    let err = load("[auth]\ntoken_secret = 918273645\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("auth.token_secret"), "{err}");
+    assert!(!err.contains("918273645"), "{err}");
+}
+
+#[test]
+fn admin_emails_are_a_comma_separated_list_in_the_environment() {
+    let config = load(
+        "",
+        &[(
+            "PETTRACKER_AUTH_ADMIN_EMAILS",
+            " ada@example.com,,bob@example.com ",
+        )],
+    )
+    .unwrap();
+    assert_eq!(
+        config.auth.admin_emails,
+        ["ada@example.com", "bob@example.com"]
+    );
+    let config = load("[auth]\nadmin_emails = [\"ada@example.com\"]\n", &[]).unwrap();
+    assert_eq!(config.auth.admin_emails, ["ada@example.com"]);
+}
+
+#[test]
+fn a_bad_live_or_alerts_setting_is_refused_naming_its_key() {
+    for (name, value, key) in [
+        ("PETTRACKER_LIVE_QUEUE_CAPACITY", "0", "live.queue_capacity"),
+        (
+            "PETTRACKER_ALERTS_BATTERY_LOW_PERCENT",
+            "100",
+            "alerts.battery_low_percent",
+        ),
+    ] {
+        let err = Loader::new(None)
+            .unwrap()
+            .env(|k| (k == name).then(|| value.to_owned()))
+            .unwrap()
+            .load()
+            .unwrap_err();
+        assert!(err.to_string().contains(key), "{err}");
+    }
+}
+
+/// The rows of the settings table in docs/operations.md: (key, environment variable).
+fn documented() -> Vec<(String, String)> {
+    include_str!("../../docs/operations.md")
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let key = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+            let var = cells.get(2)?.strip_prefix('`')?.strip_suffix('`')?;
+            var.starts_with("PETTRACKER_")
+                .then(|| (key.to_owned(), var.to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn the_operations_guide_documents_exactly_the_settings_the_sections_have() {
+    let documented = documented();
+    assert_eq!(documented.len(), keys().len(), "{documented:?}");
+    for key in keys() {
+        let row = documented.iter().find(|(k, _)| *k == key.name);
+        assert_eq!(
+            row.map(|(_, var)| var.clone()),
+            Some(key.env()),
+            "docs/operations.md misses {} or names another variable for it",
+            key.name
+        );
+    }
+    for (key, _) in &documented {
+        assert!(
+            keys().iter().any(|k| k.name == *key),
+            "docs/operations.md documents {key}, which no section has"
+        );
+    }
+}
+
+#[test]
+fn the_kind_of_each_setting_follows_from_its_type() {
+    let kind = |name: &str| keys().iter().find(|k| k.name == name).map(|k| k.kind);
+    assert_eq!(kind("database.url"), Some(Kind::Secret));
+    assert_eq!(kind("auth.token_secret"), Some(Kind::Secret));
+    assert_eq!(kind("auth.admin_emails"), Some(Kind::List));
+    assert_eq!(kind("mqtt.open"), Some(Kind::Bool));
+    assert_eq!(kind("mqtt.max_packet_size"), Some(Kind::Int));
+    assert_eq!(kind("mqtt.tls_addr"), Some(Kind::Str));
+    assert_eq!(kind("database.timescaledb"), Some(Kind::Str));
+    assert_eq!(kind("log.format"), Some(Kind::Str));
+    assert_eq!(kind("http"), None);
+}
+
+/// A valid value for a setting as environment text, and as the loaded configuration serializes it.
+fn sample(key: &Key) -> (&'static str, serde_json::Value) {
+    let name = key.name.as_str();
+    let text = match key.kind {
+        Kind::Int => return ("3", serde_json::json!(3)),
+        Kind::Float => return ("0.5", serde_json::json!(0.5)),
+        Kind::Bool => return ("true", serde_json::json!(true)),
+        Kind::List => {
+            return (
+                "ada@example.com, bob@example.com",
+                serde_json::json!(["ada@example.com", "bob@example.com"]),
+            );
+        }
+        Kind::Secret if name.starts_with("auth.") => "0123456789abcdef0123456789abcdef",
+        Kind::Secret => "postgres://localhost/x",
+        Kind::Str if name.ends_with("addr") => "127.0.0.1:9",
+        Kind::Str if name.ends_with("timescaledb") => "off",
+        Kind::Str if name.ends_with("format") => "json",
+        Kind::Str if name.contains("tls_") || name.ends_with("_dir") => "/tmp/x",
+        Kind::Str => "debug",
+    };
+    (text, serde_json::json!(text))
+}
+
+#[test]
+fn every_documented_variable_sets_its_setting() {
+    let defaults = serde_json::to_value(Config::default()).unwrap();
+    for (key, var) in documented() {
+        let key = keys().iter().find(|k| k.name == key).unwrap();
+        let (text, expected) = sample(key);
+        // The TLS listener's keys are only valid together.
+        let tls = [
+            ("PETTRACKER_MQTT_TLS_ADDR", "127.0.0.1:9"),
+            ("PETTRACKER_MQTT_TLS_CERT", "/tmp/x"),
+            ("PETTRACKER_MQTT_TLS_KEY", "/tmp/x"),
+        ];
+        let config = Loader::new(None)
+            .unwrap()
+            .env(|k| {
+                if k == var {
+                    return Some(text.to_owned());
+                }
+                let companion = tls.iter().find(|(env, _)| *env == k);
+                companion
+                    .filter(|_| key.name.starts_with("mqtt.tls_"))
+                    .map(|(_, v)| v.to_string())
+            })
+            .unwrap()
+            .load();
+        let config = match config {
+            Ok(config) => config,
+            Err(e) => panic!("{var}={text}: {e}"),
+        };
+        if key.kind == Kind::Secret {
+            // Secrets serialize as a marker; that the value is used shows in the tests above.
+            continue;
+        }
+        let pointer = format!("/{}", key.name.replace('.', "/"));
+        let loaded = serde_json::to_value(&config).unwrap();
+        assert_eq!(loaded.pointer(&pointer), Some(&expected), "{var}");
+        assert_ne!(defaults.pointer(&pointer), Some(&expected), "{var}");
+    }
+}
