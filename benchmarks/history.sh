@@ -85,7 +85,7 @@ for name, (p50, p99, returned, parse_ms) in results.items():
         print(json.dumps(e))
 EOF
 
-# The plans of bucketed history (src/trackers.rs) in SQL on the same table, 30 days, first page
+# The plans of bucketed history (src/trackers/history.rs) in SQL on the same table, 30 days, first page
 # (at most 5,001 rows): DISTINCT ON reads and sorts every fix of the range; the loose index scan
 # probes the primary key twice per bucket; the API reads widths that are multiples of 5 minutes
 # from positions_5m, the last fix of every 5 minutes kept at ingest (timed here without the two
