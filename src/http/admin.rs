@@ -13,9 +13,10 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
-use super::auth::{Caller, authenticated, json_body};
+use super::auth::{Caller, json_body, with_caller};
 use super::error::ApiError;
-use super::query::{limit_param, only_known, time_param};
+use super::fields;
+use super::query::{limit_param, only_known, time_param, tracker_filter};
 use super::{HttpState, json_with_status as json, respond};
 use crate::dead_letters::{self, DeadLetterQuery, Reader};
 
@@ -44,54 +45,44 @@ impl Caller {
 pub fn routes(
     state: HttpState,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static {
-    let with_state = {
-        let state = state.clone();
-        warp::any().map(move || state.clone())
-    };
-    let auth = authenticated(state);
+    let signed_in = with_caller(state);
 
     let provision = warp::path!("api" / "v1" / "admin" / "trackers")
         .and(warp::post())
-        .and(with_state.clone())
-        .and(auth.clone())
+        .and(signed_in.clone())
         .and(json_body::<NewTracker>())
         .then(|state, caller, body| async move { respond(provision(state, caller, body).await) })
         .boxed();
 
     let list = warp::path!("api" / "v1" / "admin" / "trackers")
         .and(warp::get())
-        .and(with_state.clone())
-        .and(auth.clone())
+        .and(signed_in.clone())
         .and(warp::query::<HashMap<String, String>>())
         .then(|state, caller, query| async move { respond(list(state, caller, query).await) })
         .boxed();
 
     let revoke = warp::path!("api" / "v1" / "admin" / "trackers" / String / "revoke")
         .and(warp::post())
-        .and(with_state.clone())
-        .and(auth.clone())
+        .and(signed_in.clone())
         .then(|id: String, state, caller| async move { respond(revoke(state, caller, id).await) })
         .boxed();
 
     let retry_one = warp::path!("api" / "v1" / "dead-letters" / i64 / "retry")
         .and(warp::post())
-        .and(with_state.clone())
-        .and(auth.clone())
+        .and(signed_in.clone())
         .then(|id: i64, state, caller| async move { respond(retry_one(state, caller, id).await) })
         .boxed();
 
     let retry_many = warp::path!("api" / "v1" / "dead-letters" / "retry")
         .and(warp::post())
-        .and(with_state.clone())
-        .and(auth.clone())
+        .and(signed_in.clone())
         .and(json_body::<RetryFilter>())
         .then(|state, caller, body| async move { respond(retry_many(state, caller, body).await) })
         .boxed();
 
     let dead = warp::path!("api" / "v1" / "dead-letters")
         .and(warp::get())
-        .and(with_state)
-        .and(auth)
+        .and(signed_in)
         .and(warp::query::<HashMap<String, String>>())
         .then(
             |state, caller, query| async move { respond(dead_letters(state, caller, query).await) },
@@ -185,18 +176,8 @@ async fn provision(
     caller.require_write()?;
     let tracker = TrackerId::parse(&body.tracker_id)
         .map_err(|e| ApiError::bad_request(format!("tracker_id: {e}"), Some("tracker_id")))?;
-    let pet_name = body
-        .pet_name
-        .as_deref()
-        .map(str::trim)
-        .filter(|n| !n.is_empty());
-    if pet_name.is_some_and(|n| n.chars().count() > 64) {
-        return Err(ApiError::bad_request(
-            "pet_name is at most 64 characters",
-            Some("pet_name"),
-        ));
-    }
-    match device::provision(&state.pool, &tracker, pet_name).await {
+    let pet_name = fields::pet_name(body.pet_name.as_deref())?;
+    match device::provision(&state.pool, &tracker, pet_name.as_deref()).await {
         Ok(provisioned) => {
             tracing::info!(%tracker, admin = caller.user_id, "tracker provisioned over HTTP");
             Ok(json(&provisioned, StatusCode::CREATED))
@@ -251,18 +232,11 @@ async fn dead_letters(
 ) -> Result<Response, ApiError> {
     only_known(&query, &["tracker", "since", "after", "limit"])?;
     let reader = reader(&caller);
-    let tracker = match query.get("tracker") {
-        None => None,
-        // A malformed id names no tracker the caller owns: an empty list, like any other.
-        Some(raw) => match TrackerId::parse(raw) {
-            Ok(t) => Some(t),
-            Err(_) => {
-                return Ok(json(
-                    &serde_json::json!({ "dead_letters": [] }),
-                    StatusCode::OK,
-                ));
-            }
-        },
+    let Some(tracker) = tracker_filter(&query) else {
+        return Ok(json(
+            &serde_json::json!({ "dead_letters": [] }),
+            StatusCode::OK,
+        ));
     };
     let after = query
         .get("after")

@@ -2,13 +2,15 @@
 
 use std::collections::HashMap;
 
-use gateway::protocol::TrackerId;
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use super::auth::{Caller, authenticated};
+use super::auth::{Caller, with_caller};
 use super::error::ApiError;
+use super::fields::path_id;
+use super::query::{limit_param, only_known};
+use super::trackers::{role, tracker_id};
 use super::{HttpState, json_with_status as json, respond};
 use crate::alerts::store;
 
@@ -20,21 +22,11 @@ async fn list(
     caller: Caller,
     query: HashMap<String, String>,
 ) -> Result<Response, ApiError> {
-    if let Some(unknown) = query
-        .keys()
-        .find(|k| !["tracker", "since", "limit"].contains(&k.as_str()))
-    {
-        return Err(ApiError::bad_request(
-            format!("unknown query parameter {unknown:?}; known: tracker, since, limit"),
-            Some(unknown),
-        ));
-    }
+    only_known(&query, &["tracker", "since", "limit"])?;
     let tracker = match query.get("tracker") {
         Some(raw) => {
-            let id = TrackerId::parse(raw).map_err(|_| ApiError::NotFound)?;
-            crate::trackers::role(&state.pool, caller.user_id, &id)
-                .await?
-                .ok_or(ApiError::NotFound)?;
+            let id = tracker_id(raw)?;
+            role(&state, &caller, &id).await?;
             Some(id.to_string())
         }
         None => None,
@@ -48,16 +40,7 @@ async fn list(
         })?,
         None => 0,
     };
-    let limit = match query.get("limit") {
-        Some(raw) => raw
-            .parse::<i64>()
-            .ok()
-            .filter(|l| (1..=MAX_LIMIT).contains(l))
-            .ok_or_else(|| {
-                ApiError::bad_request(format!("limit must be 1 to {MAX_LIMIT}"), Some("limit"))
-            })?,
-        None => DEFAULT_LIMIT,
-    };
+    let limit = limit_param(&query, DEFAULT_LIMIT, MAX_LIMIT)?;
     let alerts = store::list_alerts(
         &state.pool,
         caller.user_id,
@@ -74,8 +57,7 @@ async fn list(
 }
 
 async fn ack(state: HttpState, caller: Caller, raw_id: String) -> Result<Response, ApiError> {
-    // Anything but an id cannot name an alert.
-    let id: i64 = raw_id.parse().map_err(|_| ApiError::NotFound)?;
+    let id = path_id(&raw_id)?;
     let (_, owned) = store::alert_for(&state.pool, caller.user_id, id)
         .await?
         .ok_or(ApiError::NotFound)?;
@@ -95,21 +77,16 @@ async fn ack(state: HttpState, caller: Caller, raw_id: String) -> Result<Respons
 pub fn routes(
     state: HttpState,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static {
-    let with_state = {
-        let state = state.clone();
-        warp::any().map(move || state.clone())
-    };
+    let signed_in = with_caller(state);
     let list = warp::path!("api" / "v1" / "alerts")
         .and(warp::get())
-        .and(with_state.clone())
-        .and(authenticated(state.clone()))
+        .and(signed_in.clone())
         .and(warp::query::<HashMap<String, String>>())
         .then(|s, c, q| async move { respond(list(s, c, q).await) })
         .boxed();
     let ack = warp::path!("api" / "v1" / "alerts" / String / "ack")
         .and(warp::post())
-        .and(with_state)
-        .and(authenticated(state))
+        .and(signed_in)
         .then(|id, s, c| async move { respond(ack(s, c, id).await) })
         .boxed();
     list.or(ack).unify().boxed()

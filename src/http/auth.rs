@@ -11,8 +11,9 @@ use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use super::error::ApiError;
+use super::fields;
 use super::limit::Bucket;
-use super::{HttpState, json_with_status, respond};
+use super::{HttpState, json_with_status, respond, with_state};
 use crate::auth::{AccountError, Email, LoginThrottle, Password, Scope, store};
 
 /// Largest JSON body the account routes accept: every one of them is a few short fields.
@@ -42,6 +43,13 @@ impl Caller {
             )),
         }
     }
+}
+
+/// The shared state and the [`Caller`] ([`authenticated`]): what most routes take.
+pub fn with_caller(
+    state: HttpState,
+) -> impl Filter<Extract = (HttpState, Caller), Error = Rejection> + Clone {
+    with_state(state.clone()).and(authenticated(state))
 }
 
 /// Extracts the [`Caller`] from `Authorization: Bearer <access token or API key>`.
@@ -140,21 +148,19 @@ fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 pub fn routes(
     state: HttpState,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static {
-    let with_state = {
-        let state = state.clone();
-        warp::any().map(move || state.clone())
-    };
+    let state_only = with_state(state.clone());
+    let signed_in = with_caller(state);
 
     let register = warp::path!("api" / "v1" / "auth" / "register")
         .and(warp::post())
-        .and(with_state.clone())
+        .and(state_only.clone())
         .and(json_body::<Credentials>())
         .then(|state, body| async move { respond(register(state, body).await) })
         .boxed();
 
     let login = warp::path!("api" / "v1" / "auth" / "login")
         .and(warp::post())
-        .and(with_state.clone())
+        .and(state_only.clone())
         .and(warp::addr::remote())
         .and(json_body::<Credentials>())
         .then(|state, remote, body| async move { respond(login(state, remote, body).await) })
@@ -162,29 +168,27 @@ pub fn routes(
 
     let refresh = warp::path!("api" / "v1" / "auth" / "refresh")
         .and(warp::post())
-        .and(with_state.clone())
+        .and(state_only.clone())
         .and(json_body::<RefreshRequest>())
         .then(|state, body| async move { respond(refresh(state, body).await) })
         .boxed();
 
     let logout = warp::path!("api" / "v1" / "auth" / "logout")
         .and(warp::post())
-        .and(with_state.clone())
+        .and(state_only.clone())
         .and(json_body::<RefreshRequest>())
         .then(|state, body| async move { respond(logout(state, body).await) })
         .boxed();
 
     let me = warp::path!("api" / "v1" / "me")
         .and(warp::get())
-        .and(with_state.clone())
-        .and(authenticated(state.clone()))
+        .and(signed_in.clone())
         .then(|state, caller| async move { respond(me(state, caller).await) })
         .boxed();
 
     let create_key = warp::path!("api" / "v1" / "api-keys")
         .and(warp::post())
-        .and(with_state.clone())
-        .and(authenticated(state.clone()))
+        .and(signed_in.clone())
         .and(json_body::<NewApiKey>())
         .then(
             |state, caller, body| async move { respond(create_api_key(state, caller, body).await) },
@@ -193,15 +197,13 @@ pub fn routes(
 
     let list_keys = warp::path!("api" / "v1" / "api-keys")
         .and(warp::get())
-        .and(with_state.clone())
-        .and(authenticated(state.clone()))
+        .and(signed_in.clone())
         .then(|state, caller| async move { respond(list_api_keys(state, caller).await) })
         .boxed();
 
     let delete_key = warp::path!("api" / "v1" / "api-keys" / i64)
         .and(warp::delete())
-        .and(with_state)
-        .and(authenticated(state))
+        .and(signed_in)
         .then(|id, state, caller| async move { respond(delete_api_key(state, caller, id).await) })
         .boxed();
 
@@ -340,14 +342,8 @@ async fn create_api_key(
     body: NewApiKey,
 ) -> Result<Response, ApiError> {
     caller.require_write()?;
-    let name = body.name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(ApiError::bad_request(
-            "name must be 1 to 100 characters",
-            Some("name"),
-        ));
-    }
-    let (info, key) = store::create_api_key(&state.pool, caller.user_id, name, body.scope).await?;
+    let name = fields::name(&body.name)?;
+    let (info, key) = store::create_api_key(&state.pool, caller.user_id, &name, body.scope).await?;
     Ok(json_with_status(
         &serde_json::json!({
             "id": info.id,

@@ -4,16 +4,15 @@
 
 use std::collections::HashMap;
 
-use gateway::protocol::TrackerId;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use super::auth::{Caller, authenticated, json_body};
+use super::auth::{Caller, json_body, with_caller};
 use super::error::ApiError;
-use super::query::{limit_param, only_known, time_param};
+use super::query::{limit_param, only_known, time_param, tracker_filter};
 use super::trackers::{owner_may, role, tracker_id};
 use super::{HttpState, json_with_status as json, respond};
 use crate::commands::{self, ChangeError, CommandKind, CommandView, ListQuery, Requester, Viewer};
@@ -43,16 +42,11 @@ struct CommandPatch {
 pub fn routes(
     state: HttpState,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static {
-    let with_state = {
-        let state = state.clone();
-        warp::any().map(move || state.clone())
-    };
-    let auth = authenticated(state);
+    let signed_in = with_caller(state);
 
     let create = warp::path!("api" / "v1" / "trackers" / String / "commands")
         .and(warp::post())
-        .and(with_state.clone())
-        .and(auth.clone())
+        .and(signed_in.clone())
         .and(json_body::<NewCommand>())
         .then(|id: String, state, caller, body| async move {
             respond(create(state, caller, id, body).await)
@@ -61,16 +55,14 @@ pub fn routes(
 
     let list = warp::path!("api" / "v1" / "commands")
         .and(warp::get())
-        .and(with_state.clone())
-        .and(auth.clone())
+        .and(signed_in.clone())
         .and(warp::query::<HashMap<String, String>>())
         .then(|state, caller, query| async move { respond(list(state, caller, query).await) })
         .boxed();
 
     let get_one = warp::path!("api" / "v1" / "commands" / String)
         .and(warp::get())
-        .and(with_state.clone())
-        .and(auth.clone())
+        .and(signed_in.clone())
         .then(|id: String, state, caller| async move {
             respond(
                 visible(&state, &caller, &id)
@@ -82,8 +74,7 @@ pub fn routes(
 
     let patch = warp::path!("api" / "v1" / "commands" / String)
         .and(warp::patch())
-        .and(with_state.clone())
-        .and(auth.clone())
+        .and(signed_in.clone())
         .and(json_body::<CommandPatch>())
         .then(|id: String, state, caller, body| async move {
             respond(patch(state, caller, id, body).await)
@@ -92,8 +83,7 @@ pub fn routes(
 
     let cancel = warp::path!("api" / "v1" / "commands" / String)
         .and(warp::delete())
-        .and(with_state.clone())
-        .and(auth.clone())
+        .and(signed_in.clone())
         .then(|id: String, state: HttpState, caller| async move {
             respond(change(&state, &caller, &id, Change::Cancel).await)
         })
@@ -101,8 +91,7 @@ pub fn routes(
 
     let retry = warp::path!("api" / "v1" / "commands" / String / "retry")
         .and(warp::post())
-        .and(with_state)
-        .and(auth)
+        .and(signed_in)
         .then(|id: String, state: HttpState, caller| async move {
             respond(change(&state, &caller, &id, Change::Retry).await)
         })
@@ -222,13 +211,8 @@ async fn list(
             Some("status"),
         ));
     }
-    let tracker = match query.get("tracker") {
-        None => None,
-        Some(raw) => match TrackerId::parse(raw) {
-            Ok(t) => Some(t),
-            // Names no tracker the caller sees: nothing to list.
-            Err(_) => return Ok(json(&serde_json::json!({ "commands": [] }), StatusCode::OK)),
-        },
+    let Some(tracker) = tracker_filter(&query) else {
+        return Ok(json(&serde_json::json!({ "commands": [] }), StatusCode::OK));
     };
     let q = ListQuery {
         tracker,

@@ -3,19 +3,20 @@
 //! Another user's geofence is a 404. Assigning a tracker needs ownership of it: a tracker the
 //! caller cannot see is a 404, one only shared with them a 403.
 
-use gateway::protocol::TrackerId;
 use serde::Deserialize;
 use serde_json::Value;
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use super::auth::{Caller, authenticated, json_body};
+use super::auth::{Caller, json_body, with_caller};
 use super::error::ApiError;
+use super::fields::{self, path_id};
+use super::trackers::{role, tracker_id};
 use super::{HttpState, json_with_status as json, respond};
 use crate::alerts::store;
 use crate::alerts::zone::Shape;
-use crate::trackers::{self, Role};
+use crate::trackers::Role;
 
 /// Most trackers one geofence may be assigned to.
 const MAX_TRACKERS: usize = 100;
@@ -37,22 +38,6 @@ struct GeofencePatch {
     trackers: Option<Vec<String>>,
 }
 
-/// A geofence id from the path; anything else cannot name one, so it is a 404.
-fn fence_id(raw: &str) -> Result<i64, ApiError> {
-    raw.parse().map_err(|_| ApiError::NotFound)
-}
-
-fn check_name(name: &str) -> Result<String, ApiError> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(ApiError::bad_request(
-            "name must be 1 to 100 characters",
-            Some("name"),
-        ));
-    }
-    Ok(name.to_owned())
-}
-
 fn check_shape(shape: &Value) -> Result<Shape, ApiError> {
     Shape::parse(shape).map_err(|m| ApiError::bad_request(m, Some("shape")))
 }
@@ -71,15 +56,14 @@ async fn check_trackers(
     }
     let mut ids = Vec::new();
     for raw in raw {
-        let id = TrackerId::parse(raw).map_err(|_| ApiError::NotFound)?;
-        match trackers::role(&state.pool, caller.user_id, &id).await? {
-            None => return Err(ApiError::NotFound),
-            Some(Role::Viewer) => {
+        let id = tracker_id(raw)?;
+        match role(state, caller, &id).await? {
+            Role::Viewer => {
                 return Err(ApiError::Forbidden(format!(
                     "only the owner of {id} may assign it a geofence"
                 )));
             }
-            Some(Role::Owner) => {}
+            Role::Owner => {}
         }
         if !ids.contains(&id.to_string()) {
             ids.push(id.to_string());
@@ -90,7 +74,7 @@ async fn check_trackers(
 
 async fn create(state: HttpState, caller: Caller, body: NewGeofence) -> Result<Response, ApiError> {
     caller.require_write()?;
-    let name = check_name(&body.name)?;
+    let name = fields::name(&body.name)?;
     let shape = check_shape(&body.shape)?;
     let trackers = check_trackers(&state, &caller, &body.trackers).await?;
     let view =
@@ -108,7 +92,7 @@ async fn list(state: HttpState, caller: Caller) -> Result<Response, ApiError> {
 }
 
 async fn get(state: HttpState, caller: Caller, id: &str) -> Result<Response, ApiError> {
-    let view = store::get_geofence(&state.pool, caller.user_id, fence_id(id)?)
+    let view = store::get_geofence(&state.pool, caller.user_id, path_id(id)?)
         .await?
         .ok_or(ApiError::NotFound)?;
     Ok(json(&view, StatusCode::OK))
@@ -120,12 +104,12 @@ async fn update(
     raw_id: String,
     patch: GeofencePatch,
 ) -> Result<Response, ApiError> {
-    let id = fence_id(&raw_id)?;
+    let id = path_id(&raw_id)?;
     store::get_geofence(&state.pool, caller.user_id, id)
         .await?
         .ok_or(ApiError::NotFound)?;
     caller.require_write()?;
-    let name = patch.name.as_deref().map(check_name).transpose()?;
+    let name = patch.name.as_deref().map(fields::name).transpose()?;
     let shape = patch.shape.as_ref().map(check_shape).transpose()?;
     let trackers = match &patch.trackers {
         Some(raw) => Some(check_trackers(&state, &caller, raw).await?),
@@ -148,7 +132,7 @@ async fn update(
 }
 
 async fn delete(state: HttpState, caller: Caller, raw_id: String) -> Result<Response, ApiError> {
-    let id = fence_id(&raw_id)?;
+    let id = path_id(&raw_id)?;
     store::get_geofence(&state.pool, caller.user_id, id)
         .await?
         .ok_or(ApiError::NotFound)?;
@@ -164,40 +148,32 @@ async fn delete(state: HttpState, caller: Caller, raw_id: String) -> Result<Resp
 pub fn routes(
     state: HttpState,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static {
-    let with_state = {
-        let state = state.clone();
-        warp::any().map(move || state.clone())
-    };
+    let signed_in = with_caller(state);
     let create = warp::path!("api" / "v1" / "geofences")
         .and(warp::post())
-        .and(with_state.clone())
-        .and(authenticated(state.clone()))
+        .and(signed_in.clone())
         .and(json_body::<NewGeofence>())
         .then(|s, c, b| async move { respond(create(s, c, b).await) })
         .boxed();
     let list = warp::path!("api" / "v1" / "geofences")
         .and(warp::get())
-        .and(with_state.clone())
-        .and(authenticated(state.clone()))
+        .and(signed_in.clone())
         .then(|s, c| async move { respond(list(s, c).await) })
         .boxed();
     let get = warp::path!("api" / "v1" / "geofences" / String)
         .and(warp::get())
-        .and(with_state.clone())
-        .and(authenticated(state.clone()))
+        .and(signed_in.clone())
         .then(|id: String, s, c| async move { respond(get(s, c, &id).await) })
         .boxed();
     let update = warp::path!("api" / "v1" / "geofences" / String)
         .and(warp::patch())
-        .and(with_state.clone())
-        .and(authenticated(state.clone()))
+        .and(signed_in.clone())
         .and(json_body::<GeofencePatch>())
         .then(|id, s, c, b| async move { respond(update(s, c, id, b).await) })
         .boxed();
     let delete = warp::path!("api" / "v1" / "geofences" / String)
         .and(warp::delete())
-        .and(with_state)
-        .and(authenticated(state))
+        .and(signed_in)
         .then(|id, s, c| async move { respond(delete(s, c, id).await) })
         .boxed();
     create

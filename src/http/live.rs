@@ -11,9 +11,9 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
-use super::HttpState;
 use super::auth::{Caller, authenticate};
 use super::error::ApiError;
+use super::{HttpState, with_state};
 use crate::live::session::{self, SessionAuth};
 
 /// The subprotocol the feed speaks; a client offering subprotocols must offer this one.
@@ -31,13 +31,10 @@ struct LiveCaller {
 pub fn routes(
     state: HttpState,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static {
-    let with_state = {
-        let state = state.clone();
-        warp::any().map(move || state.clone())
-    };
+    let shared = with_state(state);
     warp::path!("api" / "v1" / "live")
         .and(warp::get())
-        .and(with_state.clone())
+        .and(shared.clone())
         .and(warp::header::optional::<String>("authorization"))
         .and(warp::query::<HashMap<String, String>>())
         .and(warp::header::optional::<String>("sec-websocket-protocol"))
@@ -51,7 +48,7 @@ pub fn routes(
                     .map_err(warp::reject::custom)
             },
         )
-        .and(with_state)
+        .and(shared)
         .and(warp::ws())
         .map(|caller: LiveCaller, state: HttpState, ws: warp::ws::Ws| {
             let hub = state.live.clone();

@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod auth;
 pub mod commands;
 pub mod error;
+pub mod fields;
 pub mod geofences;
 pub mod limit;
 pub mod live;
@@ -127,6 +128,11 @@ pub fn routes(
         .or(alerts::routes(state.clone()))
         .or(webhooks::routes(state))
         .recover(handle_rejection)
+}
+
+/// Hands each request a clone of the shared state.
+fn with_state(state: HttpState) -> impl Filter<Extract = (HttpState,), Error = Infallible> + Clone {
+    warp::any().map(move || state.clone())
 }
 
 /// Turns a handler's outcome into the response. Handlers answer their own errors rather than

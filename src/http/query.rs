@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use gateway::protocol::TrackerId;
 
 use super::error::ApiError;
 
@@ -39,6 +40,15 @@ pub fn time_param(
                 })
         })
         .transpose()
+}
+
+/// The `tracker` filter of a list: `Some(None)` when absent. A malformed id names no tracker
+/// the caller sees, so it is `None`: the list is empty, as for any other tracker not theirs.
+pub fn tracker_filter(query: &HashMap<String, String>) -> Option<Option<TrackerId>> {
+    match query.get("tracker") {
+        None => Some(None),
+        Some(raw) => TrackerId::parse(raw).ok().map(Some),
+    }
 }
 
 /// A page size: absent gives `default`, otherwise a whole number from 1 to `max`.

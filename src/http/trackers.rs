@@ -13,8 +13,9 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
-use super::auth::{Caller, authenticated, json_body};
+use super::auth::{Caller, json_body, with_caller};
 use super::error::ApiError;
+use super::fields;
 use super::query::{limit_param, only_known, time_param};
 use super::{HttpState, json_with_status as json, respond};
 use crate::trackers::{self, ClaimError, Cursor, MemberError, Role};
@@ -85,24 +86,18 @@ struct NewMember {
 pub fn routes(
     state: HttpState,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static {
-    let with_state = {
-        let state = state.clone();
-        warp::any().map(move || state.clone())
-    };
-    let auth = authenticated(state);
+    let signed_in = with_caller(state);
 
     let claim = warp::path!("api" / "v1" / "trackers" / "claim")
         .and(warp::post())
-        .and(with_state.clone())
-        .and(auth.clone())
+        .and(signed_in.clone())
         .and(json_body::<ClaimRequest>())
         .then(|state, caller, body| async move { respond(claim(state, caller, body).await) })
         .boxed();
 
     let list = warp::path!("api" / "v1" / "trackers")
         .and(warp::get())
-        .and(with_state.clone())
-        .and(auth.clone())
+        .and(signed_in.clone())
         .then(|state: HttpState, caller: Caller| async move {
             respond(
                 trackers::list(&state.pool, caller.user_id)
@@ -115,15 +110,13 @@ pub fn routes(
 
     let get_route = warp::path!("api" / "v1" / "trackers" / String)
         .and(warp::get())
-        .and(with_state.clone())
-        .and(auth.clone())
+        .and(signed_in.clone())
         .then(|id: String, state, caller| async move { respond(get_one(state, caller, id).await) })
         .boxed();
 
     let patch = warp::path!("api" / "v1" / "trackers" / String)
         .and(warp::patch())
-        .and(with_state.clone())
-        .and(auth.clone())
+        .and(signed_in.clone())
         .and(json_body::<TrackerPatch>())
         .then(|id: String, state, caller, body| async move {
             respond(patch(state, caller, id, body).await)
@@ -132,22 +125,19 @@ pub fn routes(
 
     let release = warp::path!("api" / "v1" / "trackers" / String)
         .and(warp::delete())
-        .and(with_state.clone())
-        .and(auth.clone())
+        .and(signed_in.clone())
         .then(|id: String, state, caller| async move { respond(release(state, caller, id).await) })
         .boxed();
 
     let latest = warp::path!("api" / "v1" / "trackers" / String / "latest")
         .and(warp::get())
-        .and(with_state.clone())
-        .and(auth.clone())
+        .and(signed_in.clone())
         .then(|id: String, state, caller| async move { respond(get_one(state, caller, id).await) })
         .boxed();
 
     let positions = warp::path!("api" / "v1" / "trackers" / String / "positions")
         .and(warp::get())
-        .and(with_state.clone())
-        .and(auth.clone())
+        .and(signed_in.clone())
         .and(warp::query::<HashMap<String, String>>())
         .then(|id: String, state, caller, query| async move {
             respond(positions(state, caller, id, query).await)
@@ -156,8 +146,7 @@ pub fn routes(
 
     let summary = warp::path!("api" / "v1" / "trackers" / String / "summary")
         .and(warp::get())
-        .and(with_state.clone())
-        .and(auth.clone())
+        .and(signed_in.clone())
         .and(warp::query::<HashMap<String, String>>())
         .then(|id: String, state, caller, query| async move {
             respond(summary(state, caller, id, query).await)
@@ -166,15 +155,13 @@ pub fn routes(
 
     let members = warp::path!("api" / "v1" / "trackers" / String / "members")
         .and(warp::get())
-        .and(with_state.clone())
-        .and(auth.clone())
+        .and(signed_in.clone())
         .then(|id: String, state, caller| async move { respond(members(state, caller, id).await) })
         .boxed();
 
     let add_member = warp::path!("api" / "v1" / "trackers" / String / "members")
         .and(warp::post())
-        .and(with_state.clone())
-        .and(auth.clone())
+        .and(signed_in.clone())
         .and(json_body::<NewMember>())
         .then(|id: String, state, caller, body| async move {
             respond(add_member(state, caller, id, body).await)
@@ -183,8 +170,7 @@ pub fn routes(
 
     let remove_member = warp::path!("api" / "v1" / "trackers" / String / "members" / i64)
         .and(warp::delete())
-        .and(with_state)
-        .and(auth)
+        .and(signed_in)
         .then(|id: String, member: i64, state, caller| async move {
             respond(remove_member(state, caller, id, member).await)
         })
@@ -246,13 +232,7 @@ async fn patch(
     let tracker = tracker_id(&id)?;
     require_owner(&state, &caller, &tracker).await?;
     if let Some(name) = body.pet_name {
-        let name = name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
-        if name.as_ref().is_some_and(|n| n.chars().count() > 64) {
-            return Err(ApiError::bad_request(
-                "pet_name is at most 64 characters",
-                Some("pet_name"),
-            ));
-        }
+        let name = fields::pet_name(name.as_deref())?;
         trackers::set_pet_name(&state.pool, caller.user_id, &tracker, name.as_deref()).await?;
     }
     get_one(state, caller, id).await

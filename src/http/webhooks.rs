@@ -5,8 +5,9 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use super::auth::{Caller, authenticated, json_body};
+use super::auth::{Caller, json_body, with_caller};
 use super::error::ApiError;
+use super::fields::path_id;
 use super::{HttpState, json_with_status as json, respond};
 use crate::alerts::webhooks;
 
@@ -14,11 +15,6 @@ use crate::alerts::webhooks;
 #[serde(deny_unknown_fields)]
 struct NewWebhook {
     url: String,
-}
-
-/// A webhook id from the path; anything else cannot name one.
-fn webhook_id(raw: &str) -> Result<i64, ApiError> {
-    raw.parse().map_err(|_| ApiError::NotFound)
 }
 
 fn check_url(raw: &str) -> Result<String, ApiError> {
@@ -51,7 +47,7 @@ async fn list(state: HttpState, caller: Caller) -> Result<Response, ApiError> {
 }
 
 async fn delete(state: HttpState, caller: Caller, raw: String) -> Result<Response, ApiError> {
-    let id = webhook_id(&raw)?;
+    let id = path_id(&raw)?;
     caller.require_write()?;
     if !webhooks::delete(&state.pool, caller.user_id, id).await? {
         return Err(ApiError::NotFound);
@@ -60,7 +56,7 @@ async fn delete(state: HttpState, caller: Caller, raw: String) -> Result<Respons
 }
 
 async fn deliveries(state: HttpState, caller: Caller, raw: String) -> Result<Response, ApiError> {
-    let id = webhook_id(&raw)?;
+    let id = path_id(&raw)?;
     let list = webhooks::deliveries(&state.pool, caller.user_id, id)
         .await?
         .ok_or(ApiError::NotFound)?;
@@ -74,33 +70,26 @@ async fn deliveries(state: HttpState, caller: Caller, raw: String) -> Result<Res
 pub fn routes(
     state: HttpState,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static {
-    let with_state = {
-        let state = state.clone();
-        warp::any().map(move || state.clone())
-    };
+    let signed_in = with_caller(state);
     let create = warp::path!("api" / "v1" / "webhooks")
         .and(warp::post())
-        .and(with_state.clone())
-        .and(authenticated(state.clone()))
+        .and(signed_in.clone())
         .and(json_body::<NewWebhook>())
         .then(|s, c, b| async move { respond(create(s, c, b).await) })
         .boxed();
     let list = warp::path!("api" / "v1" / "webhooks")
         .and(warp::get())
-        .and(with_state.clone())
-        .and(authenticated(state.clone()))
+        .and(signed_in.clone())
         .then(|s, c| async move { respond(list(s, c).await) })
         .boxed();
     let delete = warp::path!("api" / "v1" / "webhooks" / String)
         .and(warp::delete())
-        .and(with_state.clone())
-        .and(authenticated(state.clone()))
+        .and(signed_in.clone())
         .then(|id, s, c| async move { respond(delete(s, c, id).await) })
         .boxed();
     let deliveries = warp::path!("api" / "v1" / "webhooks" / String / "deliveries")
         .and(warp::get())
-        .and(with_state)
-        .and(authenticated(state))
+        .and(signed_in)
         .then(|id, s, c| async move { respond(deliveries(s, c, id).await) })
         .boxed();
     create
