@@ -1,3 +1,5 @@
+//! Tests of the configuration as a whole: the layers, errors that name the key, and the derived key table against docs/operations.md.
+
 use super::*;
 
 fn load(file: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -128,6 +130,35 @@ fn admin_emails_are_a_comma_separated_list_in_the_environment() {
     );
     let config = load("[auth]\nadmin_emails = [\"ada@example.com\"]\n", &[]).unwrap();
     assert_eq!(config.auth.admin_emails, ["ada@example.com"]);
+}
+
+#[test]
+fn an_out_of_range_number_is_refused_saying_the_range_and_why() {
+    for (name, value, says) in [
+        (
+            "PETTRACKER_INGEST_WRITERS",
+            "0",
+            "`ingest.writers` (from environment variable PETTRACKER_INGEST_WRITERS): must be at least 1",
+        ),
+        (
+            "PETTRACKER_DATABASE_POOL_SIZE",
+            "1001",
+            "`database.pool_size` (from environment variable PETTRACKER_DATABASE_POOL_SIZE): 1001 is outside 1..=1000",
+        ),
+        (
+            "PETTRACKER_INGEST_ACCEPT_TIMEOUT_MS",
+            "30001",
+            "30001 is outside 1..=30000: a publish hook blocks its connection",
+        ),
+        (
+            "PETTRACKER_ALERTS_GEOFENCE_DWELL_SECS",
+            "86401",
+            "86401 is outside 0..=86400",
+        ),
+    ] {
+        let err = load("", &[(name, value)]).unwrap_err().to_string();
+        assert!(err.contains(says), "{err}");
+    }
 }
 
 #[test]
