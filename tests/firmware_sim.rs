@@ -64,19 +64,23 @@ async fn next_event(
     }
 }
 
-/// A new collar claimed by the user with `token`, who may then watch it and command it.
-async fn owned_collar(app: &TestApp, api: &common::api::Api, token: &str, id: &str) -> Credential {
+/// Ada, signed in, with a new collar `id` she has claimed: she may watch it and command it.
+async fn ada_with_collar(app: &TestApp, id: &str) -> (common::api::Api, String, Credential) {
+    let api = common::api::Api::new(app);
+    api.register("ada@example.com").await;
+    let (ada, _) = api.login("ada@example.com").await;
     let tracker_id = TrackerId::parse(id).unwrap();
     let provisioned = gateway::storage::trackers::provision(&app.app.pool, &tracker_id, None)
         .await
         .unwrap();
     let claim = serde_json::json!({"tracker_id": id, "claim_code": provisioned.claim_code});
-    let (status, body) = api.post("/trackers/claim", Some(token), claim).await;
+    let (status, body) = api.post("/trackers/claim", Some(&ada), claim).await;
     assert_eq!(status, reqwest::StatusCode::OK, "{body}");
-    Credential {
+    let credential = Credential {
         tracker_id,
         secret: provisioned.secret,
-    }
+    };
+    (api, ada, credential)
 }
 
 async fn positions(app: &TestApp, id: &str) -> Vec<(f64, f64, i64)> {
@@ -357,11 +361,9 @@ async fn a_collar_asked_for_tls_reports_over_the_tls_listener() {
 #[tokio::test]
 async fn commands_sent_through_the_api_are_carried_out_by_a_simulated_collar() {
     let app = spawn_app().await;
-    let api = common::api::Api::new(&app);
-    api.register("ada@example.com").await;
-    let (ada, _) = api.login("ada@example.com").await;
+    let (api, ada, credential) = ada_with_collar(&app, "sim-pet").await;
     let mut cfg = CollarConfig::new(
-        owned_collar(&app, &api, &ada, "sim-pet").await,
+        credential,
         Broker::plain("127.0.0.1", app.mqtt_port()),
         BERLIN.homes(1, 11)[0],
         7,
@@ -495,10 +497,7 @@ async fn every_fix_the_load_generator_sends_is_acknowledged_and_stored() {
 #[tokio::test]
 async fn live_latency_sees_each_fix_of_its_collar_on_the_owners_live_feed() {
     let app = spawn_app().await;
-    let api = common::api::Api::new(&app);
-    api.register("ada@example.com").await;
-    let (ada, _) = api.login("ada@example.com").await;
-    let credential = owned_collar(&app, &api, &ada, "sim-watched").await;
+    let (api, ada, credential) = ada_with_collar(&app, "sim-watched").await;
     let report = latency::run(LatencyConfig {
         broker: Broker::plain("127.0.0.1", app.mqtt_port()),
         api: api.base.clone(),
