@@ -42,9 +42,11 @@ pub enum Command {
     /// Apply pending database migrations and exit (serve does this too at start).
     Migrate,
     /// Run a self-contained demo: private database, broker, API and simulated pets.
+    #[command(hide = cfg!(not(feature = "demo")))]
     Demo(DemoArgs),
     /// Fill the database with realistic history from the simulator's movement model, for
     /// development, demos of history and summaries, and query benchmarks.
+    #[command(hide = cfg!(not(feature = "demo")))]
     Seed(SeedArgs),
     /// Manage trackers (collars): provision credentials, list them, revoke them.
     #[command(subcommand)]
@@ -284,77 +286,104 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             database.close().await;
             result
         }
-        Command::Demo(args) => {
-            let mut config = load_config(
-                &cli,
-                &[
-                    ("http.addr", Some(args.http_addr.clone()), "--http-addr"),
-                    ("mqtt.addr", Some(args.mqtt_addr.clone()), "--mqtt-addr"),
-                ],
-            )?;
-            crate::logging::init(config.log.format, &config.log.level);
-            let demo_dir = args.dir.clone();
-            if args.reset && demo_dir.exists() {
-                std::fs::remove_dir_all(&demo_dir)?;
-            }
-            if config.database.url.is_none() {
-                config.database.data_dir = demo_dir.join("postgres");
-            }
-            config.ingest.spool_dir = demo_dir.join("spool");
-            let options = crate::demo::DemoOptions {
-                dir: demo_dir,
-                pets: args.pets as usize,
-                interval: std::time::Duration::try_from_secs_f64(args.interval)
-                    .ok()
-                    .filter(|d| *d >= std::time::Duration::from_millis(100))
-                    .ok_or_else(|| anyhow::anyhow!("--interval must be at least 0.1 seconds"))?,
-                city: city(&args.city)?,
-                seed: 1,
-            };
-            let demo = crate::demo::spawn(config, options.clone()).await?;
-            crate::demo::print_welcome(&demo, &options);
-            demo.run_until(crate::app::termination_signal()).await
-        }
-        Command::Seed(args) => {
-            let mut config = load_config(&cli, &[])?;
-            crate::logging::init(config.log.format, "warn");
-            config.database.pool_size =
-                config.database.pool_size.max(args.connections as usize + 1);
-            let mut options =
-                crate::seed::SeedOptions::new(args.trackers, args.days, args.interval);
-            options.owner = args.owner.clone();
-            options.prefix = args.prefix.clone();
-            options.city = city(&args.city)?;
-            options.connections = args.connections as usize;
-            options.batch_rows = args.batch_rows as usize;
-            let database = crate::database::Database::open(&config).await?;
-            let result = async {
-                database.migrate(&config).await?;
-                crate::seed::run(&database.pool, &options, |done, total| {
-                    eprintln!("seed: {done}/{total} fixes written");
-                })
-                .await
-            }
-            .await;
-            database.close().await;
-            let report = result?;
-            println!(
-                "seeded {} trackers ({} new): {} fixes written, {} stored, in {:.1} s ({:.0} fixes/s)",
-                report.trackers,
-                report.trackers_created,
-                report.rows_written,
-                report.rows_stored,
-                report.seconds,
-                report.rows_per_second
-            );
-            Ok(())
-        }
+        Command::Demo(args) => demo(&cli, args).await,
+        Command::Seed(args) => seed(&cli, args).await,
     }
 }
 
+/// `pettracker demo`: the server with simulated pets, until Ctrl-C or SIGTERM.
+#[cfg(feature = "demo")]
+async fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
+    let mut config = load_config(
+        cli,
+        &[
+            ("http.addr", Some(args.http_addr.clone()), "--http-addr"),
+            ("mqtt.addr", Some(args.mqtt_addr.clone()), "--mqtt-addr"),
+        ],
+    )?;
+    crate::logging::init(config.log.format, &config.log.level);
+    let demo_dir = args.dir.clone();
+    if args.reset && demo_dir.exists() {
+        std::fs::remove_dir_all(&demo_dir)?;
+    }
+    if config.database.url.is_none() {
+        config.database.data_dir = demo_dir.join("postgres");
+    }
+    config.ingest.spool_dir = demo_dir.join("spool");
+    let options = crate::demo::DemoOptions {
+        dir: demo_dir,
+        pets: args.pets as usize,
+        interval: std::time::Duration::try_from_secs_f64(args.interval)
+            .ok()
+            .filter(|d| *d >= std::time::Duration::from_millis(100))
+            .ok_or_else(|| anyhow::anyhow!("--interval must be at least 0.1 seconds"))?,
+        city: city(&args.city)?,
+        seed: 1,
+    };
+    let demo = crate::demo::spawn(config, options.clone()).await?;
+    crate::demo::print_welcome(&demo, &options);
+    demo.run_until(crate::app::termination_signal()).await
+}
+
+/// `pettracker seed`: history from the movement model through the ingest write path.
+#[cfg(feature = "demo")]
+async fn seed(cli: &Cli, args: &SeedArgs) -> anyhow::Result<()> {
+    let mut config = load_config(cli, &[])?;
+    crate::logging::init(config.log.format, "warn");
+    config.database.pool_size = config.database.pool_size.max(args.connections as usize + 1);
+    let mut options = crate::seed::SeedOptions::new(args.trackers, args.days, args.interval);
+    options.owner = args.owner.clone();
+    options.prefix = args.prefix.clone();
+    options.city = city(&args.city)?;
+    options.connections = args.connections as usize;
+    options.batch_rows = args.batch_rows as usize;
+    let database = crate::database::Database::open(&config).await?;
+    let result = async {
+        database.migrate(&config).await?;
+        crate::seed::run(&database.pool, &options, |done, total| {
+            eprintln!("seed: {done}/{total} fixes written");
+        })
+        .await
+    }
+    .await;
+    database.close().await;
+    let report = result?;
+    println!(
+        "seeded {} trackers ({} new): {} fixes written, {} stored, in {:.1} s ({:.0} fixes/s)",
+        report.trackers,
+        report.trackers_created,
+        report.rows_written,
+        report.rows_stored,
+        report.seconds,
+        report.rows_per_second
+    );
+    Ok(())
+}
+
+#[cfg(feature = "demo")]
 fn city(name: &str) -> anyhow::Result<firmware_sim::City> {
     firmware_sim::City::by_name(name)
         .ok_or_else(|| anyhow::anyhow!("unknown city {name:?}: choose berlin or lyon"))
+}
+
+#[cfg(not(feature = "demo"))]
+async fn demo(_: &Cli, _: &DemoArgs) -> anyhow::Result<()> {
+    Err(built_without_demo("demo"))
+}
+
+#[cfg(not(feature = "demo"))]
+async fn seed(_: &Cli, _: &SeedArgs) -> anyhow::Result<()> {
+    Err(built_without_demo("seed"))
+}
+
+/// `demo` and `seed` run the simulator, which a `--no-default-features` build leaves out.
+#[cfg(not(feature = "demo"))]
+fn built_without_demo(verb: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "`pettracker {verb}` needs the firmware simulator, but this binary was built without the \
+         `demo` feature (it is on by default: build without --no-default-features, or with \
+         --features demo)"
+    )
 }
 
 /// The password for `user create`: standard input or the environment, never an argument.

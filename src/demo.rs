@@ -115,16 +115,17 @@ pub async fn spawn(config: Config, options: DemoOptions) -> anyhow::Result<Demo>
         .enumerate()
         .map(|(i, (t, home))| {
             let credential = Credential {
-                tracker_id: t.tracker_id.clone(),
+                tracker_id: TrackerId::parse(&t.tracker_id)
+                    .with_context(|| format!("demo tracker id {:?}", t.tracker_id))?,
                 secret: t.secret.clone(),
             };
             let broker = Broker::plain(mqtt.ip().to_string(), mqtt.port());
             let mut c =
                 CollarConfig::new(credential, broker, *home, options.seed * 1_000 + i as u64);
             c.interval = options.interval;
-            c
+            Ok(c)
         })
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
     let fleet = Fleet::start(configs);
     Ok(Demo {
         app,

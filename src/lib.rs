@@ -1,4 +1,7 @@
 //! The pettracker server: configuration, the command line, the HTTP side, and wiring of the gateway.
+//!
+//! `demo` and `seed` run firmware-sim's simulated collars and movement model; they exist only
+//! with the `demo` feature (on by default), so a production build can leave the simulator out.
 
 pub mod alerts;
 pub mod app;
@@ -8,11 +11,13 @@ pub mod commands;
 pub mod config;
 pub mod database;
 pub mod dead_letters;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod export;
 pub mod http;
 pub mod live;
 pub mod logging;
+#[cfg(feature = "demo")]
 pub mod seed;
 pub mod simplify;
 pub mod trackers;

@@ -217,8 +217,7 @@ struct History {
     next: DateTime<Utc>,
     interval: TimeDelta,
     seq: i64,
-    battery: f64,
-    charging: bool,
+    battery: firmware_sim::Charge,
 }
 
 impl History {
@@ -235,8 +234,7 @@ impl History {
             next: start,
             interval,
             seq: 0,
-            battery: 60.0 + (seed % 40) as f64,
-            charging: false,
+            battery: firmware_sim::Charge::new(60.0 + (seed % 40) as f64),
         }
     }
 
@@ -247,15 +245,7 @@ impl History {
             .map(|_| {
                 let fix = self.pet.step(dt);
                 // The collar's battery as firmware-sim drains and charges it.
-                if self.charging {
-                    self.battery += battery.charge_per_hour * dt / 3600.0;
-                    self.charging = self.battery < 100.0;
-                } else {
-                    self.battery -= battery.drain_per_hour * dt / 3600.0 + battery.drain_per_fix;
-                    self.charging =
-                        self.battery < 20.0 && fix.doing == firmware_sim::Doing::Resting;
-                }
-                self.battery = self.battery.clamp(0.0, 100.0);
+                self.battery.step(&battery, dt, fix.doing);
                 self.seq += 1;
                 let t = self.next;
                 self.next += self.interval;
@@ -271,7 +261,7 @@ impl History {
                     speed: Some(fix.spd as f32),
                     heading: fix.hdg.map(|h| h as f32),
                     satellites: Some(i16::from(fix.sat)),
-                    battery: Some(self.battery.round() as i16),
+                    battery: Some(self.battery.percent() as i16),
                     seq: Some(self.seq),
                 }
             })

@@ -1,4 +1,6 @@
 //! The demo end to end: it starts on port 0, serves the API, its simulated pets' fixes arrive, and a second run reuses the data.
+// The simulator is part of the binary only with the `demo` feature (on by default).
+#![cfg(feature = "demo")]
 
 use std::time::Duration;
 

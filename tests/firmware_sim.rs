@@ -1,22 +1,30 @@
 //! The simulator against a real server: collars stay near home, upload what they buffered offline, re-send until acked, and their faults are handled.
+// The simulator is part of the binary only with the `demo` feature (on by default).
+#![cfg(feature = "demo")]
 
 mod common;
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{TestApp, spawn_app};
+use firmware_sim::latency::{self, LatencyConfig};
+use firmware_sim::load::{self, LoadConfig};
 use firmware_sim::movement::max_range_m;
 use firmware_sim::{
     BERLIN, Broker, CollarConfig, CollarStats, Coverage, Credential, Faults, Fleet,
 };
+use futures::{SinkExt, StreamExt};
+use gateway::protocol::TrackerId;
+use tokio_tungstenite::tungstenite::Message;
 
 async fn collar(app: &TestApp, id: &str, seed: u64) -> CollarConfig {
     let secret = app.provision(id).await;
     let home = BERLIN.homes(seed as usize + 1, 11)[seed as usize];
     let mut c = CollarConfig::new(
         Credential {
-            tracker_id: id.to_owned(),
+            tracker_id: TrackerId::parse(id).unwrap(),
             secret,
         },
         Broker::plain("127.0.0.1", app.mqtt_port()),
@@ -28,16 +36,51 @@ async fn collar(app: &TestApp, id: &str, seed: u64) -> CollarConfig {
     c
 }
 
-/// Waits (bounded) until `done` holds for the collar's counters.
+/// Waits until `done` holds for the collar's counters, looking again whenever the collar has
+/// handled something; fails the test after 30 s.
 async fn until(stats: &CollarStats, what: &str, done: impl Fn(&CollarStats) -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !done(stats) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within 30 s: {what}; {stats:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    if tokio::time::timeout(Duration::from_secs(30), stats.wait_until(done))
+        .await
+        .is_err()
+    {
+        panic!("not within 30 s: {what}; {stats:?}");
     }
+}
+
+/// The next JSON message on a live feed; fails the test after 30 s or when the feed ends.
+async fn next_event(
+    feed: &mut (impl futures::Stream<Item = tokio_tungstenite::tungstenite::Result<Message>> + Unpin),
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let message = tokio::time::timeout_at(deadline, feed.next())
+            .await
+            .expect("a live event within 30 s")
+            .expect("the live feed stays open")
+            .unwrap();
+        if let Message::Text(text) = message {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
+}
+
+/// Ada, signed in, with a new collar `id` she has claimed: she may watch it and command it.
+async fn ada_with_collar(app: &TestApp, id: &str) -> (common::api::Api, String, Credential) {
+    let api = common::api::Api::new(app);
+    api.register("ada@example.com").await;
+    let (ada, _) = api.login("ada@example.com").await;
+    let tracker_id = TrackerId::parse(id).unwrap();
+    let provisioned = gateway::storage::trackers::provision(&app.app.pool, &tracker_id, None)
+        .await
+        .unwrap();
+    let claim = serde_json::json!({"tracker_id": id, "claim_code": provisioned.claim_code});
+    let (status, body) = api.post("/trackers/claim", Some(&ada), claim).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    let credential = Credential {
+        tracker_id,
+        secret: provisioned.secret,
+    };
+    (api, ada, credential)
 }
 
 async fn positions(app: &TestApp, id: &str) -> Vec<(f64, f64, i64)> {
@@ -318,29 +361,9 @@ async fn a_collar_asked_for_tls_reports_over_the_tls_listener() {
 #[tokio::test]
 async fn commands_sent_through_the_api_are_carried_out_by_a_simulated_collar() {
     let app = spawn_app().await;
-    let api = common::api::Api::new(&app);
-    api.register("ada@example.com").await;
-    let (ada, _) = api.login("ada@example.com").await;
-    let provisioned = gateway::storage::trackers::provision(
-        &app.app.pool,
-        &gateway::protocol::TrackerId::parse("sim-pet").unwrap(),
-        None,
-    )
-    .await
-    .unwrap();
-    let (status, body) = api
-        .post(
-            "/trackers/claim",
-            Some(&ada),
-            serde_json::json!({"tracker_id": "sim-pet", "claim_code": provisioned.claim_code}),
-        )
-        .await;
-    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    let (api, ada, credential) = ada_with_collar(&app, "sim-pet").await;
     let mut cfg = CollarConfig::new(
-        Credential {
-            tracker_id: "sim-pet".to_owned(),
-            secret: provisioned.secret,
-        },
+        credential,
         Broker::plain("127.0.0.1", app.mqtt_port()),
         BERLIN.homes(1, 11)[0],
         7,
@@ -348,6 +371,14 @@ async fn commands_sent_through_the_api_are_carried_out_by_a_simulated_collar() {
     cfg.interval = Duration::from_secs(5);
     let fleet = Fleet::start(vec![cfg]);
     let stats = fleet.stats[0].clone();
+    // Ada watches the collar on the live feed, where every command transition is announced.
+    let live = format!("ws://{}/api/v1/live?token={ada}", app.app.http_addr);
+    let (mut feed, _) = tokio_tungstenite::connect_async(live).await.unwrap();
+    let subscribe = serde_json::json!({"type": "subscribe", "trackers": ["sim-pet"]});
+    feed.send(Message::text(subscribe.to_string()))
+        .await
+        .unwrap();
+    while next_event(&mut feed).await["type"] != "snapshot" {}
 
     let mut ids = Vec::new();
     for body in [
@@ -361,19 +392,21 @@ async fn commands_sent_through_the_api_are_carried_out_by_a_simulated_collar() {
         assert_eq!(status, reqwest::StatusCode::CREATED, "{created}");
         ids.push(created["id"].as_str().unwrap().to_owned());
     }
-    for id in &ids {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let (_, command) = api.get(&format!("/commands/{id}"), &ada).await;
-            if command["status"] == "succeeded" {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "not succeeded within 30 s: {command}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut pending: HashSet<String> = ids.iter().cloned().collect();
+    while !pending.is_empty() {
+        let event = next_event(&mut feed).await;
+        if event["type"] != "command" {
+            continue;
         }
+        let command = &event["command"];
+        assert_ne!(command["status"], "failed", "{event}");
+        if command["status"] == "succeeded" {
+            pending.remove(command["id"].as_str().unwrap_or_default());
+        }
+    }
+    for id in &ids {
+        let (_, command) = api.get(&format!("/commands/{id}"), &ada).await;
+        assert_eq!(command["status"], "succeeded", "{command}");
     }
     assert_eq!(stats.interval_ms.load(Ordering::Relaxed), 7_000);
     fleet.stop().await;
@@ -419,5 +452,64 @@ async fn collars_provisioned_through_the_admin_api_connect_and_report() {
         .await;
     }
     fleet.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_fix_the_load_generator_sends_is_acknowledged_and_stored() {
+    let app = spawn_app().await;
+    let mut credentials = Vec::new();
+    for id in ["load-1", "load-2"] {
+        credentials.push(Credential {
+            tracker_id: TrackerId::parse(id).unwrap(),
+            secret: app.provision(id).await,
+        });
+    }
+    let cfg = LoadConfig {
+        credentials,
+        brokers: vec![Broker::plain("127.0.0.1", app.mqtt_port())],
+        messages_per_collar: 5,
+        fixes_per_message: 3,
+        qos: rumqttc::QoS::AtLeastOnce,
+        inflight: 2,
+        rate: None,
+        tasks: 1,
+        duration: None,
+        ramp: None,
+    };
+    let report = load::run(cfg, Duration::from_secs(60), |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.messages, report.fixes, report.failed_collars),
+        (10, 30, 0)
+    );
+    assert!(report.latency_ms_max.is_some() && report.latency_ms_p50 <= report.latency_ms_max);
+    app.wait_for_count(
+        "SELECT count(*) FROM positions WHERE tracker_id IN ('load-1', 'load-2')",
+        30,
+    )
+    .await;
+    assert_eq!(app.count("SELECT count(*) FROM dead_letters").await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn live_latency_sees_each_fix_of_its_collar_on_the_owners_live_feed() {
+    let app = spawn_app().await;
+    let (api, ada, credential) = ada_with_collar(&app, "sim-watched").await;
+    let report = latency::run(LatencyConfig {
+        broker: Broker::plain("127.0.0.1", app.mqtt_port()),
+        api: api.base.clone(),
+        token: ada,
+        credential,
+        samples: 5,
+        interval: Duration::from_millis(50),
+        timeout: Duration::from_secs(10),
+    })
+    .await
+    .unwrap();
+    assert_eq!((report.received, report.lost, report.pubacks), (5, 0, 5));
+    assert!(report.live_ms.max.is_some() && report.puback_ms.max.is_some());
     app.stop().await;
 }

@@ -1,4 +1,6 @@
 //! `pettracker seed` fills the database with exactly the history asked for, with valid values, and gives it to an owner.
+// The simulator is part of the binary only with the `demo` feature (on by default).
+#![cfg(feature = "demo")]
 
 mod common;
 

@@ -1,15 +1,40 @@
-//! Collar credentials and broker addresses: read from files and flags.
+//! Collar credentials and broker addresses, read from files and flags, and the MQTT options a
+//! collar connects with.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Context;
+use gateway::protocol::{Presence, TrackerId, encode_online, topics};
+use rumqttc::{LastWill, MqttOptions, QoS, Transport};
 use serde::{Deserialize, Serialize};
 
 /// A collar's MQTT identity: its tracker id (client id and username) and device secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Credential {
-    pub tracker_id: String,
+    /// Checked when the credentials are read: an id the protocol refuses could never connect.
+    pub tracker_id: TrackerId,
     pub secret: String,
+}
+
+/// How a collar connects (docs/protocol.md, *Connecting*): client id = username = tracker id,
+/// password = device secret, and a Last Will saying `offline` on its `online` topic; over TLS when
+/// the broker has a CA certificate.
+pub fn mqtt_options(credential: &Credential, broker: &Broker, keep_alive: Duration) -> MqttOptions {
+    let id = credential.tracker_id.as_str();
+    let mut o = MqttOptions::new(id, &broker.host, broker.port);
+    o.set_credentials(id, &credential.secret);
+    o.set_keep_alive(keep_alive);
+    o.set_last_will(LastWill::new(
+        topics::online(&credential.tracker_id),
+        encode_online(Presence::Offline),
+        QoS::AtLeastOnce,
+        false,
+    ));
+    if let Some(ca) = &broker.tls_ca {
+        o.set_transport(Transport::tls(ca.clone(), None, None));
+    }
+    o
 }
 
 /// Reads a JSON array of {"tracker_id", "secret"} objects, or one such object per line (the
@@ -17,8 +42,9 @@ pub struct Credential {
 pub fn load_credentials(path: &Path) -> anyhow::Result<Vec<Credential>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if let Ok(list) = serde_json::from_str::<Vec<Credential>>(&text) {
-        return Ok(list);
+    if text.trim_start().starts_with('[') {
+        return serde_json::from_str(&text)
+            .with_context(|| format!("{}: bad credentials array", path.display()));
     }
     text.lines()
         .filter(|l| !l.trim().is_empty())
@@ -39,7 +65,8 @@ pub async fn provision_via_api(
     let http = reqwest::Client::new();
     let mut out = Vec::with_capacity(count);
     for i in 1..=count {
-        let tracker_id = format!("{prefix}-{i:05}");
+        let tracker_id = TrackerId::parse(&format!("{prefix}-{i:05}"))
+            .map_err(|e| anyhow::anyhow!("--prefix {prefix:?} makes an invalid tracker id: {e}"))?;
         let response = http
             .post(format!("{}/admin/trackers", api.trim_end_matches('/')))
             .bearer_auth(admin_token)

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use gateway::protocol::TrackerId;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -14,7 +15,7 @@ pub struct Fleet {
     tasks: Vec<JoinHandle<()>>,
     /// One per collar, in the order of the configs.
     pub stats: Vec<Arc<CollarStats>>,
-    pub tracker_ids: Vec<String>,
+    pub tracker_ids: Vec<TrackerId>,
 }
 
 impl Fleet {
@@ -38,7 +39,7 @@ impl Fleet {
         }
     }
 
-    /// Fixes recorded and acknowledged over the whole fleet.
+    /// Fixes recorded and fixes sent (re-sends included) over the whole fleet.
     pub fn totals(&self) -> (u64, u64) {
         self.stats.iter().fold((0, 0), |(r, a), s| {
             (

@@ -11,8 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use chrono::{TimeDelta, Utc};
 use futures::{SinkExt, StreamExt};
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, Transport};
+use gateway::protocol::{Encoding, TrackerId, encode_telemetry, topics};
+use rumqttc::{AsyncClient, Event, Outgoing, Packet, QoS};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -20,7 +22,10 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::credentials::{Broker, Credential};
+use crate::credentials::{Broker, Credential, mqtt_options};
+use crate::load::synthetic_fix;
+pub use crate::percentiles::Percentiles;
+use crate::percentiles::micros;
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -39,38 +44,10 @@ pub struct LatencyConfig {
     pub timeout: Duration,
 }
 
-/// Percentiles in milliseconds of the samples that arrived.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Percentiles {
-    pub p50: Option<f64>,
-    pub p90: Option<f64>,
-    pub p99: Option<f64>,
-    pub max: Option<f64>,
-}
-
-impl Percentiles {
-    fn of(mut values: Vec<Duration>) -> Percentiles {
-        values.sort_unstable();
-        let pct = |p: f64| {
-            (!values.is_empty()).then(|| {
-                let i = ((values.len() - 1) as f64 * p).round() as usize;
-                // Microsecond resolution is plenty for a millisecond report.
-                values[i].as_micros() as f64 / 1_000.0
-            })
-        };
-        Percentiles {
-            p50: pct(0.5),
-            p90: pct(0.9),
-            p99: pct(0.99),
-            max: pct(1.0),
-        }
-    }
-}
-
 /// The result of a run.
 #[derive(Debug, Clone, Serialize)]
 pub struct LatencyReport {
-    pub tracker_id: String,
+    pub tracker_id: TrackerId,
     pub samples: u64,
     pub interval_ms: f64,
     /// Fixes whose `position` message arrived within the timeout.
@@ -127,11 +104,11 @@ pub async fn run(cfg: LatencyConfig) -> anyhow::Result<LatencyReport> {
     let sent_order: Arc<Mutex<VecDeque<(u64, Instant)>>> = Arc::default();
     let (client, pubacks) = connect_collar(&cfg, sent_order.clone()).await?;
 
-    let topic = format!("trackers/{id}/telemetry");
+    let topic = topics::telemetry(&id);
     let started = Instant::now();
     // Unique per run and tracker: seq and device time both come from the wall clock.
-    let first_seq = now_ms();
-    let mut last_ts = 0u64;
+    let first_seq = u64::try_from(Utc::now().timestamp_millis()).unwrap_or(0);
+    let mut last_ts = chrono::DateTime::UNIX_EPOCH;
     let mut sent: HashMap<u64, Instant> = HashMap::new();
     let mut live = Vec::with_capacity(cfg.samples as usize);
     let mut next_send = Instant::now();
@@ -141,13 +118,9 @@ pub async fn run(cfg: LatencyConfig) -> anyhow::Result<LatencyReport> {
     while live.len() < cfg.samples as usize {
         tokio::select! {
             () = tokio::time::sleep_until(next_send), if publishing => {
-                let ts = now_ms().max(last_ts + 1);
+                let ts = Utc::now().max(last_ts + TimeDelta::milliseconds(1));
                 last_ts = ts;
-                let payload = format!(
-                    r#"{{"ts":{ts},"lat":52.5{:04},"lon":13.4{:03},"acc":5.0,"bat":80,"seq":{seq}}}"#,
-                    seq % 10_000,
-                    seq % 1_000,
-                );
+                let payload = encode_telemetry(&[synthetic_fix(ts, seq)], Encoding::Json);
                 let at = Instant::now();
                 sent.insert(seq, at);
                 lock(&sent_order).push_back((seq, at));
@@ -208,9 +181,9 @@ pub async fn run(cfg: LatencyConfig) -> anyhow::Result<LatencyReport> {
         interval_ms: cfg.interval.as_secs_f64() * 1_000.0,
         received,
         lost: cfg.samples - received,
-        live_ms: Percentiles::of(live),
+        live_ms: Percentiles::of_micros(live.into_iter().map(micros).collect()),
         pubacks: acks.len() as u64,
-        puback_ms: Percentiles::of(acks),
+        puback_ms: Percentiles::of_micros(acks.into_iter().map(micros).collect()),
         seconds,
     })
 }
@@ -218,13 +191,6 @@ pub async fn run(cfg: LatencyConfig) -> anyhow::Result<LatencyReport> {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Only plain pushes and pops happen under these locks; a poisoned one is still consistent.
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 type WsStream =
@@ -297,18 +263,7 @@ async fn connect_collar(
 ) -> anyhow::Result<(AsyncClient, Arc<Mutex<Vec<Duration>>>)> {
     let id = &cfg.credential.tracker_id;
     let broker = &cfg.broker;
-    let mut o = MqttOptions::new(id, &broker.host, broker.port);
-    o.set_credentials(id, &cfg.credential.secret);
-    o.set_keep_alive(Duration::from_secs(60));
-    o.set_last_will(LastWill::new(
-        format!("trackers/{id}/online"),
-        "offline",
-        QoS::AtLeastOnce,
-        false,
-    ));
-    if let Some(ca) = &broker.tls_ca {
-        o.set_transport(Transport::tls(ca.clone(), None, None));
-    }
+    let o = mqtt_options(&cfg.credential, broker, Duration::from_secs(60));
     let (client, mut events) = AsyncClient::new(o, 64);
     // Wait for the CONNACK here, so a refused collar is an error and not a run of lost samples.
     let connack = tokio::time::timeout(Duration::from_secs(10), async {

@@ -6,11 +6,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, Transport};
+use chrono::{DateTime, TimeDelta, Utc};
+use gateway::protocol::{Encoding, MAX_FIXES_PER_MESSAGE, RawFix, encode_telemetry, topics};
+use rumqttc::{AsyncClient, Event, Outgoing, Packet, QoS};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::credentials::{Broker, Credential};
+use crate::credentials::{Broker, Credential, mqtt_options};
+use crate::percentiles::{Percentiles, micros};
 
 /// What to send and how hard.
 #[derive(Debug, Clone)]
@@ -66,11 +69,22 @@ pub struct LoadReport {
     pub failed_collars: usize,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+/// The `seq`th fix of a benchmark collar: the few fields a real fix always has, the position
+/// wandering over a few hundred metres of Berlin so consecutive fixes differ.
+pub(crate) fn synthetic_fix(device_time: DateTime<Utc>, seq: u64) -> RawFix {
+    RawFix {
+        device_time,
+        // 52.5xxxx and 13.4xxx: exact decimal fractions, so the JSON stays short.
+        lat: (5_250_000 + seq % 10_000) as f64 / 100_000.0,
+        lon: (134_000 + seq % 1_000) as f64 / 10_000.0,
+        altitude: None,
+        accuracy: Some(5.0),
+        speed: None,
+        heading: None,
+        satellites: None,
+        battery: Some(80),
+        seq: Some(seq),
+    }
 }
 
 /// Runs the load; `on_progress` is called every `progress_every` while it lasts.
@@ -82,8 +96,8 @@ pub async fn run(
     anyhow::ensure!(!cfg.brokers.is_empty(), "no broker address given");
     anyhow::ensure!(!cfg.credentials.is_empty(), "no collar credentials given");
     anyhow::ensure!(
-        (1..=1_000).contains(&cfg.fixes_per_message),
-        "fixes per message must be 1..=1000 (the protocol's limit)"
+        (1..=MAX_FIXES_PER_MESSAGE as u64).contains(&cfg.fixes_per_message),
+        "fixes per message must be 1..={MAX_FIXES_PER_MESSAGE} (the protocol's limit)"
     );
     let progress = Arc::new(LoadProgress::default());
     let collars = cfg.credentials.len();
@@ -91,9 +105,14 @@ pub async fn run(
     // A timed run does not know its count: an hour back leaves room for 3.6 million fixes each.
     let per_collar_fixes = match cfg.duration {
         Some(_) => 3_600_000,
-        None => cfg.messages_per_collar * cfg.fixes_per_message,
+        None => cfg
+            .messages_per_collar
+            .saturating_mul(cfg.fixes_per_message),
     };
-    let base_ms = now_ms().saturating_sub(per_collar_fixes + 1_000);
+    let back = i64::try_from(per_collar_fixes.saturating_add(1_000)).unwrap_or(i64::MAX);
+    let base = Utc::now()
+        .checked_sub_signed(TimeDelta::milliseconds(back))
+        .unwrap_or(DateTime::UNIX_EPOCH);
     let period = cfg
         .rate
         .filter(|r| *r > 0.0)
@@ -121,10 +140,7 @@ pub async fn run(
                     if let Some(t) = start {
                         tokio::time::sleep_until(t).await;
                     }
-                    collar_load(
-                        cred, broker, cfg, base_ms, period, offset, stop_at, progress,
-                    )
-                    .await
+                    collar_load(cred, broker, cfg, base, period, offset, stop_at, progress).await
                 }
             });
             futures::future::join_all(conns).await
@@ -154,13 +170,7 @@ pub async fn run(
             }
         }
     }
-    latencies.sort_unstable();
-    let pct = |p: f64| {
-        (!latencies.is_empty()).then(|| {
-            let i = ((latencies.len() - 1) as f64 * p).round() as usize;
-            latencies[i] as f64 / 1_000.0
-        })
-    };
+    let latency = Percentiles::of_micros(latencies);
     let messages = progress.messages_done.load(Ordering::Relaxed);
     let fixes = progress.fixes_done.load(Ordering::Relaxed);
     Ok(LoadReport {
@@ -173,10 +183,10 @@ pub async fn run(
         seconds,
         messages_per_second: messages as f64 / seconds,
         fixes_per_second: fixes as f64 / seconds,
-        latency_ms_p50: pct(0.5),
-        latency_ms_p90: pct(0.9),
-        latency_ms_p99: pct(0.99),
-        latency_ms_max: pct(1.0),
+        latency_ms_p50: latency.p50,
+        latency_ms_p90: latency.p90,
+        latency_ms_p99: latency.p99,
+        latency_ms_max: latency.max,
         failed_collars: failed,
     })
 }
@@ -189,30 +199,19 @@ async fn collar_load(
     cred: Credential,
     broker: Broker,
     cfg: &LoadConfig,
-    base_ms: u64,
+    base: DateTime<Utc>,
     period: Option<Duration>,
     offset: Option<Duration>,
     stop_at: Option<Instant>,
     progress: &LoadProgress,
 ) -> anyhow::Result<Vec<u32>> {
-    let id = cred.tracker_id.clone();
-    let mut o = MqttOptions::new(&id, &broker.host, broker.port);
-    o.set_credentials(&id, &cred.secret);
-    o.set_keep_alive(Duration::from_secs(60));
+    let id = &cred.tracker_id;
+    let mut o = mqtt_options(&cred, &broker, Duration::from_secs(60));
     o.set_inflight(cfg.inflight.max(1));
     o.set_max_packet_size(1 << 20, 1 << 20);
-    o.set_last_will(LastWill::new(
-        format!("trackers/{id}/online"),
-        "offline",
-        QoS::AtLeastOnce,
-        false,
-    ));
-    if let Some(ca) = &broker.tls_ca {
-        o.set_transport(Transport::tls(ca.clone(), None, None));
-    }
     let cap = cfg.inflight as usize * 2 + 8;
     let (client, mut events) = AsyncClient::new(o, cap);
-    let topic = format!("trackers/{id}/telemetry");
+    let topic = topics::telemetry(id);
     let want = cfg.messages_per_collar;
     let per = cfg.fixes_per_message;
     let (mut requested, mut done) = (0u64, 0u64);
@@ -251,7 +250,7 @@ async fn collar_load(
                 }
                 Event::Incoming(Packet::PubAck(ack)) => {
                     if let Some(t) = sent_at.remove(&ack.pkid) {
-                        latencies.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                        latencies.push(micros(t.elapsed()));
                     }
                     done += 1;
                     progress.messages_done.fetch_add(1, Ordering::Relaxed);
@@ -263,22 +262,15 @@ async fn collar_load(
                 if stop_at.is_some_and(|t| Instant::now() >= t) {
                     continue;
                 }
-                let fixes: Vec<String> = (0..per)
+                // Device times one millisecond apart: unique per tracker, so all are stored.
+                let fixes: Vec<RawFix> = (0..per)
                     .map(|_| {
                         seq += 1;
-                        format!(
-                            r#"{{"ts":{},"lat":52.5{:04},"lon":13.4{:03},"acc":5.0,"bat":80,"seq":{seq}}}"#,
-                            base_ms + seq,
-                            seq % 10_000,
-                            seq % 1_000,
-                        )
+                        let ms = TimeDelta::milliseconds(i64::try_from(seq).unwrap_or(i64::MAX));
+                        synthetic_fix(base.checked_add_signed(ms).unwrap_or(base), seq)
                     })
                     .collect();
-                let payload = if per == 1 {
-                    fixes.concat()
-                } else {
-                    format!("[{}]", fixes.join(","))
-                };
+                let payload = encode_telemetry(&fixes, Encoding::Json);
                 client
                     .try_publish(&topic, cfg.qos, false, payload)
                     .with_context(|| format!("{id}: request queue"))?;

@@ -193,7 +193,7 @@ struct LiveLatencyArgs {
     token: String,
     /// The watched collar's tracker id.
     #[arg(long)]
-    tracker_id: String,
+    tracker_id: gateway::protocol::TrackerId,
     /// The watched collar's device secret.
     #[arg(long, env = "FIRMWARE_SIM_SECRET")]
     secret: String,

@@ -1,10 +1,18 @@
 //! pettracker's device side: the device protocol, the embedded broker, the ingest pipeline and storage.
+//!
+//! Only [`protocol`] is always built; the rest is the server (feature `server`, on by default),
+//! so firmware and the simulator can depend on the contract without the broker and the database.
 
+#[cfg(feature = "server")]
 pub mod broker;
+#[cfg(feature = "server")]
 pub mod ingest;
+#[cfg(feature = "server")]
 pub mod live;
 pub mod protocol;
+#[cfg(feature = "server")]
 pub mod shutdown;
+#[cfg(feature = "server")]
 pub mod storage;
 #[cfg(feature = "testing")]
 pub mod testing;

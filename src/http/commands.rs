@@ -15,7 +15,9 @@ use super::error::ApiError;
 use super::query::{limit_param, only_known, time_param, tracker_filter};
 use super::trackers::{owner_may, role, tracker_id};
 use super::{HttpState, json_with_status as json, respond};
-use crate::commands::{self, ChangeError, CommandKind, CommandView, ListQuery, Requester, Viewer};
+use crate::commands::{
+    self, ChangeError, CommandKind, CommandParams, CommandView, ListQuery, Requester, Viewer,
+};
 use crate::trackers::{self, Role};
 
 /// Longest lifetime a command may ask for: a week.

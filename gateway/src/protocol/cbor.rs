@@ -71,6 +71,10 @@ impl CborWriter {
         self.out.push(if value { 0xf5 } else { 0xf4 });
     }
 
+    pub fn null(&mut self) {
+        self.out.push(0xf6);
+    }
+
     pub fn array(&mut self, len: usize) {
         self.head(4, len as u64);
     }

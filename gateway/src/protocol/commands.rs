@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::cbor::CborWriter;
+use super::encode::encode;
 use super::error::DecodeError;
 use super::node::{self, Encoding, Location, Node, preview};
 use super::values::{CommandId, CommandType};
@@ -98,30 +98,37 @@ pub fn decode_command_result(payload: &[u8]) -> Result<CommandResult, DecodeErro
 
 /// Encodes a command result the way a collar would publish it (for the simulator and tests).
 pub fn encode_command_result(result: &CommandResult, encoding: Encoding) -> Vec<u8> {
-    match encoding {
-        Encoding::Json => {
-            let mut map = serde_json::Map::new();
-            map.insert("id".into(), result.command_id.as_str().into());
-            map.insert("status".into(), result.status.as_str().into());
-            if let Some(reason) = &result.reason {
-                map.insert("reason".into(), reason.as_str().into());
-            }
-            serde_json::Value::Object(map).to_string().into_bytes()
+    encode_command_result_with(result, &[], encoding)
+}
+
+/// Encodes a command result with fields of the collar's own after the contract's (for example
+/// the simulator's firmware-download `progress`). The server ignores unknown fields, so newer
+/// firmware may add them; an extra named like a contract field is left out, since a field sent
+/// twice is an error.
+pub fn encode_command_result_with(
+    result: &CommandResult,
+    extra: &[(&str, serde_json::Value)],
+    encoding: Encoding,
+) -> Vec<u8> {
+    let extra: Vec<_> = extra
+        .iter()
+        .filter(|(name, _)| !["id", "status", "reason"].contains(name))
+        .collect();
+    encode(encoding, |w| {
+        w.map(2 + usize::from(result.reason.is_some()) + extra.len());
+        w.key("id");
+        w.text(result.command_id.as_str());
+        w.key("status");
+        w.text(result.status.as_str());
+        if let Some(reason) = &result.reason {
+            w.key("reason");
+            w.text(reason);
         }
-        Encoding::Cbor => {
-            let mut w = CborWriter::new();
-            w.map(2 + usize::from(result.reason.is_some()));
-            w.text("id");
-            w.text(result.command_id.as_str());
-            w.text("status");
-            w.text(result.status.as_str());
-            if let Some(reason) = &result.reason {
-                w.text("reason");
-                w.text(reason);
-            }
-            w.finish()
+        for (name, value) in extra {
+            w.key(name);
+            w.value(value);
         }
-    }
+    })
 }
 
 /// A command for `trackers/{id}/commands`. `params` is always a JSON object; what goes in it is
@@ -261,6 +268,25 @@ mod tests {
         for encoding in [Encoding::Json, Encoding::Cbor] {
             assert_eq!(
                 decode_command_result(&encode_command_result(&r, encoding)).unwrap(),
+                r
+            );
+        }
+    }
+
+    #[test]
+    fn extra_fields_are_written_after_the_contract_and_ignored_by_the_decoder() {
+        let r = result(r#"{"id":"fw-1","status":"accepted","reason":"downloading 25%"}"#).unwrap();
+        let extra = [
+            ("progress", serde_json::json!(25)),
+            ("status", serde_json::json!("done")),
+        ];
+        assert_eq!(
+            String::from_utf8(encode_command_result_with(&r, &extra, Encoding::Json)).unwrap(),
+            r#"{"id":"fw-1","status":"accepted","reason":"downloading 25%","progress":25}"#
+        );
+        for encoding in [Encoding::Json, Encoding::Cbor] {
+            assert_eq!(
+                decode_command_result(&encode_command_result_with(&r, &extra, encoding)).unwrap(),
                 r
             );
         }

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::cbor::CborWriter;
+use super::encode::encode;
 use super::error::DecodeError;
 use super::node::{self, Encoding, Location, Node};
 use super::validate::{Rejection, ValidationLimits, check_time, field};
@@ -95,63 +95,37 @@ impl RawStatus {
     }
 }
 
-/// Encodes a status report the way a collar would publish it (for the simulator and tests).
+/// Encodes a status report the way a collar would publish it (for the simulator and tests):
+/// fields in wire order, `ts` as integer epoch milliseconds.
 pub fn encode_status(status: &RawStatus, encoding: Encoding) -> Vec<u8> {
-    match encoding {
-        Encoding::Json => {
-            let mut map = serde_json::Map::new();
-            if let Some(t) = status.device_time {
-                map.insert(
-                    "ts".into(),
-                    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-                        .into(),
-                );
-            }
-            if let Some(v) = status.battery {
-                map.insert("bat".into(), v.into());
-            }
-            if let Some(v) = status.charging {
-                map.insert("chg".into(), v.into());
-            }
-            if let Some(v) = &status.firmware {
-                map.insert("fw".into(), v.as_str().into());
-            }
-            if let Some(v) = status.rssi {
-                map.insert("rssi".into(), v.into());
-            }
-            serde_json::Value::Object(map).to_string().into_bytes()
+    encode(encoding, |w| {
+        let len = usize::from(status.device_time.is_some())
+            + usize::from(status.battery.is_some())
+            + usize::from(status.charging.is_some())
+            + usize::from(status.firmware.is_some())
+            + usize::from(status.rssi.is_some());
+        w.map(len);
+        if let Some(t) = status.device_time {
+            w.key("ts");
+            w.time(t);
         }
-        Encoding::Cbor => {
-            let mut w = CborWriter::new();
-            let len = usize::from(status.device_time.is_some())
-                + usize::from(status.battery.is_some())
-                + usize::from(status.charging.is_some())
-                + usize::from(status.firmware.is_some())
-                + usize::from(status.rssi.is_some());
-            w.map(len);
-            if let Some(t) = status.device_time {
-                w.text("ts");
-                w.integer(t.timestamp_millis());
-            }
-            if let Some(v) = status.battery {
-                w.text("bat");
-                w.integer(v);
-            }
-            if let Some(v) = status.charging {
-                w.text("chg");
-                w.boolean(v);
-            }
-            if let Some(v) = &status.firmware {
-                w.text("fw");
-                w.text(v);
-            }
-            if let Some(v) = status.rssi {
-                w.text("rssi");
-                w.integer(v);
-            }
-            w.finish()
+        if let Some(v) = status.battery {
+            w.key("bat");
+            w.integer(v);
         }
-    }
+        if let Some(v) = status.charging {
+            w.key("chg");
+            w.boolean(v);
+        }
+        if let Some(v) = &status.firmware {
+            w.key("fw");
+            w.text(v);
+        }
+        if let Some(v) = status.rssi {
+            w.key("rssi");
+            w.integer(v);
+        }
+    })
 }
 
 #[cfg(test)]

@@ -1,9 +1,9 @@
 //! Telemetry: decoding a collar's fixes, one or a buffered batch, and validating each on its own.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::cbor::CborWriter;
+use super::encode::{Writer, encode};
 use super::error::DecodeError;
 use super::node::{self, Encoding, Location, Node};
 use super::validate::{Rejection, ValidationLimits, check_time, field};
@@ -169,64 +169,21 @@ impl From<Fix> for RawFix {
 
 /// Encodes fixes the way a collar would publish them: one fix as an object, several as an array.
 ///
-/// JSON writes `ts` as RFC 3339; CBOR writes it as integer epoch milliseconds and every number in
-/// its shortest lossless form. Used by the firmware simulator and by tests.
+/// Fields in wire order, `ts` as integer epoch milliseconds, every number in its shortest lossless
+/// form (see [`super::encode`]). Used by the firmware simulator and by tests.
 pub fn encode_telemetry(fixes: &[RawFix], encoding: Encoding) -> Vec<u8> {
-    match encoding {
-        Encoding::Json => {
-            let value = match fixes {
-                [one] => fix_json(one),
-                many => serde_json::Value::Array(many.iter().map(fix_json).collect()),
-            };
-            value.to_string().into_bytes()
-        }
-        Encoding::Cbor => {
-            let mut w = CborWriter::new();
-            if fixes.len() != 1 {
-                w.array(fixes.len());
+    encode(encoding, |w| match fixes {
+        [one] => write_fix(w, one),
+        many => {
+            w.array(many.len());
+            for fix in many {
+                write_fix(w, fix);
             }
-            for fix in fixes {
-                fix_cbor(&mut w, fix);
-            }
-            w.finish()
         }
-    }
+    })
 }
 
-fn fix_json(fix: &RawFix) -> serde_json::Value {
-    // Built by hand rather than with serde so encoding cannot fail and keys keep wire order.
-    let mut map = serde_json::Map::new();
-    map.insert(
-        "ts".into(),
-        fix.device_time
-            .to_rfc3339_opts(SecondsFormat::AutoSi, true)
-            .into(),
-    );
-    map.insert("lat".into(), fix.lat.into());
-    map.insert("lon".into(), fix.lon.into());
-    let optional_numbers = [
-        ("alt", fix.altitude),
-        ("acc", fix.accuracy),
-        ("spd", fix.speed),
-        ("hdg", fix.heading),
-    ];
-    for (name, value) in optional_numbers {
-        if let Some(v) = value {
-            map.insert(name.into(), v.into());
-        }
-    }
-    for (name, value) in [("sat", fix.satellites), ("bat", fix.battery)] {
-        if let Some(v) = value {
-            map.insert(name.into(), v.into());
-        }
-    }
-    if let Some(seq) = fix.seq {
-        map.insert("seq".into(), seq.into());
-    }
-    serde_json::Value::Object(map)
-}
-
-fn fix_cbor(w: &mut CborWriter, fix: &RawFix) {
+fn write_fix(w: &mut dyn Writer, fix: &RawFix) {
     let optional_numbers = [
         ("alt", fix.altitude),
         ("acc", fix.accuracy),
@@ -242,26 +199,26 @@ fn fix_cbor(w: &mut CborWriter, fix: &RawFix) {
             .count()
         + usize::from(fix.seq.is_some());
     w.map(len);
-    w.text("ts");
-    w.integer(fix.device_time.timestamp_millis());
-    w.text("lat");
+    w.key("ts");
+    w.time(fix.device_time);
+    w.key("lat");
     w.number(fix.lat);
-    w.text("lon");
+    w.key("lon");
     w.number(fix.lon);
     for (name, value) in optional_numbers {
         if let Some(v) = value {
-            w.text(name);
+            w.key(name);
             w.number(v);
         }
     }
     for (name, value) in optional_integers {
         if let Some(v) = value {
-            w.text(name);
+            w.key(name);
             w.integer(v);
         }
     }
     if let Some(seq) = fix.seq {
-        w.text("seq");
+        w.key("seq");
         w.unsigned(seq);
     }
 }
