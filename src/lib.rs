@@ -10,9 +10,13 @@ pub mod database;
 pub mod dead_letters;
 pub mod demo;
 pub mod export;
+pub mod fleet;
 pub mod http;
 pub mod live;
 pub mod logging;
+pub mod schema;
 pub mod seed;
 pub mod simplify;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod trackers;

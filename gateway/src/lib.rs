@@ -1,4 +1,4 @@
-//! pettracker's device side: the device protocol, the embedded broker, the ingest pipeline and storage.
+//! pettracker's device side: the device protocol, the embedded broker, the ingest pipeline and the storage of what devices send, reported to the server through typed interfaces (`live::DeviceEventSink`, `storage::ingest::CommandReports`).
 
 pub mod broker;
 pub mod ingest;

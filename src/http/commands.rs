@@ -16,7 +16,9 @@ use super::error::ApiError;
 use super::query::{limit_param, only_known, time_param};
 use super::trackers::{owner_may, role, tracker_id};
 use super::{HttpState, json_with_status as json, respond};
-use crate::commands::{self, ChangeError, CommandKind, CommandView, ListQuery, Requester, Viewer};
+use crate::commands::{
+    self, ChangeError, CommandKind, CommandStatus, CommandView, ListQuery, Requester, Viewer,
+};
 use crate::trackers::{self, Role};
 
 /// Longest lifetime a command may ask for: a week.
@@ -206,22 +208,16 @@ async fn list(
     query: HashMap<String, String>,
 ) -> Result<Response, ApiError> {
     only_known(&query, &["tracker", "status", "since", "limit"])?;
-    let status = query.get("status").cloned();
-    const STATUSES: [&str; 7] = [
-        "queued",
-        "sent",
-        "delivered",
-        "succeeded",
-        "failed",
-        "expired",
-        "cancelled",
-    ];
-    if status.as_deref().is_some_and(|s| !STATUSES.contains(&s)) {
-        return Err(ApiError::bad_request(
-            format!("status is one of {}", STATUSES.join(", ")),
-            Some("status"),
-        ));
-    }
+    let status = match query.get("status") {
+        None => None,
+        Some(raw) => Some(CommandStatus::parse(raw).ok_or_else(|| {
+            let names: Vec<&str> = CommandStatus::ALL.iter().map(|s| s.as_str()).collect();
+            ApiError::bad_request(
+                format!("status is one of {}", names.join(", ")),
+                Some("status"),
+            )
+        })?),
+    };
     let tracker = match query.get("tracker") {
         None => None,
         Some(raw) => match TrackerId::parse(raw) {
@@ -300,11 +296,13 @@ async fn change(
     Ok(json(&result, StatusCode::OK))
 }
 
+/// A change the command's state refuses is a 409 naming the state and the rule.
 fn change_error(e: ChangeError, rule: &str) -> ApiError {
+    if let Some(status) = e.state() {
+        return ApiError::Conflict(format!("the command is {status}; {rule}"));
+    }
     match e {
-        ChangeError::State(status) => {
-            ApiError::Conflict(format!("the command is {status}; {rule}"))
-        }
         ChangeError::Storage(e) => e.into(),
+        other => ApiError::Conflict(format!("{other}; {rule}")),
     }
 }
