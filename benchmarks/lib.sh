@@ -64,7 +64,7 @@ now() { date +%s.%N; }
 
 as_pg_owner() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 pg_stop_cluster() { as_pg_owner "$pg_bindir/pg_ctl" -D "$pgdata" -m fast -w stop >&2; }
-# Same options pettracker starts its private cluster with (gateway/src/storage/private.rs).
+# Same options pettracker starts its private cluster with (private-postgres/src/lib.rs).
 pg_start_cluster() {
   as_pg_owner "$pg_bindir/pg_ctl" -D "$pgdata" -w -t 60 -l "$work/postgres/restart.log" \
     -o "-p $pg_port -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c max_connections=300" start >&2

@@ -80,7 +80,7 @@ pub async fn spawn(config: Config) -> anyhow::Result<RunningApp> {
     // The pipeline stops only after the broker has stopped feeding it.
     let (ingest_trigger, ingest_shutdown) = shutdown::channel();
     // Validated fixes reach the live feeds through this bus, before they are stored.
-    let live_bus = Arc::new(gateway::live::InProcessBus::new(config.live.bus_capacity));
+    let live_bus = Arc::new(crate::live::LiveBus::new(config.live.bus_capacity));
     let live_hub =
         crate::live::Hub::start(live_bus.as_ref(), config.live_options(), shutdown.clone());
     let alerts = crate::alerts::start(
@@ -96,6 +96,8 @@ pub async fn spawn(config: Config) -> anyhow::Result<RunningApp> {
     );
     let mut ingest_config = config.ingest_config();
     ingest_config.live = gateway::live::LivePublisher::new(live_bus.clone());
+    // Collars' command reports are applied to the server's commands in their batch.
+    ingest_config.commands = Some(Arc::new(crate::commands::reports::Reports));
     let pipeline = ingest::start(database.pool.clone(), ingest_config, ingest_shutdown)
         .context("cannot open the ingest spool (setting ingest.spool_dir)")?;
 
@@ -129,7 +131,7 @@ pub async fn spawn(config: Config) -> anyhow::Result<RunningApp> {
     // other processes; the database announces each, and the live feed passes them on.
     let command_events = notify::listen(
         database.url.clone(),
-        notify::COMMAND_EVENT,
+        crate::commands::NOTIFY_CHANNEL,
         shutdown.clone(),
     );
     tokio::spawn(crate::commands::announce(command_events, live_bus.clone()));

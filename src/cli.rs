@@ -491,7 +491,7 @@ async fn tracker_command(
             }
         }
         TrackerCommand::List { json } => {
-            let list = trackers::list(pool).await?;
+            let list = crate::fleet::list(pool).await?;
             if *json {
                 println!("{}", serde_json::to_string(&list)?);
             } else {

@@ -1,7 +1,8 @@
-//! Finding the database: the configured server, or a private cluster started for this process.
+//! Finding the database: the configured server, or a private cluster started for this process; and migrating it with the whole schema history.
 
 use deadpool_postgres::Pool;
-use gateway::storage::{self, MigrationReport, PrivateDbOptions, PrivatePostgres, StorageError};
+use gateway::storage::{self, MigrationReport, StorageError};
+use private_postgres::{PrivateDbError, PrivateDbOptions, PrivatePostgres};
 use secrecy::SecretString;
 
 use crate::config::Config;
@@ -10,7 +11,7 @@ use crate::config::Config;
 #[derive(Debug, thiserror::Error)]
 pub enum DatabaseError {
     #[error(transparent)]
-    Private(#[from] storage::PrivateDbError),
+    Private(#[from] PrivateDbError),
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("the private database task failed: {0}")]
@@ -47,9 +48,10 @@ impl Database {
         Ok(Database { pool, private, url })
     }
 
-    /// Applies pending migrations.
+    /// Applies the pending migrations of the device side and the server.
     pub async fn migrate(&self, config: &Config) -> Result<MigrationReport, DatabaseError> {
-        Ok(storage::migrate(&self.pool, config.database.timescaledb).await?)
+        let history = crate::schema::history();
+        Ok(storage::migrate(&self.pool, &history, config.database.timescaledb).await?)
     }
 
     /// Closes the pool and stops the private cluster, if any.

@@ -181,7 +181,12 @@ pub async fn retry(
                 let mut decoded = decode::decode(envelope, Utc::now(), limits);
                 let refused = std::mem::take(&mut decoded.rows.dead_letters);
                 if !decoded.rows.is_empty() {
-                    gateway::storage::ingest::write_batch(&mut client, &decoded.rows).await?;
+                    gateway::storage::ingest::write_batch(
+                        &mut client,
+                        &decoded.rows,
+                        Some(&crate::commands::reports::Reports),
+                    )
+                    .await?;
                 }
                 refused.into_iter().map(|d| d.reason).collect::<Vec<_>>()
             }

@@ -14,10 +14,14 @@ pub mod dead_letters;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod export;
+pub mod fleet;
 pub mod http;
 pub mod live;
 pub mod logging;
+pub mod schema;
 #[cfg(feature = "demo")]
 pub mod seed;
 pub mod simplify;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod trackers;

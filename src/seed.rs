@@ -142,7 +142,7 @@ pub async fn run(
                         fixes: history.take(n as usize),
                         ..BatchRows::default()
                     };
-                    let outcome = write_batch(&mut client, &rows)
+                    let outcome = write_batch(&mut client, &rows, None)
                         .await
                         .context("writing seeded fixes")?;
                     written.fetch_add(n, Ordering::Relaxed);

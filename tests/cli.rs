@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gateway::testing::{empty_database, fresh_database};
+use pettracker::testing::{empty_database, fresh_database};
 use secrecy::ExposeSecret;
 
 fn pettracker() -> Command {
@@ -43,7 +43,8 @@ async fn migrate_twice_applies_everything_then_nothing() {
         String::from_utf8_lossy(&first.stderr)
     );
     // Every migration the binary embeds, in order.
-    let all: Vec<i32> = gateway::storage::migrate::MIGRATIONS
+    let all: Vec<i32> = pettracker::schema::history()
+        .migrations()
         .iter()
         .map(|m| m.version)
         .collect();
@@ -304,7 +305,7 @@ async fn user_create_reads_the_password_from_stdin_and_prints_the_id() {
     assert_eq!(row.get::<_, String>(0), "Ada@Example.com");
     assert!(row.get::<_, bool>(1));
     let hash: String = row.get(2);
-    assert!(gateway::storage::trackers::verify_password(
+    assert!(pettracker::auth::password::matches(
         &hash,
         "correct horse battery"
     ));

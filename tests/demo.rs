@@ -4,13 +4,13 @@
 
 use std::time::Duration;
 
-use gateway::testing::fresh_database;
 use pettracker::config::Config;
 use pettracker::demo::{self, DEMO_EMAIL, DEMO_PASSWORD, DemoOptions};
+use pettracker::testing::fresh_database;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
-fn config(db: &gateway::testing::TestDb, spool: &std::path::Path) -> Config {
+fn config(db: &pettracker::testing::TestDb, spool: &std::path::Path) -> Config {
     let mut config = Config::default();
     config.http.addr = "127.0.0.1:0".parse().unwrap();
     config.mqtt.addr = "127.0.0.1:0".parse().unwrap();

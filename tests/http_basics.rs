@@ -4,7 +4,7 @@ use pettracker::config::Config;
 use secrecy::SecretString;
 
 async fn spawn_app() -> pettracker::app::RunningApp {
-    let db = gateway::testing::fresh_database().await;
+    let db = pettracker::testing::fresh_database().await;
     let mut config = Config::default();
     config.http.addr = "127.0.0.1:0".parse().unwrap();
     config.mqtt.addr = "127.0.0.1:0".parse().unwrap();

@@ -65,7 +65,7 @@ async fn store_fixes(app: &TestApp, tracker: &str, start: DateTime<Utc>, seconds
         fixes,
         ..BatchRows::default()
     };
-    write_batch(&mut client, &rows).await.unwrap();
+    write_batch(&mut client, &rows, None).await.unwrap();
 }
 
 /// The `seq` of every fix of rex's history for `query`, following the cursor to the last page.

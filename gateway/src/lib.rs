@@ -1,4 +1,4 @@
-//! pettracker's device side: the device protocol, the embedded broker, the ingest pipeline and storage.
+//! pettracker's device side: the device protocol, the embedded broker, the ingest pipeline and the storage of what devices send, reported to the server through typed interfaces (`live::DeviceEventSink`, `storage::ingest::CommandReports`).
 //!
 //! Only [`protocol`] is always built; the rest is the server (feature `server`, on by default),
 //! so firmware and the simulator can depend on the contract without the broker and the database.

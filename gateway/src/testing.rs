@@ -3,7 +3,9 @@
 //! With `PETTRACKER_TEST_DATABASE_URL` (or `DATABASE_URL`) set, that server is used; otherwise a
 //! private cluster is started under the temp directory and left running for the next test process
 //! (nextest runs each test in its own process, so starting one per process would be slow).
-//! Each database is cloned from a template migrated once per schema version, so tests run in parallel.
+//! Each database is cloned from a template migrated once per schema history, so tests run in
+//! parallel. This crate's tests get the device side's schema ([`fresh_database`]); the server's
+//! tests pass the whole history ([`fresh_database_with`]).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -11,13 +13,27 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::OnceCell;
 
-use crate::storage::{self, PrivateDbOptions, PrivatePostgres, TimescalePreference};
+use private_postgres::{PrivateDbOptions, PrivatePostgres};
+
+use crate::storage::{self, History, TimescalePreference};
 
 /// A database of its own for one test.
 pub struct TestDb {
     pub name: String,
     pub url: SecretString,
     pub pool: deadpool_postgres::Pool,
+}
+
+impl TestDb {
+    /// The number a `SELECT count(*) ...` returns.
+    pub async fn count(&self, sql: &str) -> i64 {
+        let client = self.pool.get().await.expect("a test database connection");
+        client
+            .query_one(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .get(0)
+    }
 }
 
 struct Server {
@@ -106,28 +122,28 @@ async fn admin_client(server: &Server) -> tokio_postgres::Client {
     client
 }
 
-/// Name of the template for the current migrations: a new schema gets a new template.
-fn template_name() -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for m in storage::migrate::MIGRATIONS {
-        for byte in m
-            .postgres
-            .iter()
-            .chain(m.timescale.iter())
-            .flat_map(|s| s.bytes())
-        {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    format!("pettracker_template_{:012x}", hash & 0xffff_ffff_ffff)
+/// The prefix of the templates of one kind of schema (`label`); a new history of that kind gets a
+/// new template, and the old one is swept.
+fn template_prefix(label: &str) -> String {
+    format!("pettracker_template_{label}_")
 }
 
-/// A new, migrated, empty database that no other test uses.
+/// A new database with the device side's schema that no other test uses.
 pub async fn fresh_database() -> TestDb {
+    fresh_database_with("device", &History::device()).await
+}
+
+/// A new database migrated with `history` that no other test uses; `label` names the kind of
+/// schema (one template of each kind is kept in the shared cluster).
+pub async fn fresh_database_with(label: &str, history: &History) -> TestDb {
     let server = server().await;
     let admin = admin_client(server).await;
-    let template = template_name();
+    let fingerprint = history.fingerprint();
+    let template = format!(
+        "{}{}",
+        template_prefix(label),
+        &fingerprint[..12.min(fingerprint.len())]
+    );
 
     // One process builds the template; the others wait on the lock and then find it.
     admin
@@ -142,7 +158,7 @@ pub async fn fresh_database() -> TestDb {
     // Once per process: databases of test processes that are gone would otherwise pile up in
     // the shared cluster (gigabytes after a few hundred runs on a developer's machine).
     if !SWEPT.swap(true, Ordering::Relaxed) {
-        drop_stale_databases(&admin, &template).await;
+        drop_stale_databases(&admin, &template_prefix(label), &template).await;
     }
     if !exists {
         let building = format!("{template}_building");
@@ -159,7 +175,7 @@ pub async fn fresh_database() -> TestDb {
             let pool = storage::connect(&server.url(&building), 1)
                 .await
                 .expect("connect to template");
-            storage::migrate(&pool, TimescalePreference::Auto)
+            storage::migrate(&pool, history, TimescalePreference::Auto)
                 .await
                 .expect("migrating the template database");
             pool.close();
@@ -224,8 +240,10 @@ async fn create_database(admin: &tokio_postgres::Client, name: &str, template: O
 /// Set once this process has swept the databases of gone test processes.
 static SWEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Drops test databases of processes that are gone, and templates other than `keep`.
-async fn drop_stale_databases(admin: &tokio_postgres::Client, keep: &str) {
+/// Drops test databases of processes that are gone, and the templates of kind `prefix` other
+/// than `keep` (those of other kinds may be in use by another test process right now), and
+/// those of before there were kinds.
+async fn drop_stale_databases(admin: &tokio_postgres::Client, prefix: &str, keep: &str) {
     let Ok(rows) = admin
         .query(
             "SELECT datname FROM pg_database WHERE datname LIKE 'test\\_%' OR datname LIKE 'pettracker\\_template\\_%'",
@@ -239,7 +257,12 @@ async fn drop_stale_databases(admin: &tokio_postgres::Client, keep: &str) {
         let name: String = row.get(0);
         let stale = match name.strip_prefix("test_").and_then(|r| r.split('_').next()) {
             Some(pid) => !PathBuf::from(format!("/proc/{pid}")).exists(),
-            None => name != keep,
+            None => {
+                let unlabelled = name
+                    .strip_prefix("pettracker_template_")
+                    .is_some_and(|rest| !rest.contains('_'));
+                (name.starts_with(prefix) && name != keep) || unlabelled
+            }
         };
         if stale {
             let _ = admin

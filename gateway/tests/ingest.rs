@@ -86,17 +86,6 @@ async fn provisioned(db: &TestDb, id: &str) {
         .unwrap();
 }
 
-async fn count(db: &TestDb, sql: &str) -> i64 {
-    db.pool
-        .get()
-        .await
-        .unwrap()
-        .query_one(sql, &[])
-        .await
-        .unwrap()
-        .get(0)
-}
-
 #[tokio::test]
 async fn a_qos1_fix_is_committed_before_its_publish_is_accepted() {
     let db = fresh_database().await;
@@ -108,11 +97,8 @@ async fn a_qos1_fix_is_committed_before_its_publish_is_accepted() {
         .unwrap();
     // No waiting: acceptance of a QoS 1 publish means the row is already there.
     assert_eq!(
-        count(
-            &db,
-            "SELECT count(*) FROM positions WHERE tracker_id = 'rex'"
-        )
-        .await,
+        db.count("SELECT count(*) FROM positions WHERE tracker_id = 'rex'")
+            .await,
         1
     );
     let acks = p.stop().await;
@@ -172,9 +158,7 @@ async fn every_valid_protocol_vector_is_stored_and_every_invalid_one_is_dead_let
         .map(|r| r.get(0))
         .collect();
     assert_eq!(times, stored_times);
-    let dead = count(
-        &db,
-        "SELECT count(*) FROM dead_letters WHERE tracker_id = 'vector-collar-1' AND reason <> ''",
+    let dead = db.count("SELECT count(*) FROM dead_letters WHERE tracker_id = 'vector-collar-1' AND reason <> ''",
     )
     .await;
     assert_eq!(dead, expected_dead);
@@ -192,7 +176,7 @@ async fn the_same_fix_sent_three_times_is_stored_once() {
             .unwrap();
     }
     p.stop().await;
-    assert_eq!(count(&db, "SELECT count(*) FROM positions").await, 1);
+    assert_eq!(db.count("SELECT count(*) FROM positions").await, 1);
 }
 
 #[tokio::test]
@@ -211,7 +195,7 @@ async fn a_late_batch_of_old_fixes_is_stored_but_does_not_move_the_last_fix_back
         .await
         .unwrap();
     p.stop().await;
-    assert_eq!(count(&db, "SELECT count(*) FROM positions").await, 6);
+    assert_eq!(db.count("SELECT count(*) FROM positions").await, 6);
     let row = db
         .pool
         .get()
@@ -242,7 +226,7 @@ async fn one_bad_fix_in_a_batch_is_dead_lettered_and_the_others_are_stored() {
     p.publish("rex", "telemetry", batch, 1).await.unwrap();
     p.publish("rex", "telemetry", "{not json", 1).await.unwrap();
     let acks = p.stop().await;
-    assert_eq!(count(&db, "SELECT count(*) FROM positions").await, 2);
+    assert_eq!(db.count("SELECT count(*) FROM positions").await, 2);
     let reasons: Vec<String> = db
         .pool
         .get()
@@ -317,9 +301,13 @@ async fn own_database(
         .await
         .unwrap();
     let pool = gateway::storage::connect(&pg.url(), 4).await.unwrap();
-    gateway::storage::migrate(&pool, gateway::storage::TimescalePreference::Auto)
-        .await
-        .unwrap();
+    gateway::storage::migrate(
+        &pool,
+        &gateway::storage::History::device(),
+        gateway::storage::TimescalePreference::Auto,
+    )
+    .await
+    .unwrap();
     for id in collars {
         trackers::provision(&pool, &TrackerId::parse(id).unwrap(), None)
             .await

@@ -1,23 +1,29 @@
 //! Storage against a real PostgreSQL: migrations, their safety rules, retention, and the private cluster.
 
-use gateway::storage::{self, Backend, StorageError, TimescalePreference};
+use gateway::storage::{self, Backend, History, StorageError, TimescalePreference};
 use gateway::testing::{dedicated_cluster, fresh_database};
 
 #[tokio::test]
 async fn migrating_a_migrated_database_changes_nothing() {
     let db = fresh_database().await;
-    let report = storage::migrate(&db.pool, TimescalePreference::Auto)
+    let report = storage::migrate(&db.pool, &History::device(), TimescalePreference::Auto)
         .await
         .unwrap();
     assert!(report.applied.is_empty(), "{report:?}");
-    assert_eq!(report.current, storage::latest_version());
+    assert_eq!(report.current, History::device().latest_version());
 }
 
 #[tokio::test]
-async fn a_fresh_database_gets_every_table_keyed_by_tracker_id() {
+async fn a_fresh_database_gets_every_device_table_keyed_by_tracker_id_and_none_of_the_servers() {
     let db = fresh_database().await;
     let client = db.pool.get().await.unwrap();
-    for table in ["trackers", "positions", "tracker_status", "dead_letters"] {
+    for table in [
+        "trackers",
+        "positions",
+        "positions_5m",
+        "tracker_status",
+        "dead_letters",
+    ] {
         let row = client
             .query_one(
                 "SELECT count(*) FROM information_schema.columns WHERE table_name = $1 AND column_name = 'tracker_id'",
@@ -27,14 +33,17 @@ async fn a_fresh_database_gets_every_table_keyed_by_tracker_id() {
             .unwrap();
         assert_eq!(row.get::<_, i64>(0), 1, "{table} has no tracker_id column");
     }
-    client
-        .query_one("SELECT count(*) FROM users", &[])
+    // Accounts, summaries, alerts and commands are the server's (its own migrations).
+    let server_tables: i64 = client
+        .query_one(
+            "SELECT count(*) FROM information_schema.tables
+             WHERE table_name IN ('users', 'daily_summaries', 'alerts', 'commands')",
+            &[],
+        )
         .await
-        .unwrap();
-    client
-        .query_one("SELECT count(*) FROM daily_summaries", &[])
-        .await
-        .unwrap();
+        .unwrap()
+        .get(0);
+    assert_eq!(server_tables, 0);
 }
 
 #[tokio::test]
@@ -51,9 +60,10 @@ async fn two_processes_migrating_an_empty_database_at_once_both_succeed() {
     );
     let a = storage::connect(&url, 2).await.unwrap();
     let b = storage::connect(&url, 2).await.unwrap();
+    let history = History::device();
     let (ra, rb) = tokio::join!(
-        storage::migrate(&a, TimescalePreference::Auto),
-        storage::migrate(&b, TimescalePreference::Auto)
+        storage::migrate(&a, &history, TimescalePreference::Auto),
+        storage::migrate(&b, &history, TimescalePreference::Auto)
     );
     let (ra, rb) = (ra.unwrap(), rb.unwrap());
     // Exactly one of them applied the migrations; the other found them done.
@@ -80,7 +90,7 @@ async fn a_schema_newer_than_the_binary_is_refused() {
         .await
         .unwrap();
     drop(client);
-    let err = storage::migrate(&db.pool, TimescalePreference::Auto)
+    let err = storage::migrate(&db.pool, &History::device(), TimescalePreference::Auto)
         .await
         .unwrap_err();
     assert!(
@@ -102,7 +112,7 @@ async fn requiring_timescaledb_on_plain_postgres_fails_clearly() {
         secrecy::ExposeSecret::expose_secret(&db.url).replace(&db.name, &format!("{}_ts", db.name)),
     );
     let pool = storage::connect(&url, 1).await.unwrap();
-    let err = storage::migrate(&pool, TimescalePreference::Required)
+    let err = storage::migrate(&pool, &History::device(), TimescalePreference::Required)
         .await
         .unwrap_err();
     assert!(matches!(err, StorageError::TimescaleMissing), "{err}");
@@ -207,38 +217,4 @@ async fn an_unreachable_server_is_named_in_the_error() {
     let err = storage::connect(&url, 1).await.unwrap_err().to_string();
     assert!(err.contains(&format!("127.0.0.1:{port}/db")), "{err}");
     assert!(!err.contains("secretpw"), "{err}");
-}
-
-#[tokio::test]
-async fn daily_summaries_count_points_and_measure_the_distance_in_device_time_order() {
-    let db = fresh_database().await;
-    let client = db.pool.get().await.unwrap();
-    // Inserted out of order: the distance must follow device time, not arrival.
-    client
-        .batch_execute(
-            "INSERT INTO positions (tracker_id, device_time, lat, lon) VALUES
-               ('rex', '2026-11-20 10:00Z', 52.51, 13.4),
-               ('rex', '2026-11-20 08:00Z', 52.50, 13.4),
-               ('rex', '2026-11-20 12:00Z', 52.50, 13.4),
-               ('rex', '2026-11-21 09:00Z', 52.60, 13.4)",
-        )
-        .await
-        .unwrap();
-    let rows = client
-        .query(
-            "SELECT points, first_lat, last_lat, distance_m FROM daily_summaries
-             WHERE tracker_id = 'rex' ORDER BY day",
-            &[],
-        )
-        .await
-        .unwrap();
-    let days: Vec<(i64, f64, f64, f64)> = rows
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-        .collect();
-    assert_eq!(days.len(), 2, "{days:?}");
-    assert_eq!((days[0].0, days[0].1, days[0].2), (3, 52.50, 52.50));
-    // There and back: twice 0.01 degree of latitude, 1,111.95 m each way.
-    assert!((days[0].3 - 2223.9).abs() < 1.0, "{days:?}");
-    assert_eq!((days[1].0, days[1].3), (1, 0.0));
 }

@@ -21,9 +21,12 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use deadpool_postgres::Pool;
-use gateway::live::{LiveBus, LiveEvent};
+use gateway::live::DeviceEvent;
 use gateway::shutdown::Shutdown;
 use gateway::storage::StorageError;
+use gateway::storage::ingest::FixRow;
+
+use crate::live::{LiveBus, LiveEvent, LiveSubscription};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -224,7 +227,7 @@ impl TrackerState {
 /// Starts the engine on its own bus subscription; it stops at shutdown.
 pub fn start(
     pool: Pool,
-    bus: Arc<dyn LiveBus>,
+    bus: Arc<LiveBus>,
     settings: AlertSettings,
     shutdown: Shutdown,
 ) -> Arc<AlertsHandle> {
@@ -242,14 +245,14 @@ pub fn start(
 
 struct Engine {
     pool: Pool,
-    bus: Arc<dyn LiveBus>,
+    bus: Arc<LiveBus>,
     settings: AlertSettings,
     handle: Arc<AlertsHandle>,
     trackers: HashMap<String, TrackerState>,
 }
 
 impl Engine {
-    async fn run(mut self, mut events: gateway::live::LiveSubscription, mut shutdown: Shutdown) {
+    async fn run(mut self, mut events: LiveSubscription, mut shutdown: Shutdown) {
         let period = (self.settings.offline_after() / 2)
             .clamp(Duration::from_millis(250), Duration::from_secs(30));
         let mut offline_check = tokio::time::interval(period);
@@ -288,8 +291,18 @@ impl Engine {
         let tracker = event.tracker_id().to_owned();
         let settings = self.settings;
         let mut out = Outcome::default();
+        let LiveEvent::Device(event) = event else {
+            // Its own alerts and command transitions.
+            return Ok(());
+        };
         match event {
-            LiveEvent::Position { fix } => {
+            DeviceEvent::Position {
+                tracker: id,
+                received_at,
+                fix,
+            } => {
+                // As stored: the rules see what history will show.
+                let fix = FixRow::new(id.as_str(), fix, *received_at);
                 let version = self.handle.fences_version.load(Ordering::Relaxed);
                 let stale = self
                     .state(&tracker)
@@ -317,21 +330,23 @@ impl Engine {
                 );
                 state.fences = Some(fences);
             }
-            LiveEvent::Status { at, battery, .. } => {
+            DeviceEvent::Status {
+                received_at: at,
+                status,
+                ..
+            } => {
                 let state = self.state(&tracker).await?;
                 state.heard(*at, &mut out);
-                if let Some(percent) = battery {
-                    state.battery(*percent, *at, &settings, &mut out);
+                if let Some(percent) = status.battery.map(|b| i16::from(b.get())) {
+                    state.battery(percent, *at, &settings, &mut out);
                 }
             }
-            LiveEvent::Presence {
+            DeviceEvent::Presence {
                 online: true, at, ..
             } => {
                 self.state(&tracker).await?.heard(*at, &mut out);
             }
-            LiveEvent::Presence { online: false, .. }
-            | LiveEvent::Alert { .. }
-            | LiveEvent::Command { .. } => {}
+            DeviceEvent::Presence { online: false, .. } => {}
         }
         self.finish(&tracker, out).await
     }
@@ -356,10 +371,7 @@ impl Engine {
             .await?;
             events::raised(alert.kind);
             webhooks::enqueue(&self.pool, view.id, tracker).await?;
-            self.bus.publish(LiveEvent::Alert {
-                tracker_id: tracker.to_owned(),
-                body: serde_json::to_value(&view).unwrap_or(Value::Null),
-            });
+            self.bus.publish(LiveEvent::Alert(view));
         }
         Ok(())
     }

@@ -188,7 +188,7 @@ pub async fn fences_for(
 }
 
 /// A stored alert.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AlertView {
     pub id: i64,
     pub tracker_id: String,

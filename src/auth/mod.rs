@@ -1,9 +1,11 @@
 //! Accounts of the HTTP API: emails and passwords as validated types, tokens, API keys, throttling.
 //!
+//! - [`password`] hashes and checks passwords (argon2id).
 //! - [`store`] keeps users, refresh tokens and API keys in PostgreSQL (secrets only hashed).
 //! - [`tokens`] signs and checks access tokens and makes the random secrets.
 //! - [`throttle`] slows repeated login failures.
 
+pub mod password;
 pub mod store;
 pub mod throttle;
 pub mod tokens;
@@ -148,12 +150,10 @@ pub enum AccountError {
 /// stall the async workers serving everyone else.
 pub async fn hash_password(password: &Password) -> Result<String, AccountError> {
     let secret = password.secret().clone();
-    tokio::task::spawn_blocking(move || {
-        gateway::storage::trackers::hash_password(secret.expose_secret())
-    })
-    .await
-    .map_err(|e| AccountError::Internal(format!("password hashing task failed: {e}")))?
-    .map_err(AccountError::from)
+    tokio::task::spawn_blocking(move || password::hash(secret.expose_secret()))
+        .await
+        .map_err(|e| AccountError::Internal(format!("password hashing task failed: {e}")))?
+        .map_err(AccountError::Internal)
 }
 
 /// Checks `password` against a stored hash, or against a dummy hash when there is no account,
@@ -164,12 +164,9 @@ pub async fn verify_password(
 ) -> Result<bool, AccountError> {
     let password = password.clone();
     tokio::task::spawn_blocking(move || match stored {
-        Some(stored) => {
-            gateway::storage::trackers::verify_password(&stored, password.expose_secret())
-        }
+        Some(stored) => password::matches(&stored, password.expose_secret()),
         None => {
-            let _ =
-                gateway::storage::trackers::verify_password(dummy_hash(), password.expose_secret());
+            let _ = password::matches(dummy_hash(), password.expose_secret());
             false
         }
     })
@@ -184,7 +181,7 @@ fn dummy_hash() -> &'static str {
         let random = tokens::random_hex(16);
         // Hashing fails only if the salt cannot be encoded, which a fixed-size random salt always
         // can; an empty string then still makes verification fail (quickly, the one time).
-        gateway::storage::trackers::hash_password(&random).unwrap_or_default()
+        password::hash(&random).unwrap_or_default()
     })
 }
 

@@ -18,6 +18,8 @@ use rand::Rng;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use super::lifecycle::{CommandStatus, Step, Trigger, transition};
+
 /// Timing of sends.
 #[derive(Debug, Clone, Copy)]
 pub struct DispatchConfig {
@@ -141,17 +143,18 @@ async fn housekeeping(
         .get()
         .await
         .map_err(|e| StorageError::Pool(pool_error_reason(&e)))?;
-    // Expired first: a command past its TTL is not sent again.
+    // Expired first: a command past its TTL is not sent again. Both statements move many
+    // commands at once, each from a state the lifecycle allows (`sources`) to where it leads.
     client
         .execute(
             "WITH done AS (
-                 UPDATE commands SET status = 'expired', updated_at = now(), next_send_at = NULL,
+                 UPDATE commands SET status = $2, updated_at = now(), next_send_at = NULL,
                         reason = 'not done before it expired'
-                 WHERE status IN ('queued', 'sent', 'delivered') AND expires_at <= now()
+                 WHERE status = ANY($1) AND expires_at <= now()
                  RETURNING id, attempt, reason)
              INSERT INTO command_events (command_id, status, attempt, reason)
-             SELECT id, 'expired', attempt, reason FROM done",
-            &[],
+             SELECT id, $2, attempt, reason FROM done",
+            &[&Trigger::Expire.sources(), &CommandStatus::Expired.as_str()],
         )
         .await
         .map_err(StorageError::query("expiring commands"))?;
@@ -159,13 +162,17 @@ async fn housekeeping(
     client
         .execute(
             "WITH done AS (
-                 UPDATE commands SET status = 'failed', updated_at = now(), next_send_at = NULL,
+                 UPDATE commands SET status = $3, updated_at = now(), next_send_at = NULL,
                         reason = format('no answer from the collar after %s sends', sends)
-                 WHERE status = 'sent' AND sends >= $1 AND next_send_at <= now()
+                 WHERE status = ANY($2) AND sends >= $1 AND next_send_at <= now()
                  RETURNING id, attempt, reason)
              INSERT INTO command_events (command_id, status, attempt, reason)
-             SELECT id, 'failed', attempt, reason FROM done",
-            &[&max_sends],
+             SELECT id, $3, attempt, reason FROM done",
+            &[
+                &max_sends,
+                &Trigger::GiveUp.sources(),
+                &CommandStatus::Failed.as_str(),
+            ],
         )
         .await
         .map_err(StorageError::query("failing unanswered commands"))?;
@@ -199,12 +206,13 @@ async fn send_due(
              FROM commands c LEFT JOIN tracker_status s USING (tracker_id)
              WHERE ($1::text IS NULL OR c.tracker_id = $1)
                AND (coalesce(s.online, false) OR $3)
-               AND (c.status = 'queued'
-                 OR (c.status = 'sent' AND c.sends < $2 AND (c.next_send_at <= now() OR $3)))
+               AND c.status = ANY($4)
+               -- Not yet sent in this attempt, or unanswered and due again.
+               AND (c.sends = 0 OR (c.sends < $2 AND (c.next_send_at <= now() OR $3)))
              ORDER BY c.created_at
              LIMIT 500
              FOR UPDATE OF c SKIP LOCKED",
-            &[&tracker, &max_sends, &connected],
+            &[&tracker, &max_sends, &connected, &Trigger::Send.sources()],
         )
         .await
         .map_err(StorageError::query("finding commands to send"))?;
@@ -213,9 +221,14 @@ async fn send_due(
         let tracker: String = row.get(1);
         let kind: String = row.get(2);
         let params: Value = row.get(3);
-        let status: String = row.get(4);
-        let sends: i32 = row.get::<_, i32>(5) + 1;
+        let status: CommandStatus = row
+            .try_get(4)
+            .map_err(StorageError::query("finding commands to send"))?;
+        let sends: i32 = row.get::<_, i32>(5).saturating_add(1);
         let attempt: i32 = row.get(6);
+        let Ok(Step::Move(to)) = transition(status, Trigger::Send) else {
+            continue;
+        };
         let Some(payload) = payload(&id, &kind, params) else {
             tracing::error!(command = %id, "stored command cannot be encoded; failing it");
             continue;
@@ -230,21 +243,16 @@ async fn send_due(
         }
         let wait = config.backoff(sends);
         tx.execute(
-            "UPDATE commands SET status = 'sent', sends = $2, updated_at = now(),
+            "UPDATE commands SET status = $4, sends = $2, updated_at = now(),
                     next_send_at = now() + make_interval(secs => $3)
              WHERE id = $1",
-            &[&id, &sends, &wait.as_secs_f64()],
+            &[&id, &sends, &wait.as_secs_f64(), &to.as_str()],
         )
         .await
         .map_err(StorageError::query("marking a command sent"))?;
-        let reason =
-            (status == "sent").then(|| format!("sent again (send {sends}): no answer yet"));
-        tx.execute(
-            "INSERT INTO command_events (command_id, status, attempt, reason) VALUES ($1, 'sent', $2, $3)",
-            &[&id, &attempt, &reason],
-        )
-        .await
-        .map_err(StorageError::query("recording a command event"))?;
+        let reason = (status == CommandStatus::Sent)
+            .then(|| format!("sent again (send {sends}): no answer yet"));
+        super::record(&tx, &id, to, attempt, reason.as_deref(), None).await?;
     }
     tx.commit()
         .await

@@ -1,18 +1,23 @@
-//! Commands to collars: the types and their parameters, and the stored lifecycle of each request.
+//! Commands to collars: the types and their parameters, and the stored requests the API creates, lists, changes, cancels and re-triggers.
 //!
 //! A request is stored before anything is sent, so it survives restarts and offline collars;
-//! [`dispatch`] sends, re-sends and expires, and the ingest path applies the collar's reports.
-//! Every transition is a `command_events` row (which the database announces with NOTIFY).
+//! [`dispatch`] sends, re-sends and expires, and [`reports`] applies the collars' answers on the
+//! ingest path. Each of them moves a command only as [`lifecycle`] allows, and every transition
+//! is a `command_events` row (which the database announces with NOTIFY).
 
 pub mod dispatch;
+pub mod lifecycle;
+pub mod reports;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use gateway::protocol::TrackerId;
 use gateway::storage::{StorageError, pool_error_reason};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio_postgres::Row;
+
+pub use lifecycle::{CommandStatus, IllegalTransition, Step, Trigger, transition};
 
 /// What a collar can be asked to do: the contract's command types, shared with the collars'
 /// side (firmware-sim) through `gateway::protocol`.
@@ -153,25 +158,33 @@ fn text<'a>(params: &'a Map<String, Value>, key: &str) -> Result<&'a str, ParamE
         .ok_or_else(|| ParamError::new(key, "required: a string"))
 }
 
-/// Passes command transitions, announced by the database as JSON, to the live feed.
-pub async fn announce(
-    mut events: tokio::sync::mpsc::Receiver<String>,
-    bus: std::sync::Arc<dyn gateway::live::LiveBus>,
-) {
-    while let Some(raw) = events.recv().await {
-        let Ok(body) = serde_json::from_str::<Value>(&raw) else {
-            tracing::warn!(%raw, "unreadable command event");
-            continue;
-        };
-        let Some(tracker_id) = body["tracker_id"].as_str().map(str::to_owned) else {
-            continue;
-        };
-        bus.publish(gateway::live::LiveEvent::Command { tracker_id, body });
-    }
+/// The NOTIFY channel of every command transition (a `command_events` row, migration 9).
+pub const NOTIFY_CHANNEL: &str = "pettracker_command_event";
+
+/// A transition as the database announces it (NOTIFY on every `command_events` row, migration
+/// 9), passed on to the live feeds. `at` is kept as the database wrote it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Announced {
+    pub at: String,
+    pub attempt: i32,
+    pub id: String,
+    pub reason: Option<String>,
+    pub status: CommandStatus,
+    pub tracker_id: String,
 }
 
-/// States a command may still leave.
-pub const OPEN: [&str; 3] = ["queued", "sent", "delivered"];
+/// Passes the announced transitions to the live feed.
+pub async fn announce(
+    mut events: tokio::sync::mpsc::Receiver<String>,
+    bus: std::sync::Arc<crate::live::LiveBus>,
+) {
+    while let Some(raw) = events.recv().await {
+        match serde_json::from_str::<Announced>(&raw) {
+            Ok(announced) => bus.publish(crate::live::LiveEvent::Command(announced)),
+            Err(err) => tracing::warn!(%raw, %err, "unreadable command event"),
+        }
+    }
+}
 
 /// A command as the API shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -181,8 +194,7 @@ pub struct CommandView {
     #[serde(rename = "type")]
     pub kind: String,
     pub params: Value,
-    /// `queued`, `sent`, `delivered`, `succeeded`, `failed`, `expired` or `cancelled`.
-    pub status: String,
+    pub status: CommandStatus,
     pub reason: Option<String>,
     /// 1, then one more for each re-trigger.
     pub attempt: i32,
@@ -202,7 +214,7 @@ pub struct CommandView {
 #[derive(Debug, Clone, Serialize)]
 pub struct CommandEvent {
     pub at: DateTime<Utc>,
-    pub status: String,
+    pub status: CommandStatus,
     pub attempt: i32,
     pub reason: Option<String>,
 }
@@ -211,13 +223,15 @@ const COLUMNS: &str =
     "c.id, c.tracker_id, c.type, c.params, c.status, c.reason, c.attempt, c.sends,
     c.created_by, c.api_key_id, c.created_at, c.updated_at, c.ttl_secs, c.expires_at";
 
-fn view(r: &Row) -> CommandView {
-    CommandView {
+fn view(r: &Row) -> Result<CommandView, StorageError> {
+    Ok(CommandView {
         id: r.get(0),
         tracker_id: r.get(1),
         kind: r.get(2),
         params: r.get(3),
-        status: r.get(4),
+        status: r
+            .try_get(4)
+            .map_err(StorageError::query("reading a command"))?,
         reason: r.get(5),
         attempt: r.get(6),
         sends: r.get(7),
@@ -228,7 +242,7 @@ fn view(r: &Row) -> CommandView {
         ttl_secs: r.get(12),
         expires_at: r.get(13),
         history: None,
-    }
+    })
 }
 
 async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, StorageError> {
@@ -271,7 +285,7 @@ pub async fn create(
             &format!(
                 "INSERT INTO commands AS c (id, tracker_id, type, params, status, created_by,
                                             api_key_id, ttl_secs, expires_at)
-                 VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7::int4, now() + $7::int4 * INTERVAL '1 second')
+                 VALUES ($1, $2, $3, $4, $8, $5, $6, $7::int4, now() + $7::int4 * INTERVAL '1 second')
                  RETURNING {COLUMNS}"
             ),
             &[
@@ -282,27 +296,32 @@ pub async fn create(
                 &by.user_id,
                 &by.api_key_id,
                 &ttl_secs,
+                &CommandStatus::Queued.as_str(),
             ],
         )
         .await
         .map_err(StorageError::query("creating a command"))?;
-    record(&tx, &id, "queued", 1, None).await?;
+    record(&tx, &id, CommandStatus::Queued, 1, None, None).await?;
     tx.commit()
         .await
         .map_err(StorageError::query("creating a command"))?;
-    Ok(view(&row))
+    view(&row)
 }
 
+/// Records a transition: a `command_events` row, which the database announces. `at` is now
+/// unless given (a collar's report counts from when it arrived).
 async fn record(
     tx: &deadpool_postgres::Transaction<'_>,
     id: &str,
-    status: &str,
+    status: CommandStatus,
     attempt: i32,
     reason: Option<&str>,
+    at: Option<DateTime<Utc>>,
 ) -> Result<(), StorageError> {
     tx.execute(
-        "INSERT INTO command_events (command_id, status, attempt, reason) VALUES ($1, $2, $3, $4)",
-        &[&id, &status, &attempt, &reason],
+        "INSERT INTO command_events (command_id, status, attempt, reason, at)
+         VALUES ($1, $2, $3, $4, coalesce($5, now()))",
+        &[&id, &status.as_str(), &attempt, &reason, &at],
     )
     .await
     .map_err(StorageError::query("recording a command event"))?;
@@ -322,7 +341,7 @@ pub async fn get(pool: &Pool, id: &str) -> Result<Option<CommandView>, StorageEr
     else {
         return Ok(None);
     };
-    let mut command = view(&row);
+    let mut command = view(&row)?;
     let events = client
         .query(
             "SELECT at, status, attempt, reason FROM command_events
@@ -331,17 +350,20 @@ pub async fn get(pool: &Pool, id: &str) -> Result<Option<CommandView>, StorageEr
         )
         .await
         .map_err(StorageError::query("reading a command's history"))?;
-    command.history = Some(
-        events
-            .iter()
-            .map(|r| CommandEvent {
+    let history = events
+        .iter()
+        .map(|r| {
+            Ok(CommandEvent {
                 at: r.get(0),
-                status: r.get(1),
+                status: r
+                    .try_get(1)
+                    .map_err(StorageError::query("reading a command's history"))?,
                 attempt: r.get(2),
                 reason: r.get(3),
             })
-            .collect(),
-    );
+        })
+        .collect::<Result<_, StorageError>>()?;
+    command.history = Some(history);
     Ok(Some(command))
 }
 
@@ -349,7 +371,7 @@ pub async fn get(pool: &Pool, id: &str) -> Result<Option<CommandView>, StorageEr
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
     pub tracker: Option<TrackerId>,
-    pub status: Option<String>,
+    pub status: Option<CommandStatus>,
     pub since: Option<DateTime<Utc>>,
     pub limit: i64,
 }
@@ -390,35 +412,53 @@ pub async fn list(
                 &user,
                 &key,
                 &q.tracker.as_ref().map(TrackerId::as_str),
-                &q.status,
+                &q.status.map(CommandStatus::as_str),
                 &q.since,
                 &q.limit,
             ],
         )
         .await
         .map_err(StorageError::query("listing commands"))?;
-    Ok(rows.iter().map(view).collect())
+    rows.iter().map(view).collect()
 }
 
 /// Why a change to a command was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ChangeError {
-    /// The command is in a state that does not allow it; says which.
+    /// Its state does not allow the change; says which state.
+    #[error(transparent)]
+    Illegal(#[from] IllegalTransition),
+    /// Only a queued command's parameters can change.
     #[error("the command is {0}")]
-    State(String),
+    ParamsFixed(CommandStatus),
+    /// It was deleted (with its tracker) meanwhile.
+    #[error("the command is gone")]
+    Gone,
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
 
+impl ChangeError {
+    /// The state that refused the change, if that was the reason.
+    pub fn state(&self) -> Option<CommandStatus> {
+        match self {
+            ChangeError::Illegal(illegal) => Some(illegal.from),
+            ChangeError::ParamsFixed(status) => Some(*status),
+            ChangeError::Gone | ChangeError::Storage(_) => None,
+        }
+    }
+}
+
 /// Cancels a command that has not finished.
 pub async fn cancel(pool: &Pool, id: &str) -> Result<CommandView, ChangeError> {
-    transition(
+    change(
         pool,
         id,
-        "UPDATE commands SET status = 'cancelled', reason = 'cancelled by its owner',
-                updated_at = now(), next_send_at = NULL
-         WHERE id = $1 AND status IN ('queued', 'sent', 'delivered')",
-        "cancelled",
+        Trigger::Cancel,
+        "UPDATE commands SET status = $2, reason = 'cancelled by its owner', updated_at = now(),
+                next_send_at = NULL
+         WHERE id = $1
+         RETURNING attempt",
         Some("cancelled by its owner"),
     )
     .await
@@ -426,14 +466,15 @@ pub async fn cancel(pool: &Pool, id: &str) -> Result<CommandView, ChangeError> {
 
 /// Re-triggers a failed, expired or cancelled command as a new attempt with a fresh TTL.
 pub async fn retry(pool: &Pool, id: &str) -> Result<CommandView, ChangeError> {
-    transition(
+    change(
         pool,
         id,
-        "UPDATE commands SET status = 'queued', reason = NULL, attempt = attempt + 1, sends = 0,
+        Trigger::Retry,
+        "UPDATE commands SET status = $2, reason = NULL, attempt = attempt + 1, sends = 0,
                 next_send_at = NULL, updated_at = now(),
                 expires_at = now() + make_interval(secs => ttl_secs)
-         WHERE id = $1 AND status IN ('failed', 'expired', 'cancelled')",
-        "queued",
+         WHERE id = $1
+         RETURNING attempt",
         Some("re-triggered"),
     )
     .await
@@ -445,23 +486,54 @@ pub async fn set_params(
     id: &str,
     params: Map<String, Value>,
 ) -> Result<CommandView, ChangeError> {
-    let client = client(pool).await?;
-    let n = client
-        .execute(
-            "UPDATE commands SET params = $2, updated_at = now() WHERE id = $1 AND status = 'queued'",
-            &[&id, &Value::Object(params)],
-        )
+    let mut client = client(pool).await?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(StorageError::query("changing a command"))?;
+    let status = lock(&tx, id).await?.0;
+    if !status.params_may_change() {
+        return Err(ChangeError::ParamsFixed(status));
+    }
+    tx.execute(
+        "UPDATE commands SET params = $2, updated_at = now() WHERE id = $1",
+        &[&id, &Value::Object(params)],
+    )
+    .await
+    .map_err(StorageError::query("changing a command"))?;
+    tx.commit()
         .await
         .map_err(StorageError::query("changing a command"))?;
     drop(client);
-    current_or_state_error(pool, id, n).await
+    get(pool, id).await?.ok_or(ChangeError::Gone)
 }
 
-async fn transition(
+/// The command's state and attempt, locked until the end of `tx`.
+async fn lock(
+    tx: &deadpool_postgres::Transaction<'_>,
+    id: &str,
+) -> Result<(CommandStatus, i32), ChangeError> {
+    let row = tx
+        .query_opt(
+            "SELECT status, attempt FROM commands WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )
+        .await
+        .map_err(StorageError::query("changing a command"))?
+        .ok_or(ChangeError::Gone)?;
+    let status = row
+        .try_get(0)
+        .map_err(StorageError::query("changing a command"))?;
+    Ok((status, row.get(1)))
+}
+
+/// Applies an owner's `trigger`: `update` (with `$1` the id, `$2` the new state, returning the
+/// attempt) runs only if [`transition`] allows it, and the transition is recorded.
+async fn change(
     pool: &Pool,
     id: &str,
+    trigger: Trigger,
     update: &str,
-    status: &str,
     reason: Option<&str>,
 ) -> Result<CommandView, ChangeError> {
     let mut client = client(pool).await?;
@@ -469,37 +541,20 @@ async fn transition(
         .transaction()
         .await
         .map_err(StorageError::query("changing a command"))?;
-    let n = tx
-        .execute(update, &[&id])
-        .await
-        .map_err(StorageError::query("changing a command"))?;
-    if n == 1 {
+    let (status, _) = lock(&tx, id).await?;
+    if let Step::Move(to) = transition(status, trigger)? {
         let attempt: i32 = tx
-            .query_one("SELECT attempt FROM commands WHERE id = $1", &[&id])
+            .query_one(update, &[&id, &to.as_str()])
             .await
             .map_err(StorageError::query("changing a command"))?
             .get(0);
-        record(&tx, id, status, attempt, reason).await?;
+        record(&tx, id, to, attempt, reason, None).await?;
     }
     tx.commit()
         .await
         .map_err(StorageError::query("changing a command"))?;
     drop(client);
-    current_or_state_error(pool, id, n).await
-}
-
-async fn current_or_state_error(
-    pool: &Pool,
-    id: &str,
-    changed: u64,
-) -> Result<CommandView, ChangeError> {
-    let current = get(pool, id)
-        .await?
-        .ok_or_else(|| ChangeError::State("gone".to_owned()))?;
-    if changed == 0 {
-        return Err(ChangeError::State(current.status));
-    }
-    Ok(current)
+    get(pool, id).await?.ok_or(ChangeError::Gone)
 }
 
 #[cfg(test)]

@@ -19,8 +19,9 @@ impl Config {
             },
             clock: gateway::ingest::Clock::System,
             writers: i.writers,
-            // The server plugs its live bus in (src/app.rs).
+            // The server plugs its live bus and its command reports in (src/app.rs).
             live: gateway::live::LivePublisher::default(),
+            commands: None,
         }
     }
 

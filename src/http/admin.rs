@@ -199,7 +199,7 @@ async fn list(
     only_known(&query, &["after", "limit"])?;
     let limit = limit_param(&query, DEFAULT_TRACKER_PAGE, MAX_TRACKER_PAGE)?;
     let after = query.get("after").map(String::as_str);
-    let mut trackers = device::list_page(&state.pool, after, limit + 1).await?;
+    let mut trackers = crate::fleet::list_page(&state.pool, after, limit + 1).await?;
     let more = trackers.len() as i64 > limit;
     trackers.truncate(limit as usize);
     let next = more

@@ -16,7 +16,8 @@ use super::query::{limit_param, only_known, time_param, tracker_filter};
 use super::trackers::{owner_may, role, tracker_id};
 use super::{HttpState, json_with_status as json, respond};
 use crate::commands::{
-    self, ChangeError, CommandKind, CommandParams, CommandView, ListQuery, Requester, Viewer,
+    self, ChangeError, CommandKind, CommandParams, CommandStatus, CommandView, ListQuery,
+    Requester, Viewer,
 };
 use crate::trackers::{self, Role};
 
@@ -197,23 +198,18 @@ async fn list(
     query: HashMap<String, String>,
 ) -> Result<Response, ApiError> {
     only_known(&query, &["tracker", "status", "since", "limit"])?;
-    let status = query.get("status").cloned();
-    const STATUSES: [&str; 7] = [
-        "queued",
-        "sent",
-        "delivered",
-        "succeeded",
-        "failed",
-        "expired",
-        "cancelled",
-    ];
-    if status.as_deref().is_some_and(|s| !STATUSES.contains(&s)) {
-        return Err(ApiError::bad_request(
-            format!("status is one of {}", STATUSES.join(", ")),
-            Some("status"),
-        ));
-    }
+    let status = match query.get("status") {
+        None => None,
+        Some(raw) => Some(CommandStatus::parse(raw).ok_or_else(|| {
+            let names: Vec<&str> = CommandStatus::ALL.iter().map(|s| s.as_str()).collect();
+            ApiError::bad_request(
+                format!("status is one of {}", names.join(", ")),
+                Some("status"),
+            )
+        })?),
+    };
     let Some(tracker) = tracker_filter(&query) else {
+        // Names no tracker the caller sees: nothing to list.
         return Ok(json(&serde_json::json!({ "commands": [] }), StatusCode::OK));
     };
     let q = ListQuery {
@@ -286,11 +282,13 @@ async fn change(
     Ok(json(&result, StatusCode::OK))
 }
 
+/// A change the command's state refuses is a 409 naming the state and the rule.
 fn change_error(e: ChangeError, rule: &str) -> ApiError {
+    if let Some(status) = e.state() {
+        return ApiError::Conflict(format!("the command is {status}; {rule}"));
+    }
     match e {
-        ChangeError::State(status) => {
-            ApiError::Conflict(format!("the command is {status}; {rule}"))
-        }
         ChangeError::Storage(e) => e.into(),
+        other => ApiError::Conflict(format!("{other}; {rule}")),
     }
 }

@@ -8,6 +8,18 @@ pub const DROPPED: &str = "pettracker_live_events_dropped_total";
 pub const OVERFLOWS: &str = "pettracker_live_overflows_total";
 pub const CLOSED: &str = "pettracker_live_closed_total";
 pub const LATENCY: &str = "pettracker_live_publish_to_send_seconds";
+pub const PUBLISHED: &str = "pettracker_live_events_published_total";
+pub const BUS_LAGGED: &str = "pettracker_live_bus_lagged_total";
+
+/// An event was put on the live bus.
+pub fn published() {
+    metrics::counter!(PUBLISHED).increment(1);
+}
+
+/// A bus subscriber fell `n` events behind and skipped them.
+pub fn bus_lagged(n: u64) {
+    metrics::counter!(BUS_LAGGED).increment(n);
+}
 
 pub fn connected() {
     metrics::gauge!(CONNECTIONS).increment(1.0);

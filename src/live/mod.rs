@@ -6,6 +6,7 @@
 //! committed: a client that subscribes with `since` gets the database's rows *and* these, so a
 //! fix that is on its way to the database is neither lost nor sent twice.
 
+pub mod bus;
 pub mod events;
 pub mod session;
 
@@ -14,9 +15,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use gateway::live::{LiveBus, LiveEvent, LiveSubscription, Published};
 use gateway::shutdown::Shutdown;
 use tokio::sync::mpsc;
+
+pub use bus::{LiveBus, LiveEvent, LiveSubscription, Published};
 
 /// How long the hub remembers a tracker's positions: longer than a batch takes to be committed.
 const RECENT_WINDOW: Duration = Duration::from_secs(10);
@@ -83,7 +85,7 @@ impl std::fmt::Debug for Hub {
 
 impl Hub {
     /// A hub fed by `bus`; its dispatch task ends at shutdown.
-    pub fn start(bus: &dyn LiveBus, options: LiveOptions, shutdown: Shutdown) -> Arc<Hub> {
+    pub fn start(bus: &LiveBus, options: LiveOptions, shutdown: Shutdown) -> Arc<Hub> {
         let hub = Arc::new(Hub {
             trackers: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
@@ -139,12 +141,12 @@ impl Hub {
         let tracker = published.event.tracker_id();
         let entry = match trackers.get_mut(tracker) {
             Some(entry) => entry,
-            None if matches!(published.event, LiveEvent::Position { .. }) => {
+            None if published.event.is_position() => {
                 trackers.entry(tracker.to_owned()).or_default()
             }
             None => return,
         };
-        if matches!(published.event, LiveEvent::Position { .. }) {
+        if published.event.is_position() {
             entry.recent.push_back(published.clone());
             entry.prune(now);
         }
@@ -189,28 +191,10 @@ async fn dispatch(hub: Arc<Hub>, mut events: LiveSubscription, mut shutdown: Shu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gateway::live::InProcessBus;
-    use gateway::storage::ingest::FixRow;
 
     fn position(tracker: &str, second: i64) -> Arc<Published> {
-        let t = chrono::DateTime::from_timestamp(1_700_000_000 + second, 0).unwrap();
         Arc::new(Published {
-            event: LiveEvent::Position {
-                fix: FixRow {
-                    tracker_id: tracker.to_owned(),
-                    device_time: t,
-                    received_at: t,
-                    lat: 52.5,
-                    lon: 13.4,
-                    altitude: None,
-                    accuracy: None,
-                    speed: None,
-                    heading: None,
-                    satellites: None,
-                    battery: None,
-                    seq: None,
-                },
-            },
+            event: bus::tests::position(tracker, (1_700_000_000 + second) * 1_000_000),
             published_at: Instant::now(),
         })
     }
@@ -222,7 +206,7 @@ mod tests {
             ping_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
         };
-        Hub::start(&InProcessBus::new(16), options, shutdown)
+        Hub::start(&LiveBus::new(16), options, shutdown)
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use futures::{SinkExt, StreamExt};
-use gateway::live::{LiveEvent, Published, position_cursor};
+use gateway::live::DeviceEvent;
 use gateway::protocol::TrackerId;
 use gateway::storage::ingest::FixRow;
 use serde::Deserialize;
@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use warp::ws::{Message, WebSocket};
 
-use super::{Hub, Outbox, events};
+use super::{Hub, LiveEvent, Outbox, Published, events};
 use crate::trackers::{self, Cursor, FixView, HistoryQuery};
 
 /// Close codes the server ends a session with (the 4000-4999 range is the application's).
@@ -225,9 +225,9 @@ impl Session {
             // Unsubscribed while the event was queued.
             return Ok(());
         }
-        if let LiveEvent::Position { fix } = &published.event
+        if let Some(fix) = position(&published.event)
             && let Some(seen) = self.replayed.get(tracker)
-            && seen.contains(&position_cursor(fix.device_time))
+            && seen.contains(&Cursor(fix.ts).encode())
         {
             return Ok(());
         }
@@ -373,20 +373,14 @@ impl Session {
         // The newest position may be on its way to the database still.
         let newest_recent = recent
             .iter()
-            .filter_map(|p| match &p.event {
-                LiveEvent::Position { fix } => Some(fix),
-                _ => None,
-            })
-            .max_by_key(|fix| fix.device_time);
+            .filter_map(|p| position(&p.event))
+            .max_by_key(|fix| fix.ts);
         if let Some(fix) = newest_recent
-            && status
-                .last_fix
-                .as_ref()
-                .is_none_or(|f| f.ts < fix.device_time)
+            && status.last_fix.as_ref().is_none_or(|f| f.ts < fix.ts)
         {
-            status.last_fix = Some(fix_view(fix));
+            status.last_fix = Some(fix);
         }
-        let cursor = status.last_fix.as_ref().map(|f| position_cursor(f.ts));
+        let cursor = status.last_fix.as_ref().map(|f| Cursor(f.ts).encode());
         let body = json!({
             "type": "snapshot",
             "tracker": view.id,
@@ -427,21 +421,19 @@ impl Session {
         let mut fixes: BTreeMap<String, FixView> = BTreeMap::new();
         let mut by_time: Vec<(chrono::DateTime<Utc>, String)> = Vec::new();
         for fix in page.positions {
-            let cursor = position_cursor(fix.ts);
+            let cursor = Cursor(fix.ts).encode();
             by_time.push((fix.ts, cursor.clone()));
             fixes.insert(cursor, fix);
         }
         if page.next_cursor.is_none() {
-            for p in recent {
-                if let LiveEvent::Position { fix } = &p.event
-                    && fix.device_time > since.0
-                {
-                    let cursor = position_cursor(fix.device_time);
+            for fix in recent.iter().filter_map(|p| position(&p.event)) {
+                if fix.ts > since.0 {
+                    let cursor = Cursor(fix.ts).encode();
                     if let std::collections::btree_map::Entry::Vacant(slot) =
                         fixes.entry(cursor.clone())
                     {
-                        by_time.push((fix.device_time, cursor));
-                        slot.insert(fix_view(fix));
+                        by_time.push((fix.ts, cursor));
+                        slot.insert(fix);
                     }
                 }
             }
@@ -468,51 +460,56 @@ impl Session {
     }
 }
 
-fn fix_view(fix: &FixRow) -> FixView {
-    FixView {
-        ts: fix.device_time,
-        lat: fix.lat,
-        lon: fix.lon,
-        alt: fix.altitude,
-        acc: fix.accuracy,
-        spd: fix.speed,
-        hdg: fix.heading,
-        sat: fix.satellites,
-        bat: fix.battery,
-        seq: fix.seq,
-        received_at: Some(fix.received_at),
-    }
+/// A live position as history will show it once stored: at the database's precision.
+fn position(event: &LiveEvent) -> Option<FixView> {
+    let LiveEvent::Device(DeviceEvent::Position {
+        tracker,
+        received_at,
+        fix,
+    }) = event
+    else {
+        return None;
+    };
+    let row = FixRow::new(tracker.as_str(), fix, *received_at);
+    Some(FixView {
+        ts: row.device_time,
+        lat: row.lat,
+        lon: row.lon,
+        alt: row.altitude,
+        acc: row.accuracy,
+        spd: row.speed,
+        hdg: row.heading,
+        sat: row.satellites,
+        bat: row.battery,
+        seq: row.seq,
+        received_at: Some(row.received_at),
+    })
 }
 
-/// The feed message for an event.
+/// The feed message for an event (docs/live.md).
 fn event_json(event: &LiveEvent) -> Value {
+    let tracker = event.tracker_id();
     match event {
-        LiveEvent::Position { fix } => json!({
-            "type": "position",
-            "tracker": fix.tracker_id,
-            "cursor": position_cursor(fix.device_time),
-            "fix": fix_view(fix),
-        }),
-        LiveEvent::Status {
-            tracker_id,
-            at,
-            battery,
-            charging,
-            firmware,
-        } => json!({
-            "type": "status", "tracker": tracker_id, "at": at,
-            "battery": battery, "charging": charging, "firmware": firmware,
-        }),
-        LiveEvent::Presence {
-            tracker_id,
-            online,
-            at,
-        } => json!({"type": "status", "tracker": tracker_id, "at": at, "online": online}),
-        LiveEvent::Alert { tracker_id, body } => {
-            json!({"type": "alert", "tracker": tracker_id, "alert": body})
+        LiveEvent::Device(DeviceEvent::Position { .. }) => {
+            let fix = position(event);
+            let cursor = fix.as_ref().map(|f| Cursor(f.ts).encode());
+            json!({"type": "position", "tracker": tracker, "cursor": cursor, "fix": fix})
         }
-        LiveEvent::Command { tracker_id, body } => {
-            json!({"type": "command", "tracker": tracker_id, "command": body})
+        LiveEvent::Device(DeviceEvent::Status {
+            received_at,
+            status,
+            ..
+        }) => json!({
+            "type": "status", "tracker": tracker, "at": received_at,
+            "battery": status.battery.map(|b| i16::from(b.get())), "charging": status.charging,
+            "firmware": status.firmware.as_ref().map(|f| f.as_str()),
+        }),
+        LiveEvent::Device(DeviceEvent::Presence { online, at, .. }) => {
+            json!({"type": "status", "tracker": tracker, "at": at, "online": online})
+        }
+        LiveEvent::Alert(alert) => json!({"type": "alert", "tracker": tracker, "alert": alert}),
+        LiveEvent::Command(command) => {
+            json!({"type": "command", "tracker": tracker, "command": command})
         }
     }
 }

@@ -44,7 +44,7 @@ pub enum MemberError {
 fn dummy_hash() -> &'static str {
     static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     HASH.get_or_init(|| {
-        gateway::storage::trackers::hash_password("not-a-claim-code-at-all").unwrap_or_default()
+        gateway::storage::trackers::hash_claim_code("not-a-claim-code-at-all").unwrap_or_default()
     })
 }
 
@@ -75,7 +75,7 @@ pub async fn claim(
     };
     let candidate = code.trim().to_ascii_uppercase();
     let matches = tokio::task::spawn_blocking(move || {
-        gateway::storage::trackers::verify_password(&hash, &candidate)
+        gateway::storage::trackers::claim_code_matches(&hash, &candidate)
     })
     .await
     .unwrap_or(false);

@@ -6,9 +6,9 @@ pub mod api;
 use std::time::Duration;
 
 use gateway::protocol::TrackerId;
-use gateway::testing::{TestDb, fresh_database};
 use pettracker::app::RunningApp;
 use pettracker::config::Config;
+use pettracker::testing::{TestDb, fresh_database};
 use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -23,7 +23,11 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
-    let db = fresh_database().await;
+    spawn_app_on(fresh_database().await, adjust).await
+}
+
+/// The app on a database of the test's own making (an upgraded one, say).
+pub async fn spawn_app_on(db: TestDb, adjust: impl FnOnce(&mut Config)) -> TestApp {
     let spool = std::env::temp_dir().join(format!("pettracker-app-spool-{}", db.name));
     let mut config = Config::default();
     config.http.addr = "127.0.0.1:0".parse().unwrap();

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use gateway::protocol::{
-    Command, CommandId, CommandKind, CommandResult, CommandStatus, Encoding,
+    Command, CommandId, CommandKind, CommandResult, CommandResultStatus, Encoding,
     encode_command_result_with,
 };
 use tokio::time::Instant;
@@ -24,7 +24,7 @@ pub(crate) struct Report {
 }
 
 impl Report {
-    fn new(id: &CommandId, status: CommandStatus, reason: Option<String>) -> Report {
+    fn new(id: &CommandId, status: CommandResultStatus, reason: Option<String>) -> Report {
         Report {
             result: CommandResult {
                 command_id: id.clone(),
@@ -100,12 +100,12 @@ pub(crate) fn obey(
     let done_after = |secs: f64| {
         (
             now + Duration::from_secs_f64(secs.min(3_600.0)),
-            Later::Report(report(CommandStatus::Done, None)),
+            Later::Report(report(CommandResultStatus::Done, None)),
         )
     };
     let Some(kind) = CommandKind::of(&command.kind) else {
         let reason = format!("unknown command type {:?}", command.kind.as_str());
-        return vec![report(CommandStatus::Failed, Some(reason))];
+        return vec![report(CommandResultStatus::Failed, Some(reason))];
     };
     match kind {
         CommandKind::LiveMode => {
@@ -115,7 +115,7 @@ pub(crate) fn obey(
                 .map(|m| m * 60.0)
                 .or_else(|| number("duration_s"))
                 .unwrap_or(300.0);
-            let accepted = report(CommandStatus::Accepted, None);
+            let accepted = report(CommandResultStatus::Accepted, None);
             schedule.start_live(
                 Duration::from_secs_f64(interval.max(1.0)),
                 now + Duration::from_secs_f64(duration),
@@ -125,32 +125,32 @@ pub(crate) fn obey(
                 now + Duration::from_secs_f64(duration.min(86_400.0)),
                 Later::LiveEnds,
             );
-            vec![accepted, report(CommandStatus::Done, None)]
+            vec![accepted, report(CommandResultStatus::Done, None)]
         }
         CommandKind::SetInterval => match number("seconds").filter(|s| *s >= 1.0) {
             Some(seconds) => {
                 schedule.set_normal(Duration::from_secs_f64(seconds), now);
-                vec![report(CommandStatus::Done, None)]
+                vec![report(CommandResultStatus::Done, None)]
             }
             None => {
                 let reason = "set_interval needs seconds".to_owned();
-                vec![report(CommandStatus::Failed, Some(reason))]
+                vec![report(CommandResultStatus::Failed, Some(reason))]
             }
         },
         CommandKind::LocateNow => {
             schedule.fix_now(now);
             let (at, done) = done_after(0.5);
             agenda.push(at, done);
-            vec![report(CommandStatus::Accepted, None)]
+            vec![report(CommandResultStatus::Accepted, None)]
         }
         CommandKind::Buzzer | CommandKind::Light => {
             if battery < MIN_BATTERY_FOR_OUTPUTS {
                 let reason = format!("{kind} disabled: battery too low");
-                return vec![report(CommandStatus::Failed, Some(reason))];
+                return vec![report(CommandResultStatus::Failed, Some(reason))];
             }
             let (at, done) = done_after(number("seconds").unwrap_or(3.0));
             agenda.push(at, done);
-            vec![report(CommandStatus::Accepted, None)]
+            vec![report(CommandResultStatus::Accepted, None)]
         }
         CommandKind::FirmwareUpdate => {
             let version = command
@@ -169,7 +169,7 @@ pub(crate) fn obey(
                 agenda.push(
                     now + Duration::from_millis(500) * (step as u32 + 1),
                     Later::Report(with_progress(
-                        CommandStatus::Accepted,
+                        CommandResultStatus::Accepted,
                         Some(format!("downloading {percent}%")),
                         percent,
                     )),
@@ -179,9 +179,9 @@ pub(crate) fn obey(
             agenda.push(installed, Later::FirmwareInstalled(version));
             agenda.push(
                 installed + Duration::from_millis(1),
-                Later::Report(with_progress(CommandStatus::Done, None, 100)),
+                Later::Report(with_progress(CommandResultStatus::Done, None, 100)),
             );
-            vec![with_progress(CommandStatus::Accepted, None, 0)]
+            vec![with_progress(CommandResultStatus::Accepted, None, 0)]
         }
     }
 }
@@ -201,7 +201,7 @@ mod tests {
         }
     }
 
-    fn statuses(reports: &[Report]) -> Vec<CommandStatus> {
+    fn statuses(reports: &[Report]) -> Vec<CommandResultStatus> {
         reports.iter().map(|r| r.result.status).collect()
     }
 
@@ -214,7 +214,7 @@ mod tests {
         let reports = obey(&cmd, now, 50.0, &mut schedule, &mut agenda);
         assert_eq!(
             statuses(&reports),
-            [CommandStatus::Accepted, CommandStatus::Done]
+            [CommandResultStatus::Accepted, CommandResultStatus::Done]
         );
         assert_eq!(schedule.interval(), Duration::from_secs(1));
         assert_eq!(agenda.next_at(), Some(now + Duration::from_secs(120)));
@@ -244,7 +244,7 @@ mod tests {
             ),
         ] {
             let reports = obey(&cmd, now, 1.0, &mut schedule, &mut agenda);
-            assert_eq!(statuses(&reports), [CommandStatus::Failed]);
+            assert_eq!(statuses(&reports), [CommandResultStatus::Failed]);
             assert_eq!(reports[0].result.reason.as_deref(), Some(reason));
         }
         assert_eq!(agenda.next_at(), None);
@@ -272,7 +272,7 @@ mod tests {
         let Later::Report(done) = &later[4] else {
             panic!("{later:?}")
         };
-        assert_eq!(done.result.status, CommandStatus::Done);
+        assert_eq!(done.result.status, CommandResultStatus::Done);
     }
 
     #[test]
@@ -281,7 +281,7 @@ mod tests {
             progress: Some(25),
             ..Report::new(
                 &CommandId::parse("fw-1").unwrap(),
-                CommandStatus::Accepted,
+                CommandResultStatus::Accepted,
                 None,
             )
         };

@@ -22,12 +22,10 @@ pub struct Batch {
 
 impl Batch {
     fn add(&mut self, decoded: Decoded) {
-        let Decoded { rows, ack, done } = decoded;
-        self.rows.fixes.extend(rows.fixes);
-        self.rows.statuses.extend(rows.statuses);
-        self.rows.presence.extend(rows.presence);
-        self.rows.dead_letters.extend(rows.dead_letters);
-        self.rows.command_results.extend(rows.command_results);
+        let Decoded {
+            rows, ack, done, ..
+        } = decoded;
+        self.rows.extend(rows);
         if let Some((tracker, seq)) = ack {
             let entry = self.acks.entry(tracker).or_insert(seq);
             *entry = (*entry).max(seq);

@@ -1,14 +1,15 @@
-//! Decode and validate stage: turns raw publishes into rows, and anything refused into dead letters with the reason.
+//! Decode and validate stage: turns raw publishes into the rows to store and the events to report live, and anything refused into dead letters with the reason.
 
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
 use crate::broker::DevicePublish;
+use crate::live::DeviceEvent;
 use crate::protocol::{
-    self, DeviceTopic, Fix, Presence, RawFix, Status, TopicKind, ValidationLimits,
+    self, DeviceTopic, Presence, RawFix, TopicKind, TrackerId, ValidationLimits,
 };
 use crate::storage::ingest::{
-    BatchRows, CommandResultRow, DeadLetterRow, FixRow, PresenceRow, StatusRow,
+    BatchRows, CommandReport, DeadLetterRow, FixRow, PresenceRow, StatusRow,
 };
 
 use super::events;
@@ -19,7 +20,7 @@ pub enum Inbound {
     Publish(DevicePublish),
     /// From the broker's connect and disconnect events.
     Presence {
-        tracker: String,
+        tracker: TrackerId,
         online: bool,
         at: DateTime<Utc>,
     },
@@ -33,10 +34,13 @@ pub struct Envelope {
     pub done: Option<oneshot::Sender<()>>,
 }
 
-/// The rows one message produced, the highest `seq` it carried, and its publisher's notifier.
+/// The rows one message produced, its live events, the highest `seq` it carried, and its
+/// publisher's notifier.
 #[derive(Debug, Default)]
 pub struct Decoded {
     pub rows: BatchRows,
+    /// What the live feeds hear of the message, in the order it held them.
+    pub live: Vec<DeviceEvent>,
     pub ack: Option<(String, i64)>,
     pub done: Option<oneshot::Sender<()>>,
 }
@@ -55,6 +59,21 @@ impl Decoded {
     }
 }
 
+impl Decoded {
+    fn presence(&mut self, tracker: TrackerId, online: bool, at: DateTime<Utc>) {
+        self.rows.presence.push(PresenceRow {
+            tracker_id: tracker.to_string(),
+            online,
+            at,
+        });
+        self.live.push(DeviceEvent::Presence {
+            tracker,
+            online,
+            at,
+        });
+    }
+}
+
 /// Decodes and validates one envelope. Never fails: what cannot be used becomes a dead letter.
 pub fn decode(envelope: Envelope, now: DateTime<Utc>, limits: &ValidationLimits) -> Decoded {
     let mut out = Decoded {
@@ -67,11 +86,7 @@ pub fn decode(envelope: Envelope, now: DateTime<Utc>, limits: &ValidationLimits)
             online,
             at,
         } => {
-            out.rows.presence.push(PresenceRow {
-                tracker_id: tracker,
-                online,
-                at,
-            });
+            out.presence(tracker, online, at);
             return out;
         }
         Inbound::Publish(publish) => publish,
@@ -105,7 +120,12 @@ pub fn decode(envelope: Envelope, now: DateTime<Utc>, limits: &ValidationLimits)
                         Ok(fix) => {
                             out.rows
                                 .fixes
-                                .push(fix_row(&tracker, &fix, publish.received_at))
+                                .push(FixRow::new(&tracker, &fix, publish.received_at));
+                            out.live.push(DeviceEvent::Position {
+                                tracker: publish.tracker.clone(),
+                                received_at: publish.received_at,
+                                fix,
+                            });
                         }
                         Err(rejection) => out
                             .rows
@@ -131,7 +151,12 @@ pub fn decode(envelope: Envelope, now: DateTime<Utc>, limits: &ValidationLimits)
             Ok(status) => {
                 out.rows
                     .statuses
-                    .push(status_row(&tracker, &status, publish.received_at))
+                    .push(StatusRow::new(&tracker, &status, publish.received_at));
+                out.live.push(DeviceEvent::Status {
+                    tracker: publish.tracker.clone(),
+                    received_at: publish.received_at,
+                    status,
+                });
             }
             Err(reason) => out
                 .rows
@@ -139,26 +164,21 @@ pub fn decode(envelope: Envelope, now: DateTime<Utc>, limits: &ValidationLimits)
                 .push(dead(reason, publish.payload.to_vec())),
         },
         TopicKind::Online => match protocol::decode_online(&publish.payload) {
-            Ok(presence) => out.rows.presence.push(PresenceRow {
-                tracker_id: tracker.clone(),
-                online: presence == Presence::Online,
-                at: publish.received_at,
-            }),
+            Ok(presence) => out.presence(
+                publish.tracker.clone(),
+                presence == Presence::Online,
+                publish.received_at,
+            ),
             Err(err) => out
                 .rows
                 .dead_letters
                 .push(dead(err.to_string(), publish.payload.to_vec())),
         },
         TopicKind::CommandResults => match protocol::decode_command_result(&publish.payload) {
-            Ok(result) => out.rows.command_results.push(CommandResultRow {
+            Ok(result) => out.rows.command_reports.push(CommandReport {
                 tracker_id: tracker.clone(),
                 command_id: result.command_id.as_str().to_owned(),
-                status: match result.status {
-                    protocol::CommandStatus::Accepted => "delivered",
-                    protocol::CommandStatus::Done => "succeeded",
-                    protocol::CommandStatus::Failed => "failed",
-                }
-                .to_owned(),
+                status: result.status,
                 reason: result.reason,
                 received_at: publish.received_at,
                 topic: publish.topic.clone(),
@@ -177,32 +197,4 @@ pub fn decode(envelope: Envelope, now: DateTime<Utc>, limits: &ValidationLimits)
 
 fn raw_fix_json(raw: &RawFix) -> Vec<u8> {
     serde_json::to_vec(raw).unwrap_or_default()
-}
-
-fn fix_row(tracker: &str, fix: &Fix, received_at: DateTime<Utc>) -> FixRow {
-    FixRow {
-        tracker_id: tracker.to_owned(),
-        device_time: fix.device_time,
-        received_at,
-        lat: fix.lat.get(),
-        lon: fix.lon.get(),
-        altitude: fix.altitude.map(|v| v.get() as f32),
-        accuracy: fix.accuracy.map(|v| v.get() as f32),
-        speed: fix.speed.map(|v| v.get() as f32),
-        heading: fix.heading.map(|v| v.get() as f32),
-        satellites: fix.satellites.map(|v| i16::from(v.get())),
-        battery: fix.battery.map(|v| i16::from(v.get())),
-        seq: fix.seq.map(|v| v.get()),
-    }
-}
-
-fn status_row(tracker: &str, status: &Status, received_at: DateTime<Utc>) -> StatusRow {
-    StatusRow {
-        tracker_id: tracker.to_owned(),
-        received_at,
-        battery: status.battery.map(|v| i16::from(v.get())),
-        charging: status.charging,
-        firmware: status.firmware.as_ref().map(|f| f.as_str().to_owned()),
-        signal_dbm: status.rssi.map(|v| v.get()),
-    }
 }

@@ -24,6 +24,7 @@ use crate::broker::{DeviceHooks, DevicePublish, Refused};
 use crate::protocol::{TrackerId, ValidationLimits};
 use crate::shutdown::Shutdown;
 use crate::storage;
+use crate::storage::ingest::CommandReports;
 
 pub use decode::{Envelope, Inbound};
 pub use spool::SpoolError;
@@ -53,6 +54,9 @@ pub struct IngestConfig {
     pub writers: usize,
     /// Where validated fixes, statuses and presence go for the live feeds, before they are stored.
     pub live: crate::live::LivePublisher,
+    /// Who applies the collars' command reports in their batch's transaction: the server, which
+    /// owns commands. Without it they are dead letters.
+    pub commands: Option<Arc<dyn CommandReports>>,
 }
 
 /// Where "now" comes from.
@@ -85,6 +89,7 @@ impl Default for IngestConfig {
             clock: Clock::System,
             writers: 2,
             live: crate::live::LivePublisher::default(),
+            commands: None,
         }
     }
 }
@@ -138,6 +143,7 @@ pub fn start(
             spool: spool.clone(),
             acks: ack_tx.clone(),
             attempts: 3,
+            commands: config.commands.clone(),
         };
         stage_tasks.push(tokio::spawn(writer.run(batch_rx)));
     }
@@ -147,6 +153,7 @@ pub fn start(
         acks: ack_tx.clone(),
         every: Duration::from_secs(1),
         max_rows: config.batch_size.max(1),
+        commands: config.commands.clone(),
     };
     let (replay_stop, replay_stop_rx) = oneshot::channel();
     let replay_task = tokio::spawn(replayer.run(replay_stop_rx));
@@ -202,9 +209,9 @@ async fn run_decode(
         };
         let Some(envelope) = envelope else { break };
         events::queue_depth(input.len());
-        let decoded = decode::decode(envelope, clock.now(), &limits);
+        let mut decoded = decode::decode(envelope, clock.now(), &limits);
         // Live feeds hear of it now, not after the commit; publishing never waits.
-        live.publish_rows(&decoded.rows);
+        live.publish(std::mem::take(&mut decoded.live));
         let shard = &shards[shard_of(decoded.tracker(), shards.len())];
         if shard.send(decoded).await.is_err() {
             break;
@@ -280,7 +287,7 @@ impl DeviceHooks for Ingest {
 
     async fn connected(&self, tracker: &TrackerId) {
         let inbound = Inbound::Presence {
-            tracker: tracker.to_string(),
+            tracker: tracker.clone(),
             online: true,
             at: Utc::now(),
         };
@@ -291,7 +298,7 @@ impl DeviceHooks for Ingest {
 
     async fn disconnected(&self, tracker: &TrackerId) {
         let inbound = Inbound::Presence {
-            tracker: tracker.to_string(),
+            tracker: tracker.clone(),
             online: false,
             at: Utc::now(),
         };

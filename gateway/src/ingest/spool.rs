@@ -1,7 +1,10 @@
 //! The on-disk spool: batches that could not reach the database wait here, one file each, until replayed in order.
 //!
 //! A file is written to a temporary name, synced, then renamed, so a crash leaves either a whole
-//! batch or none. Only after the sync does a QoS 1 publisher get its PUBACK.
+//! batch or none. Only after the sync does a QoS 1 publisher get its PUBACK. What a file holds is
+//! [`format`]'s job: versioned, so a spool left by an older release is still replayed.
+
+pub mod format;
 
 use std::fs;
 use std::io::Write;
@@ -10,7 +13,7 @@ use std::path::{Path, PathBuf};
 use crate::storage::ingest::BatchRows;
 
 /// A spooled batch with the acks to send once it is committed.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SpooledBatch {
     pub rows: BatchRows,
     pub acks: Vec<(String, i64)>,
@@ -96,7 +99,7 @@ impl Spool {
 
     /// Durably appends a batch.
     pub fn append(&mut self, batch: &SpooledBatch) -> Result<(), SpoolError> {
-        let body = serde_json::to_vec(batch).map_err(|e| SpoolError::Corrupt {
+        let body = format::encode(batch).map_err(|e| SpoolError::Corrupt {
             path: self.dir.clone(),
             reason: e.to_string(),
         })?;
@@ -118,9 +121,9 @@ impl Spool {
 
     pub fn read(&self, path: &Path) -> Result<SpooledBatch, SpoolError> {
         let body = fs::read(path).map_err(io(path))?;
-        serde_json::from_slice(&body).map_err(|e| SpoolError::Corrupt {
+        format::decode(&body).map_err(|reason| SpoolError::Corrupt {
             path: path.to_owned(),
-            reason: e.to_string(),
+            reason,
         })
     }
 

@@ -9,12 +9,12 @@ use deadpool_postgres::Pool;
 use rand::Rng;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use crate::storage::ingest::{BatchRows, DeadLetterRow, WriteOutcome, write_batch};
+use crate::storage::ingest::{BatchRows, CommandReports, DeadLetterRow, WriteOutcome, write_batch};
 use crate::storage::{StorageError, pool_error_reason};
 
 use super::batch::Batch;
 use super::events;
-use super::spool::{Spool, SpooledBatch};
+use super::spool::{Spool, SpooledBatch, format};
 
 /// An acknowledgement owed to a collar: its fixes up to `seq` are committed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +32,8 @@ pub struct Writer {
     pub acks: mpsc::Sender<AckDue>,
     /// Attempts for one batch before it goes to the spool.
     pub attempts: u32,
+    /// The server's handler of command reports (see `IngestConfig::commands`).
+    pub commands: Option<Arc<dyn CommandReports>>,
 }
 
 impl Writer {
@@ -75,7 +77,7 @@ impl Writer {
     async fn write_with_retry(&self, rows: &BatchRows) -> Result<WriteOutcome, ()> {
         let mut delay = Duration::from_millis(50);
         for attempt in 1..=self.attempts {
-            match write_once(&self.pool, rows).await {
+            match write_once(&self.pool, rows, self.commands.as_deref()).await {
                 Ok(outcome) => return Ok(outcome),
                 Err(err) if err.is_retriable() => {
                     events::write_retry();
@@ -89,7 +91,7 @@ impl Writer {
                 Err(err) => {
                     tracing::error!(%err, "database refused a batch; storing it as dead letters");
                     let dead = as_dead_letters(rows, &err.to_string());
-                    return write_once(&self.pool, &dead).await.map_err(|_| ());
+                    return write_once(&self.pool, &dead, None).await.map_err(|_| ());
                 }
             }
         }
@@ -114,6 +116,7 @@ pub struct Replayer {
     /// batch timer made them; one commit each would replay hardly faster than the fleet spools
     /// new ones during the drain, so consecutive batches are committed together.
     pub max_rows: usize,
+    pub commands: Option<Arc<dyn CommandReports>>,
 }
 
 impl Replayer {
@@ -172,7 +175,7 @@ impl Replayer {
             if group.is_empty() {
                 continue;
             }
-            match write_once(&self.pool, &rows).await {
+            match write_once(&self.pool, &rows, self.commands.as_deref()).await {
                 Ok(_) => self.committed(&group, &acks).await,
                 Err(err) if err.is_retriable() => {
                     tracing::debug!(%err, "database still unavailable; spool kept");
@@ -190,7 +193,7 @@ impl Replayer {
                 Err(err) => {
                     tracing::error!(%err, "database refused a spooled batch; storing it as dead letters");
                     let dead = as_dead_letters(&rows, &err.to_string());
-                    if write_once(&self.pool, &dead).await.is_err() {
+                    if write_once(&self.pool, &dead, None).await.is_err() {
                         return;
                     }
                     self.committed(&group, &acks).await;
@@ -227,7 +230,7 @@ impl Replayer {
             if !group.is_empty() && rows.len() + batch.rows.len() > max_rows {
                 break;
             }
-            merge(&mut rows, batch.rows);
+            rows.extend(batch.rows);
             for (tracker, seq) in batch.acks {
                 let entry = acks.entry(tracker).or_insert(seq);
                 *entry = (*entry).max(seq);
@@ -252,22 +255,17 @@ impl Replayer {
     }
 }
 
-/// Appends `from` to `into`, keeping each kind in order (presence order matters).
-fn merge(into: &mut BatchRows, from: BatchRows) {
-    into.fixes.extend(from.fixes);
-    into.statuses.extend(from.statuses);
-    into.presence.extend(from.presence);
-    into.dead_letters.extend(from.dead_letters);
-    into.command_results.extend(from.command_results);
-}
-
-async fn write_once(pool: &Pool, rows: &BatchRows) -> Result<WriteOutcome, StorageError> {
+async fn write_once(
+    pool: &Pool,
+    rows: &BatchRows,
+    commands: Option<&dyn CommandReports>,
+) -> Result<WriteOutcome, StorageError> {
     let started = Instant::now();
     let mut client = pool
         .get()
         .await
         .map_err(|e| StorageError::Pool(pool_error_reason(&e)))?;
-    let outcome = write_batch(&mut client, rows).await?;
+    let outcome = write_batch(&mut client, rows, commands).await?;
     events::batch_committed(
         rows.len(),
         outcome.fixes_stored,
@@ -299,17 +297,16 @@ fn as_dead_letters(rows: &BatchRows, reason: &str) -> BatchRows {
     dead.extend(rows.fixes.iter().map(|f| DeadLetterRow {
         tracker_id: Some(f.tracker_id.clone()),
         topic: format!("trackers/{}/telemetry", f.tracker_id),
-        payload: serde_json::to_vec(f).unwrap_or_default(),
+        // The fix's plain JSON, as the spool keeps it: the message itself is gone.
+        payload: serde_json::to_vec(&format::Fix::from(f)).unwrap_or_default(),
         reason: reason.clone(),
         received_at: f.received_at,
     }));
-    dead.extend(rows.command_results.iter().map(|r| DeadLetterRow {
-        tracker_id: Some(r.tracker_id.clone()),
-        topic: r.topic.clone(),
-        payload: r.payload.clone(),
-        reason: reason.clone(),
-        received_at: r.received_at,
-    }));
+    dead.extend(
+        rows.command_reports
+            .iter()
+            .map(|r| r.dead_letter(reason.clone())),
+    );
     BatchRows {
         dead_letters: dead,
         ..BatchRows::default()

@@ -1,172 +1,74 @@
-//! Live events: what the ingest side tells the live hub the moment a message is validated, and the one interface ([`LiveBus`]) they travel through.
+//! What the ingest side reports the moment a message is validated, before it is stored: typed device events, and the sink ([`DeviceEventSink`]) the server subscribes with.
 //!
 //! The decode stage publishes here right after validation, before the batch is written: live
-//! feeds do not wait for the database. Publishing never blocks and never fails the pipeline; a
-//! consumer that falls behind loses events (counted), never slows ingest.
+//! feeds do not wait for the database. Publishing never blocks and never fails the pipeline.
 //!
-//! [`LiveBus`] is the seam for running several server processes later: [`InProcessBus`] is a
-//! tokio broadcast channel inside one process; an MQTT- or LISTEN/NOTIFY-backed bus would
-//! implement the same two methods, which is why events are plain serializable data.
-
-pub mod events;
+//! This is the device side's whole interface to the live feeds and the alert engine: the server
+//! implements the sink (its live bus) and adds its own events (alerts, command transitions)
+//! there. Events are plain serializable data, so the sink can later be a bus between an ingest
+//! process and API processes.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
 
-use crate::storage::ingest::{BatchRows, FixRow};
+use crate::protocol::{Fix, Status, TrackerId};
 
-/// The cursor of a position: its device time in microseconds since the Unix epoch, as lower-case
-/// hex after a `t`. The same format as the positions history cursor, so a live event's cursor can
-/// be passed to the history API and back to the live feed as `since`.
-pub fn position_cursor(device_time: DateTime<Utc>) -> String {
-    format!("t{:x}", device_time.timestamp_micros())
-}
-
-/// One thing that happened to a tracker, as the live feed tells it.
+/// One thing a tracker told the device side, validated and not yet stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum LiveEvent {
-    /// A validated fix (not yet stored when the event leaves).
-    Position { fix: FixRow },
-    /// A status report: battery, charging, firmware.
+pub enum DeviceEvent {
+    /// A validated fix.
+    Position {
+        tracker: TrackerId,
+        received_at: DateTime<Utc>,
+        fix: Fix,
+    },
+    /// A validated status report: battery, charging, firmware, signal.
     Status {
-        tracker_id: String,
-        at: DateTime<Utc>,
-        battery: Option<i16>,
-        charging: Option<bool>,
-        firmware: Option<String>,
+        tracker: TrackerId,
+        received_at: DateTime<Utc>,
+        status: Status,
     },
     /// Connected or disconnected (broker events, the `online` topic, a Last Will).
     Presence {
-        tracker_id: String,
+        tracker: TrackerId,
         online: bool,
         at: DateTime<Utc>,
     },
-    /// An alert raised by the server (geofence, battery, offline); `body` is what the feed sends.
-    Alert {
-        tracker_id: String,
-        body: serde_json::Value,
-    },
-    /// A command to the collar changed state (see the commands API); `body` is the transition.
-    Command {
-        tracker_id: String,
-        body: serde_json::Value,
-    },
 }
 
-impl LiveEvent {
-    pub fn tracker_id(&self) -> &str {
+impl DeviceEvent {
+    pub fn tracker(&self) -> &TrackerId {
         match self {
-            LiveEvent::Position { fix } => &fix.tracker_id,
-            LiveEvent::Status { tracker_id, .. }
-            | LiveEvent::Presence { tracker_id, .. }
-            | LiveEvent::Alert { tracker_id, .. }
-            | LiveEvent::Command { tracker_id, .. } => tracker_id,
-        }
-    }
-
-    /// The live events of one decoded message, in the order the message held them.
-    pub fn from_rows(rows: &BatchRows) -> impl Iterator<Item = LiveEvent> + '_ {
-        let fixes = rows
-            .fixes
-            .iter()
-            .map(|fix| LiveEvent::Position { fix: fix.clone() });
-        let statuses = rows.statuses.iter().map(|s| LiveEvent::Status {
-            tracker_id: s.tracker_id.clone(),
-            at: s.received_at,
-            battery: s.battery,
-            charging: s.charging,
-            firmware: s.firmware.clone(),
-        });
-        let presence = rows.presence.iter().map(|p| LiveEvent::Presence {
-            tracker_id: p.tracker_id.clone(),
-            online: p.online,
-            at: p.at,
-        });
-        fixes.chain(statuses).chain(presence)
-    }
-}
-
-/// An event on its way, stamped with when it was published (for the publish-to-send latency).
-#[derive(Debug, Clone)]
-pub struct Published {
-    pub event: LiveEvent,
-    pub published_at: std::time::Instant,
-}
-
-/// Where live events go and where the hub reads them from. Implementations must not block in
-/// [`LiveBus::publish`]: it runs on the ingest path.
-pub trait LiveBus: Send + Sync + 'static {
-    /// Hands the event to every current subscriber; drops it (counted) rather than wait.
-    fn publish(&self, event: LiveEvent);
-    /// A new subscriber that sees the events published from now on, per tracker in order.
-    fn subscribe(&self) -> LiveSubscription;
-}
-
-/// A subscriber's end of a [`LiveBus`].
-#[derive(Debug)]
-pub struct LiveSubscription(broadcast::Receiver<Arc<Published>>);
-
-impl LiveSubscription {
-    /// The next event; `None` once the bus is gone. A subscriber that fell behind skips what it
-    /// missed (counted in `pettracker_live_bus_lagged_total`) and goes on with the oldest kept.
-    pub async fn recv(&mut self) -> Option<Arc<Published>> {
-        loop {
-            match self.0.recv().await {
-                Ok(event) => return Some(event),
-                Err(broadcast::error::RecvError::Lagged(n)) => events::bus_lagged(n),
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
+            DeviceEvent::Position { tracker, .. }
+            | DeviceEvent::Status { tracker, .. }
+            | DeviceEvent::Presence { tracker, .. } => tracker,
         }
     }
 }
 
-/// The bus inside one process: a bounded broadcast channel. Publishing overwrites the oldest
-/// event when a subscriber is `capacity` events behind, so it never waits.
-#[derive(Debug, Clone)]
-pub struct InProcessBus {
-    tx: broadcast::Sender<Arc<Published>>,
+/// Where device events go. Implementations must not block in [`DeviceEventSink::publish`]: it
+/// runs on the ingest path, once per validated message part.
+pub trait DeviceEventSink: Send + Sync + 'static {
+    fn publish(&self, event: DeviceEvent);
 }
 
-impl InProcessBus {
-    pub fn new(capacity: usize) -> InProcessBus {
-        let (tx, _) = broadcast::channel(capacity.max(1));
-        InProcessBus { tx }
-    }
-}
-
-impl LiveBus for InProcessBus {
-    fn publish(&self, event: LiveEvent) {
-        events::published();
-        // An error only means nobody listens right now, which is fine.
-        let _ = self.tx.send(Arc::new(Published {
-            event,
-            published_at: std::time::Instant::now(),
-        }));
-    }
-
-    fn subscribe(&self) -> LiveSubscription {
-        LiveSubscription(self.tx.subscribe())
-    }
-}
-
-/// The ingest pipeline's handle on the bus: none by default (tests of the pipeline alone).
+/// The ingest pipeline's handle on the sink: none by default (tests of the pipeline alone).
 #[derive(Clone, Default)]
-pub struct LivePublisher(Option<Arc<dyn LiveBus>>);
+pub struct LivePublisher(Option<Arc<dyn DeviceEventSink>>);
 
 impl LivePublisher {
-    pub fn new(bus: Arc<dyn LiveBus>) -> LivePublisher {
-        LivePublisher(Some(bus))
+    pub fn new(sink: Arc<dyn DeviceEventSink>) -> LivePublisher {
+        LivePublisher(Some(sink))
     }
 
-    /// Publishes the live events of one decoded message.
-    pub fn publish_rows(&self, rows: &BatchRows) {
-        if let Some(bus) = &self.0 {
-            for event in LiveEvent::from_rows(rows) {
-                bus.publish(event);
+    /// Publishes the events of one decoded message, in the order the message held them.
+    pub fn publish(&self, events: Vec<DeviceEvent>) {
+        if let Some(sink) = &self.0 {
+            for event in events {
+                sink.publish(event);
             }
         }
     }
@@ -175,70 +77,9 @@ impl LivePublisher {
 impl std::fmt::Debug for LivePublisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(if self.0.is_some() {
-            "LivePublisher(bus)"
+            "LivePublisher(sink)"
         } else {
             "LivePublisher(none)"
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn fix(tracker: &str, micros: i64) -> FixRow {
-        let t = DateTime::from_timestamp_micros(micros).unwrap();
-        FixRow {
-            tracker_id: tracker.to_owned(),
-            device_time: t,
-            received_at: t,
-            lat: 52.0,
-            lon: 13.0,
-            altitude: None,
-            accuracy: None,
-            speed: None,
-            heading: None,
-            satellites: None,
-            battery: None,
-            seq: None,
-        }
-    }
-
-    #[tokio::test]
-    async fn a_subscriber_gets_published_events_in_order() {
-        let bus = InProcessBus::new(16);
-        let mut sub = bus.subscribe();
-        for i in 0..5 {
-            bus.publish(LiveEvent::Position {
-                fix: fix("collar-1", 1_000 + i),
-            });
-        }
-        for i in 0..5 {
-            let got = sub.recv().await.unwrap();
-            assert_eq!(
-                got.event,
-                LiveEvent::Position {
-                    fix: fix("collar-1", 1_000 + i)
-                }
-            );
-        }
-    }
-
-    #[tokio::test]
-    async fn publishing_with_a_stalled_subscriber_never_waits_and_the_subscriber_skips_ahead() {
-        let bus = InProcessBus::new(4);
-        let mut sub = bus.subscribe();
-        // Far more than the capacity: publish must return every time.
-        for i in 0..100 {
-            bus.publish(LiveEvent::Position { fix: fix("c", i) });
-        }
-        let first = sub.recv().await.unwrap();
-        assert_eq!(first.event, LiveEvent::Position { fix: fix("c", 96) });
-    }
-
-    #[test]
-    fn a_position_cursor_is_the_history_cursor_format() {
-        let t = DateTime::from_timestamp_micros(0x1234_5678).unwrap();
-        assert_eq!(position_cursor(t), "t12345678");
     }
 }

@@ -14,19 +14,19 @@ pub const MAX_REASON_CHARS: usize = 256;
 /// How far the collar got with a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum CommandStatus {
+pub enum CommandResultStatus {
     /// Received and about to be carried out.
     Accepted,
     Done,
     Failed,
 }
 
-impl CommandStatus {
+impl CommandResultStatus {
     pub fn as_str(self) -> &'static str {
         match self {
-            CommandStatus::Accepted => "accepted",
-            CommandStatus::Done => "done",
-            CommandStatus::Failed => "failed",
+            CommandResultStatus::Accepted => "accepted",
+            CommandResultStatus::Done => "done",
+            CommandResultStatus::Failed => "failed",
         }
     }
 }
@@ -36,7 +36,7 @@ impl CommandStatus {
 pub struct CommandResult {
     #[serde(rename = "id")]
     pub command_id: CommandId,
-    pub status: CommandStatus,
+    pub status: CommandResultStatus,
     /// Free text from the firmware, at most [`MAX_REASON_CHARS`] characters.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -60,9 +60,9 @@ pub fn decode_command_result(payload: &[u8]) -> Result<CommandResult, DecodeErro
     })?;
     let status_node = node::required(status, "status", at)?;
     let status = match node::text(status_node, "status", at)? {
-        "accepted" => CommandStatus::Accepted,
-        "done" => CommandStatus::Done,
-        "failed" => CommandStatus::Failed,
+        "accepted" => CommandResultStatus::Accepted,
+        "done" => CommandResultStatus::Done,
+        "failed" => CommandResultStatus::Failed,
         other => {
             return Err(DecodeError::WrongType {
                 path: "status".into(),
@@ -214,14 +214,14 @@ mod tests {
     fn a_done_result_decodes() {
         let r = result(r#"{"id":"cmd-42","status":"done"}"#).unwrap();
         assert_eq!(r.command_id.as_str(), "cmd-42");
-        assert_eq!(r.status, CommandStatus::Done);
+        assert_eq!(r.status, CommandResultStatus::Done);
         assert_eq!(r.reason, None);
     }
 
     #[test]
     fn a_failed_result_carries_its_reason() {
         let r = result(r#"{"id":"cmd-42","status":"failed","reason":"buzzer busy"}"#).unwrap();
-        assert_eq!(r.status, CommandStatus::Failed);
+        assert_eq!(r.status, CommandResultStatus::Failed);
         assert_eq!(r.reason.as_deref(), Some("buzzer busy"));
     }
 

@@ -30,8 +30,8 @@ pub mod vectors;
 pub use ack::{Ack, decode_ack, encode_ack};
 pub use command_kind::CommandKind;
 pub use commands::{
-    Command, CommandResult, CommandStatus, MAX_REASON_CHARS, decode_command, decode_command_result,
-    encode_command, encode_command_result, encode_command_result_with,
+    Command, CommandResult, CommandResultStatus, MAX_REASON_CHARS, decode_command,
+    decode_command_result, encode_command, encode_command_result, encode_command_result_with,
 };
 pub use error::DecodeError;
 pub use node::{Encoding, MAX_PAYLOAD_BYTES, check_payload_size, detect_encoding};

@@ -1,7 +1,7 @@
 //! Status reports: battery, charging, firmware and signal, sent whenever they change.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::encode::encode;
 use super::error::DecodeError;
@@ -29,7 +29,7 @@ pub struct RawStatus {
 /// A validated status report. At least one of the optional values is present.
 ///
 /// Serializes to the canonical JSON form of the wire format.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
     /// The device's time when it sent one, otherwise the time the server received the report.
     #[serde(rename = "ts")]

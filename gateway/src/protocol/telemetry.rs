@@ -1,7 +1,7 @@
 //! Telemetry: decoding a collar's fixes, one or a buffered batch, and validating each on its own.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::encode::{Writer, encode};
 use super::error::DecodeError;
@@ -50,7 +50,7 @@ pub struct RawFix {
 /// A position fix that passed validation: every value is in range and the time is plausible.
 ///
 /// Serializes to the canonical JSON form of the wire format (RFC 3339 `ts`, absent fields omitted).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Fix {
     #[serde(rename = "ts")]
     pub device_time: DateTime<Utc>,

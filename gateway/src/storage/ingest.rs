@@ -5,13 +5,13 @@
 //! fixes never replaces a newer position.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
 use super::StorageError;
+use crate::protocol::{self, CommandResultStatus};
 
-/// A validated fix, in the plain form the database and the spool take.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A validated fix as `positions` stores it.
+#[derive(Debug, Clone, PartialEq)]
 pub struct FixRow {
     pub tracker_id: String,
     pub device_time: DateTime<Utc>,
@@ -27,8 +27,28 @@ pub struct FixRow {
     pub seq: Option<i64>,
 }
 
-/// A status report (battery, charging, firmware, signal).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+impl FixRow {
+    /// A validated fix in the columns' types: the measurements are REAL, as history reads them.
+    pub fn new(tracker: &str, fix: &protocol::Fix, received_at: DateTime<Utc>) -> FixRow {
+        FixRow {
+            tracker_id: tracker.to_owned(),
+            device_time: fix.device_time,
+            received_at,
+            lat: fix.lat.get(),
+            lon: fix.lon.get(),
+            altitude: fix.altitude.map(|v| v.get() as f32),
+            accuracy: fix.accuracy.map(|v| v.get() as f32),
+            speed: fix.speed.map(|v| v.get() as f32),
+            heading: fix.heading.map(|v| v.get() as f32),
+            satellites: fix.satellites.map(|v| i16::from(v.get())),
+            battery: fix.battery.map(|v| i16::from(v.get())),
+            seq: fix.seq.map(|v| v.get()),
+        }
+    }
+}
+
+/// A status report (battery, charging, firmware, signal) as `tracker_status` takes it.
+#[derive(Debug, Clone, PartialEq)]
 pub struct StatusRow {
     pub tracker_id: String,
     pub received_at: DateTime<Utc>,
@@ -38,8 +58,21 @@ pub struct StatusRow {
     pub signal_dbm: Option<i16>,
 }
 
+impl StatusRow {
+    pub fn new(tracker: &str, status: &protocol::Status, received_at: DateTime<Utc>) -> StatusRow {
+        StatusRow {
+            tracker_id: tracker.to_owned(),
+            received_at,
+            battery: status.battery.map(|v| i16::from(v.get())),
+            charging: status.charging,
+            firmware: status.firmware.as_ref().map(|f| f.as_str().to_owned()),
+            signal_dbm: status.rssi.map(|v| v.get()),
+        }
+    }
+}
+
 /// Online or offline, from the broker's connection events, the `online` topic or a Last Will.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PresenceRow {
     pub tracker_id: String,
     pub online: bool,
@@ -47,51 +80,44 @@ pub struct PresenceRow {
 }
 
 /// A message or fix that was refused, kept with the reason.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetterRow {
     pub tracker_id: Option<String>,
     pub topic: String,
-    #[serde(with = "hex_bytes")]
     pub payload: Vec<u8>,
     pub reason: String,
     pub received_at: DateTime<Utc>,
 }
 
-/// A collar's report on a command (`trackers/{id}/command-results`), to apply to its command.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CommandResultRow {
+/// A collar's report on a command (`trackers/{id}/command-results`), for the server to apply to
+/// its command in the batch's transaction (see [`CommandReports`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandReport {
     pub tracker_id: String,
     pub command_id: String,
-    /// The lifecycle state it moves the command to: `delivered`, `succeeded` or `failed`.
-    pub status: String,
+    /// How far the collar got, as it said it.
+    pub status: CommandResultStatus,
     pub reason: Option<String>,
     pub received_at: DateTime<Utc>,
     /// Kept to dead-letter the message if it names no open command of this tracker.
     pub topic: String,
-    #[serde(with = "hex_bytes")]
     pub payload: Vec<u8>,
 }
 
 /// Everything one batch writes, in one transaction.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct BatchRows {
     pub fixes: Vec<FixRow>,
     pub statuses: Vec<StatusRow>,
     /// In arrival order: a connect followed by a disconnect must end offline.
     pub presence: Vec<PresenceRow>,
     pub dead_letters: Vec<DeadLetterRow>,
-    /// Absent from batches spooled by older versions.
-    #[serde(default)]
-    pub command_results: Vec<CommandResultRow>,
+    pub command_reports: Vec<CommandReport>,
 }
 
 impl BatchRows {
     pub fn is_empty(&self) -> bool {
-        self.fixes.is_empty()
-            && self.statuses.is_empty()
-            && self.presence.is_empty()
-            && self.dead_letters.is_empty()
-            && self.command_results.is_empty()
+        self.len() == 0
     }
 
     pub fn len(&self) -> usize {
@@ -99,8 +125,38 @@ impl BatchRows {
             + self.statuses.len()
             + self.presence.len()
             + self.dead_letters.len()
-            + self.command_results.len()
+            + self.command_reports.len()
     }
+
+    /// Appends `other`, keeping each kind in order (presence order matters).
+    pub fn extend(&mut self, other: BatchRows) {
+        self.fixes.extend(other.fixes);
+        self.statuses.extend(other.statuses);
+        self.presence.extend(other.presence);
+        self.dead_letters.extend(other.dead_letters);
+        self.command_reports.extend(other.command_reports);
+    }
+}
+
+/// What became of a command report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportOutcome {
+    /// The command moved, or the report repeated what the command already says (QoS 1 resends).
+    Applied,
+    /// The report cannot apply (no such command, or it is finished); stored as a dead letter.
+    Refused(String),
+}
+
+/// The server's side of command reports. Commands are the server's (its schema, its lifecycle);
+/// the gateway only carries the collars' reports to it, inside the transaction of their batch,
+/// so a report is applied exactly when its batch commits and acknowledged only after.
+#[async_trait::async_trait]
+pub trait CommandReports: std::fmt::Debug + Send + Sync + 'static {
+    async fn apply(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        report: &CommandReport,
+    ) -> Result<ReportOutcome, StorageError>;
 }
 
 /// What a committed batch did.
@@ -168,16 +224,19 @@ WITH ins AS (
 SELECT (SELECT count(*) FROM ins)";
 
 /// Writes a batch atomically: one statement when it holds only fixes, else one transaction.
+/// Command reports go to `commands`; without one (a process that does not run the server) they
+/// are dead letters.
 pub async fn write_batch(
     client: &mut deadpool_postgres::ClientWrapper,
     rows: &BatchRows,
+    commands: Option<&dyn CommandReports>,
 ) -> Result<WriteOutcome, StorageError> {
     let q = StorageError::query;
     let mut outcome = WriteOutcome::default();
     let fixes_only = rows.statuses.is_empty()
         && rows.presence.is_empty()
         && rows.dead_letters.is_empty()
-        && rows.command_results.is_empty();
+        && rows.command_reports.is_empty();
     if fixes_only {
         if !rows.fixes.is_empty() {
             let stmt = client
@@ -234,17 +293,15 @@ pub async fn write_batch(
         .map_err(q("updating presence"))?;
     }
 
-    // Results that name no open command of their tracker become dead letters, with the reason.
+    // Reports that cannot apply become dead letters, with the reason.
     let mut dead_letters = rows.dead_letters.clone();
-    for result in &rows.command_results {
-        if let Some(reason) = apply_command_result(&tx, result).await? {
-            dead_letters.push(DeadLetterRow {
-                tracker_id: Some(result.tracker_id.clone()),
-                topic: result.topic.clone(),
-                payload: result.payload.clone(),
-                reason,
-                received_at: result.received_at,
-            });
+    for report in &rows.command_reports {
+        let outcome = match commands {
+            Some(commands) => commands.apply(&tx, report).await?,
+            None => ReportOutcome::Refused("this process does not handle commands".to_owned()),
+        };
+        if let ReportOutcome::Refused(reason) = outcome {
+            dead_letters.push(report.dead_letter(reason));
         }
     }
 
@@ -269,75 +326,17 @@ pub async fn write_batch(
     Ok(outcome)
 }
 
-/// Moves a command on as its collar reported; `Some(reason)` when the report cannot apply.
-///
-/// Reports arrive at least once (QoS 1), so one that repeats the command's current state is a
-/// harmless duplicate; a finished, cancelled or expired command does not move any more.
-async fn apply_command_result(
-    tx: &deadpool_postgres::Transaction<'_>,
-    r: &CommandResultRow,
-) -> Result<Option<String>, StorageError> {
-    let q = StorageError::query;
-    let moved = tx
-        .query_opt(
-            "UPDATE commands SET status = $3, reason = $4, updated_at = $5, next_send_at = NULL
-             WHERE id = $1 AND tracker_id = $2 AND status IN ('sent', 'delivered', 'queued')
-               AND status <> $3
-               -- `accepted` after `done` arrived first (reordered) does not undo it.
-               AND NOT ($3 = 'delivered' AND status = 'delivered')
-             RETURNING attempt",
-            &[
-                &r.command_id,
-                &r.tracker_id,
-                &r.status,
-                &r.reason,
-                &r.received_at,
-            ],
-        )
-        .await
-        .map_err(q("applying a command result"))?;
-    if let Some(row) = moved {
-        let attempt: i32 = row.get(0);
-        tx.execute(
-            "INSERT INTO command_events (command_id, at, status, attempt, reason)
-             VALUES ($1, $2, $3, $4, $5)",
-            &[
-                &r.command_id,
-                &r.received_at,
-                &r.status,
-                &attempt,
-                &r.reason,
-            ],
-        )
-        .await
-        .map_err(q("recording a command event"))?;
-        return Ok(None);
+impl CommandReport {
+    /// The report as a dead letter with `reason`.
+    pub fn dead_letter(&self, reason: String) -> DeadLetterRow {
+        DeadLetterRow {
+            tracker_id: Some(self.tracker_id.clone()),
+            topic: self.topic.clone(),
+            payload: self.payload.clone(),
+            reason,
+            received_at: self.received_at,
+        }
     }
-    let current: Option<String> = tx
-        .query_opt(
-            "SELECT status FROM commands WHERE id = $1 AND tracker_id = $2",
-            &[&r.command_id, &r.tracker_id],
-        )
-        .await
-        .map_err(q("applying a command result"))?
-        .map(|row| row.get(0));
-    Ok(match current {
-        None => Some(format!(
-            "no command with id {} was sent to this tracker",
-            r.command_id
-        )),
-        Some(status) if status == r.status => None,
-        Some(status) if status == "succeeded" && r.status == "delivered" => None,
-        Some(status) => Some(format!(
-            "command {} is already {status}; a {} report does not change it",
-            r.command_id,
-            match r.status.as_str() {
-                "delivered" => "accepted",
-                "succeeded" => "done",
-                other => other,
-            }
-        )),
-    })
 }
 
 /// Runs [`WRITE_FIXES`]; returns how many fixes were new.
@@ -432,28 +431,4 @@ pub async fn mark_silent_offline(
         )
         .await
         .map_err(StorageError::query("marking silent trackers offline"))
-}
-
-mod hex_bytes {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        s.serialize_str(&hex)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let hex = String::deserialize(d)?;
-        if hex.len() % 2 != 0 {
-            return Err(serde::de::Error::custom("odd-length hex"));
-        }
-        (0..hex.len())
-            .step_by(2)
-            .map(|i| {
-                hex.get(i..i + 2)
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| serde::de::Error::custom("invalid hex"))
-            })
-            .collect()
-    }
 }

@@ -1,4 +1,9 @@
-//! Versioned schema migrations: applied in order under an advisory lock, recorded in `schema_migrations`.
+//! The schema's history: versioned migrations applied in order under an advisory lock, each recorded with its checksum in `schema_migrations`, and the device side's own migrations.
+//!
+//! One history serves one database, but its migrations are owned by the crates whose code uses
+//! their tables: this crate's [`MIGRATIONS`] (trackers and their credentials, status, fixes, dead
+//! letters) and the server's (accounts, sharing, summaries, alerts, commands). The server merges
+//! them with [`History::merge`]; this crate's tests run its migrations alone.
 //!
 //! Some steps differ between TimescaleDB and plain PostgreSQL. Which backend a database uses is decided
 //! once, by the first migration run, and recorded, so that later migrations never mix the two.
@@ -8,6 +13,7 @@ use tokio_postgres::Client;
 use super::{Backend, StorageError, TimescalePreference};
 
 /// One schema version.
+#[derive(Debug)]
 pub struct Migration {
     pub version: i32,
     pub name: &'static str,
@@ -17,8 +23,34 @@ pub struct Migration {
     pub postgres: &'static [&'static str],
     /// Continuous aggregates cannot be created inside a transaction block.
     pub transactional: bool,
+    /// Checksums an earlier text of this version was recorded with, when statements were moved
+    /// between versions without changing the schema they build together (migrations 1 and 5 at
+    /// the gateway/server split). A database that recorded one of them is up to date for this
+    /// version; `tests/upgrade.rs` proves it on a database of the release before.
+    pub earlier_checksums: &'static [&'static str],
 }
 
+impl Migration {
+    /// The statements for `backend`.
+    pub fn statements(&self, backend: Backend) -> &'static [&'static str] {
+        match backend {
+            Backend::TimescaleDb => self.timescale,
+            Backend::Postgres => self.postgres,
+        }
+    }
+
+    /// What a database records for this version, to notice the migration changing after it ran.
+    pub fn checksum(&self, backend: Backend) -> String {
+        checksum(self.statements(backend))
+    }
+
+    fn accepts(&self, backend: Backend, recorded: &str) -> bool {
+        recorded == self.checksum(backend) || self.earlier_checksums.contains(&recorded)
+    }
+}
+
+/// The device side's migrations: the tables the ingest path writes. Versions 3 to 9 are the
+/// server's.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -26,6 +58,9 @@ pub const MIGRATIONS: &[Migration] = &[
         timescale: &[include_str!("migrations/0001_base.sql")],
         postgres: &[include_str!("migrations/0001_base.sql")],
         transactional: true,
+        // d9cdef1 and before: the same tables plus `users` and `trackers.owner_id`, which
+        // migration 5 creates now.
+        earlier_checksums: &["445ac418840221c0"],
     },
     Migration {
         version: 2,
@@ -33,75 +68,7 @@ pub const MIGRATIONS: &[Migration] = &[
         timescale: &[include_str!("migrations/0002_positions_timescaledb.sql")],
         postgres: &[include_str!("migrations/0002_positions_postgres.sql")],
         transactional: true,
-    },
-    Migration {
-        version: 3,
-        name: "daily summaries",
-        // Separate statements: the aggregate's functions, then the view, which on TimescaleDB
-        // may not share an (implicit) transaction with anything.
-        timescale: &[
-            include_str!("migrations/0003_path_length.sql"),
-            include_str!("migrations/0003_daily_summaries_timescaledb.sql"),
-        ],
-        postgres: &[
-            include_str!("migrations/0003_path_length.sql"),
-            include_str!("migrations/0003_daily_summaries_postgres.sql"),
-        ],
-        transactional: false,
-    },
-    Migration {
-        version: 4,
-        name: "daily summaries refresh policy",
-        timescale: &[include_str!(
-            "migrations/0004_daily_summaries_policy_timescaledb.sql"
-        )],
-        postgres: &[],
-        transactional: true,
-    },
-    Migration {
-        version: 5,
-        name: "accounts",
-        timescale: &[include_str!("migrations/0005_accounts.sql")],
-        postgres: &[include_str!("migrations/0005_accounts.sql")],
-        transactional: true,
-    },
-    Migration {
-        version: 6,
-        name: "tracker sharing",
-        timescale: &[include_str!("migrations/0006_tracker_members.sql")],
-        postgres: &[include_str!("migrations/0006_tracker_members.sql")],
-        transactional: true,
-    },
-    Migration {
-        version: 7,
-        name: "time moving in daily summaries",
-        // The continuous aggregate is dropped and created again, which TimescaleDB allows only
-        // outside a transaction, one statement at a time.
-        timescale: &[
-            include_str!("migrations/0007_moving_time.sql"),
-            include_str!("migrations/0007_daily_summaries_timescaledb.sql"),
-            include_str!("migrations/0007_daily_summaries_view_timescaledb.sql"),
-            include_str!("migrations/0004_daily_summaries_policy_timescaledb.sql"),
-        ],
-        postgres: &[
-            include_str!("migrations/0007_moving_time.sql"),
-            include_str!("migrations/0007_daily_summaries_postgres.sql"),
-        ],
-        transactional: false,
-    },
-    Migration {
-        version: 8,
-        name: "safe zones and alerts",
-        timescale: &[include_str!("migrations/0008_live.sql")],
-        postgres: &[include_str!("migrations/0008_live.sql")],
-        transactional: true,
-    },
-    Migration {
-        version: 9,
-        name: "commands and dead-letter retries",
-        timescale: &[include_str!("migrations/0009_commands.sql")],
-        postgres: &[include_str!("migrations/0009_commands.sql")],
-        transactional: true,
+        earlier_checksums: &[],
     },
     Migration {
         version: 10,
@@ -109,12 +76,54 @@ pub const MIGRATIONS: &[Migration] = &[
         timescale: &[include_str!("migrations/0010_position_buckets.sql")],
         postgres: &[include_str!("migrations/0010_position_buckets.sql")],
         transactional: true,
+        earlier_checksums: &[],
     },
 ];
 
-/// The newest schema version this binary knows.
-pub fn latest_version() -> i32 {
-    MIGRATIONS.last().map_or(0, |m| m.version)
+/// The migrations one database gets, in version order.
+#[derive(Debug, Clone)]
+pub struct History(Vec<&'static Migration>);
+
+impl History {
+    /// The device side's migrations alone (this crate's tests).
+    pub fn device() -> History {
+        History::merge(&[MIGRATIONS])
+    }
+
+    /// The migrations of several crates as one history, ordered by version. Panics when two
+    /// crates claim the same version: that is a bug in the binary, found by every test that
+    /// migrates, never by a user.
+    pub fn merge(parts: &[&'static [Migration]]) -> History {
+        let mut all: Vec<&'static Migration> = parts.iter().flat_map(|p| p.iter()).collect();
+        all.sort_by_key(|m| m.version);
+        if let Some(pair) = all.windows(2).find(|w| w[0].version == w[1].version) {
+            panic!(
+                "two migrations claim version {}: {:?} and {:?}",
+                pair[0].version, pair[0].name, pair[1].name
+            );
+        }
+        History(all)
+    }
+
+    pub fn migrations(&self) -> &[&'static Migration] {
+        &self.0
+    }
+
+    /// The newest version of this history.
+    pub fn latest_version(&self) -> i32 {
+        self.0.last().map_or(0, |m| m.version)
+    }
+
+    /// One checksum over every statement of the history, for both backends: names the schema
+    /// it builds (the test support keeps one template database per fingerprint).
+    pub fn fingerprint(&self) -> String {
+        let statements: Vec<&str> = self
+            .0
+            .iter()
+            .flat_map(|m| m.postgres.iter().chain(m.timescale.iter()).copied())
+            .collect();
+        checksum(&statements)
+    }
 }
 
 /// What a migration run did.
@@ -132,13 +141,14 @@ const MIGRATION_LOCK: i64 = 0x7065_7474_7261_636b; // "pettrack"
 /// Brings the schema up to date. Safe to run concurrently from several processes.
 pub async fn run(
     client: &mut Client,
+    history: &History,
     preference: TimescalePreference,
 ) -> Result<MigrationReport, StorageError> {
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(StorageError::query("taking the migration lock"))?;
-    let result = run_locked(client, preference).await;
+    let result = run_locked(client, history, preference).await;
     // Unlock even after a failure: the session may be pooled and outlive this call.
     let unlock = client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
@@ -150,6 +160,7 @@ pub async fn run(
 
 async fn run_locked(
     client: &mut Client,
+    history: &History,
     preference: TimescalePreference,
 ) -> Result<MigrationReport, StorageError> {
     client
@@ -178,11 +189,11 @@ async fn run_locked(
         .collect();
 
     if let Some((newest, _, _)) = applied.last()
-        && *newest > latest_version()
+        && *newest > history.latest_version()
     {
         return Err(StorageError::SchemaTooNew {
             database: *newest,
-            binary: latest_version(),
+            binary: history.latest_version(),
         });
     }
 
@@ -196,21 +207,24 @@ async fn run_locked(
         applied: Vec::new(),
         current: applied.last().map_or(0, |a| a.0),
     };
-    for migration in MIGRATIONS {
-        let statements = match backend {
-            Backend::TimescaleDb => migration.timescale,
-            Backend::Postgres => migration.postgres,
-        };
-        let checksum = checksum(statements);
+    for migration in history.migrations() {
         if let Some((_, _, recorded)) = applied.iter().find(|a| a.0 == migration.version) {
-            if *recorded != checksum {
+            if !migration.accepts(backend, recorded) {
                 return Err(StorageError::MigrationChanged {
                     version: migration.version,
                 });
             }
             continue;
         }
-        apply(client, migration, backend, statements, &checksum).await?;
+        let statements = migration.statements(backend);
+        apply(
+            client,
+            migration,
+            backend,
+            statements,
+            &migration.checksum(backend),
+        )
+        .await?;
         report.applied.push(migration.version);
         report.current = migration.version;
     }
@@ -295,7 +309,7 @@ async fn apply(
 }
 
 /// FNV-1a over the statements: stable across Rust versions, unlike `DefaultHasher`.
-fn checksum(statements: &[&str]) -> String {
+pub fn checksum(statements: &[&str]) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in statements.iter().flat_map(|s| s.trim().bytes()) {
         hash ^= u64::from(byte);
@@ -309,10 +323,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn migration_versions_are_strictly_increasing_from_one() {
-        for (i, m) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(m.version, i as i32 + 1, "migration {}", m.name);
-        }
+    fn the_device_migrations_are_in_version_order_and_merge_with_others_by_version() {
+        assert!(MIGRATIONS.windows(2).all(|w| w[0].version < w[1].version));
+        const OTHER: &[Migration] = &[Migration {
+            version: 3,
+            name: "other",
+            timescale: &["SELECT 1"],
+            postgres: &["SELECT 1"],
+            transactional: true,
+            earlier_checksums: &[],
+        }];
+        let merged = History::merge(&[MIGRATIONS, OTHER]);
+        let versions: Vec<i32> = merged.migrations().iter().map(|m| m.version).collect();
+        assert_eq!(versions, [1, 2, 3, 10]);
+        assert_eq!(merged.latest_version(), 10);
+        assert_ne!(merged.fingerprint(), History::device().fingerprint());
+    }
+
+    #[test]
+    #[should_panic(expected = "two migrations claim version 2")]
+    fn two_crates_claiming_one_version_is_refused() {
+        const CLASH: &[Migration] = &[Migration {
+            version: 2,
+            name: "clash",
+            timescale: &[],
+            postgres: &[],
+            transactional: true,
+            earlier_checksums: &[],
+        }];
+        History::merge(&[MIGRATIONS, CLASH]);
+    }
+
+    #[test]
+    fn an_earlier_checksum_of_a_version_is_accepted_and_any_other_is_not() {
+        let base = &MIGRATIONS[0];
+        assert!(base.accepts(Backend::Postgres, &base.checksum(Backend::Postgres)));
+        assert!(base.accepts(Backend::TimescaleDb, "445ac418840221c0"));
+        assert!(!base.accepts(Backend::Postgres, "0000000000000000"));
     }
 
     #[test]

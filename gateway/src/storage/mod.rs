@@ -1,9 +1,8 @@
-//! Storage: connecting to PostgreSQL (or a private cluster), schema migrations and the queries the gateway needs.
+//! Storage of what devices send: connecting to PostgreSQL, the schema's migration runner, and the device side's tables and queries.
 
 pub mod ingest;
 pub mod migrate;
 pub mod notify;
-pub mod private;
 pub mod trackers;
 
 use std::str::FromStr;
@@ -12,8 +11,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use secrecy::{ExposeSecret, SecretString};
 
-pub use migrate::{MigrationReport, latest_version};
-pub use private::{PrivateDbError, PrivateDbOptions, PrivatePostgres};
+pub use migrate::{History, MigrationReport};
 
 /// Which flavour of PostgreSQL the schema was built for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,16 +189,17 @@ pub fn pool_error_reason(err: &deadpool_postgres::PoolError) -> String {
     source.to_string()
 }
 
-/// Applies pending migrations using one pooled connection.
+/// Applies the pending migrations of `history` using one pooled connection.
 pub async fn migrate(
     pool: &Pool,
+    history: &History,
     preference: TimescalePreference,
 ) -> Result<MigrationReport, StorageError> {
     let mut client = pool
         .get()
         .await
         .map_err(|e| StorageError::Pool(pool_error_reason(&e)))?;
-    migrate::run(&mut client, preference).await
+    migrate::run(&mut client, history, preference).await
 }
 
 /// The backend recorded by the migrations.

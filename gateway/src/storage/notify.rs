@@ -11,8 +11,6 @@ use crate::shutdown::Shutdown;
 
 /// Sent by `trackers::revoke`; the payload is the tracker id. Servers disconnect that collar.
 pub const TRACKER_REVOKED: &str = "pettracker_tracker_revoked";
-/// Every command transition (a `command_events` row), as JSON with its tracker (migration 9).
-pub const COMMAND_EVENT: &str = "pettracker_command_event";
 
 /// Listens on `channel` until shutdown, reconnecting with backoff, and forwards payloads.
 pub fn listen(

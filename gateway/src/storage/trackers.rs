@@ -1,4 +1,4 @@
-//! Tracker provisioning and device credentials: secrets and claim codes are stored hashed, shown once.
+//! Tracker credentials: provisioning a tracker with its device secret and claim code (stored hashed, shown once), authenticating devices, revoking them.
 //!
 //! Device secrets are 256 random bits, so a fast SHA-256 digest is as safe to store as a slow
 //! password hash (nobody can guess through 2^256 values) and lets thousands of collars reconnect
@@ -7,7 +7,6 @@
 
 use argon2::password_hash::{PasswordHasher, SaltString};
 use argon2::{Argon2, PasswordHash, PasswordVerifier};
-use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use rand::Rng;
 use sha2::{Digest, Sha256};
@@ -21,18 +20,6 @@ pub struct Provisioned {
     pub tracker_id: String,
     pub secret: String,
     pub claim_code: String,
-}
-
-/// A tracker as listed for operators.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct TrackerInfo {
-    pub tracker_id: String,
-    pub pet_name: Option<String>,
-    pub owner_id: Option<i64>,
-    pub revoked: bool,
-    pub created_at: DateTime<Utc>,
-    pub online: Option<bool>,
-    pub last_seen: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,22 +57,24 @@ fn secret_matches(stored: &str, secret: &[u8]) -> bool {
             == 0
 }
 
-/// argon2id with the crate's default (OWASP-recommended) parameters.
-pub fn hash_password(password: &str) -> Result<String, StorageError> {
+/// The stored form of a claim code: argon2id with the crate's default (OWASP-recommended)
+/// parameters, because a person types the code, so it is short enough to guess at.
+pub fn hash_claim_code(code: &str) -> Result<String, StorageError> {
     let salt_bytes: [u8; 16] = rand::random();
     let salt = SaltString::encode_b64(&salt_bytes)
         .map_err(|e| StorageError::Pool(format!("hashing failed: {e}")))?;
     Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
+        .hash_password(code.as_bytes(), &salt)
         .map(|h| h.to_string())
         .map_err(|e| StorageError::Pool(format!("hashing failed: {e}")))
 }
 
-pub fn verify_password(stored: &str, password: &str) -> bool {
+/// Whether `code` is the claim code `stored` was made from (slow on purpose, see above).
+pub fn claim_code_matches(stored: &str, code: &str) -> bool {
     PasswordHash::new(stored)
         .map(|hash| {
             Argon2::default()
-                .verify_password(password.as_bytes(), &hash)
+                .verify_password(code.as_bytes(), &hash)
                 .is_ok()
         })
         .unwrap_or(false)
@@ -111,7 +100,7 @@ pub async fn provision(
     let claim_code = random_token(12, b"ABCDEFGHJKMNPQRSTUVWXYZ23456789");
     let claim_hash = tokio::task::spawn_blocking({
         let code = claim_code.clone();
-        move || hash_password(&code)
+        move || hash_claim_code(&code)
     })
     .await
     .map_err(|e| StorageError::Pool(e.to_string()))??;
@@ -199,54 +188,6 @@ pub async fn revoke(pool: &Pool, tracker: &TrackerId) -> Result<(), ProvisionErr
     Ok(())
 }
 
-/// Every tracker with its connection state, oldest first.
-pub async fn list(pool: &Pool) -> Result<Vec<TrackerInfo>, StorageError> {
-    let client = client(pool).await?;
-    let rows = client
-        .query(
-            "SELECT t.tracker_id, t.pet_name, t.owner_id, t.revoked, t.created_at, s.online, s.last_seen
-             FROM trackers t LEFT JOIN tracker_status s USING (tracker_id)
-             ORDER BY t.created_at, t.tracker_id",
-            &[],
-        )
-        .await
-        .map_err(StorageError::query("listing trackers"))?;
-    Ok(rows.iter().map(tracker_info).collect())
-}
-
-/// At most `limit` trackers with ids after `after`, in id order: a page of a fleet too large to
-/// list at once, stable while trackers are added.
-pub async fn list_page(
-    pool: &Pool,
-    after: Option<&str>,
-    limit: i64,
-) -> Result<Vec<TrackerInfo>, StorageError> {
-    let client = client(pool).await?;
-    let rows = client
-        .query(
-            "SELECT t.tracker_id, t.pet_name, t.owner_id, t.revoked, t.created_at, s.online, s.last_seen
-             FROM trackers t LEFT JOIN tracker_status s USING (tracker_id)
-             WHERE $1::text IS NULL OR t.tracker_id > $1
-             ORDER BY t.tracker_id LIMIT $2",
-            &[&after, &limit],
-        )
-        .await
-        .map_err(StorageError::query("listing trackers"))?;
-    Ok(rows.iter().map(tracker_info).collect())
-}
-
-fn tracker_info(r: &tokio_postgres::Row) -> TrackerInfo {
-    TrackerInfo {
-        tracker_id: r.get(0),
-        pet_name: r.get(1),
-        owner_id: r.get(2),
-        revoked: r.get(3),
-        created_at: r.get(4),
-        online: r.get(5),
-        last_seen: r.get(6),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,11 +201,11 @@ mod tests {
     }
 
     #[test]
-    fn a_password_hash_verifies_only_the_password() {
-        let stored = hash_password("correct horse").unwrap();
+    fn a_claim_code_hash_matches_only_its_code() {
+        let stored = hash_claim_code("ABCD2345EFGH").unwrap();
         assert!(stored.starts_with("$argon2id$"));
-        assert!(verify_password(&stored, "correct horse"));
-        assert!(!verify_password(&stored, "battery staple"));
-        assert!(!verify_password("not a hash", "x"));
+        assert!(claim_code_matches(&stored, "ABCD2345EFGH"));
+        assert!(!claim_code_matches(&stored, "ABCD2345EFGJ"));
+        assert!(!claim_code_matches("not a hash", "x"));
     }
 }

@@ -1,27 +1,18 @@
--- Accounts, trackers, their status, fixes and rejected messages.
-
-CREATE TABLE users (
-    id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    email         TEXT NOT NULL,
-    password_hash TEXT NOT NULL,
-    is_admin      BOOLEAN NOT NULL DEFAULT false,
-    created_at    TIMESTAMPTZ NOT NULL DEFAULT now()
-);
--- Emails are compared case-insensitively: Ada@x and ada@x are one account.
-CREATE UNIQUE INDEX users_email_key ON users (lower(email));
+-- The device side's tables: trackers with their credentials, their status, fixes and rejected
+-- messages. Before the gateway/server split this migration also created the accounts' `users`
+-- table and `trackers.owner_id`; the server's migration 5 does now (see migrate.rs).
 
 CREATE TABLE trackers (
     tracker_id      TEXT PRIMARY KEY,
-    owner_id        BIGINT REFERENCES users (id) ON DELETE SET NULL,
     pet_name        TEXT,
-    -- argon2 PHC strings; the plain secret and claim code are shown once at provisioning.
+    -- The device secret as a SHA-256 digest, the claim code as an argon2 PHC string; the plain
+    -- values are shown once, at provisioning.
     secret_hash     TEXT NOT NULL,
     claim_code_hash TEXT NOT NULL,
     revoked         BOOLEAN NOT NULL DEFAULT false,
     revoked_at      TIMESTAMPTZ,
     created_at      TIMESTAMPTZ NOT NULL DEFAULT now()
 );
-CREATE INDEX trackers_owner_idx ON trackers (owner_id);
 
 -- One row per tracker. last_fix_* is the fix with the newest *device* time, not the last to arrive.
 CREATE TABLE tracker_status (

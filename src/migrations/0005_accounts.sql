@@ -1,4 +1,22 @@
--- Accounts for the HTTP API: refresh tokens and API keys. Both are 256-bit random secrets, so they
+-- Accounts for the HTTP API: users, the trackers they own, refresh tokens and API keys.
+-- `users` and `trackers.owner_id` were created by migration 1 before the gateway/server split;
+-- databases from then recorded the older text of this migration (see src/schema.rs).
+
+CREATE TABLE users (
+    id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    email         TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    is_admin      BOOLEAN NOT NULL DEFAULT false,
+    created_at    TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+-- Emails are compared case-insensitively: Ada@x and ada@x are one account.
+CREATE UNIQUE INDEX users_email_key ON users (lower(email));
+
+-- A tracker belongs to the account that claimed it.
+ALTER TABLE trackers ADD COLUMN owner_id BIGINT REFERENCES users (id) ON DELETE SET NULL;
+CREATE INDEX trackers_owner_idx ON trackers (owner_id);
+
+-- Refresh tokens and API keys are both 256-bit random secrets, so they
 -- are stored as SHA-256 hex digests (a guess through 2^256 values is hopeless; argon2 would only
 -- cost CPU on every request). The plain values are shown to the client once.
 

@@ -1,4 +1,4 @@
-//! The TimescaleDB path: migrations, hypertable, policies, continuous aggregate and the ingest write path.
+//! The TimescaleDB path: the whole schema history's migrations, hypertable, policies, continuous aggregate and the ingest write path.
 //!
 //! TimescaleDB is not packaged for the CI machine, so `.ci/timescale` serves PGlite with TimescaleDB
 //! over the wire protocol and runs these with `PETTRACKER_TIMESCALE_URL` set:
@@ -48,14 +48,22 @@ async fn one(pool: &deadpool_postgres::Pool, sql: &str) -> i64 {
 #[ignore = "needs a TimescaleDB server: run by .ci/timescale"]
 async fn migrations_build_the_timescaledb_schema_once_and_the_write_path_and_summaries_work() {
     let pool = pool().await;
-    let first = storage::migrate(&pool, TimescalePreference::Required)
-        .await
-        .unwrap();
+    let first = storage::migrate(
+        &pool,
+        &pettracker::schema::history(),
+        TimescalePreference::Required,
+    )
+    .await
+    .unwrap();
     println!("first migration run: {first:?}");
     assert_eq!(first.backend, Backend::TimescaleDb);
-    let second = storage::migrate(&pool, TimescalePreference::Required)
-        .await
-        .unwrap();
+    let second = storage::migrate(
+        &pool,
+        &pettracker::schema::history(),
+        TimescalePreference::Required,
+    )
+    .await
+    .unwrap();
     assert!(
         second.applied.is_empty(),
         "second run applied {:?}",
@@ -106,12 +114,12 @@ async fn migrations_build_the_timescaledb_schema_once_and_the_write_path_and_sum
     };
     let outcome = {
         let mut client = pool.get().await.unwrap();
-        write_batch(&mut client, &rows).await.unwrap()
+        write_batch(&mut client, &rows, None).await.unwrap()
     };
     assert_eq!((outcome.fixes_stored, outcome.duplicates), (3, 1));
     let again = {
         let mut client = pool.get().await.unwrap();
-        write_batch(&mut client, &rows).await.unwrap()
+        write_batch(&mut client, &rows, None).await.unwrap()
     };
     assert_eq!(
         (again.fixes_stored, again.duplicates),

@@ -1,4 +1,4 @@
-//! A private PostgreSQL cluster that pettracker creates, starts and stops itself when no server is configured.
+//! A private PostgreSQL cluster that pettracker creates, starts and stops itself: the server's when no database is configured, and the tests' shared and dedicated clusters.
 //!
 //! `initdb` and `postgres` refuse to run as root, and CI (like many containers) runs as root, so when we
 //! are root every server binary is started as an unprivileged system user (`postgres`, else `nobody`)
