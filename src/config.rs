@@ -129,6 +129,8 @@ pub struct MqttConfig {
     pub max_connections: usize,
     /// Largest MQTT packet; larger ones close the connection.
     pub max_packet_size: u32,
+    /// From TCP accept to a complete CONNECT; sockets that take longer are closed.
+    pub handshake_timeout_ms: u64,
 }
 
 impl Default for MqttConfig {
@@ -142,6 +144,7 @@ impl Default for MqttConfig {
             ws_addr: None,
             max_connections: 200_000,
             max_packet_size: 512 * 1024,
+            handshake_timeout_ms: 10_000,
         }
     }
 }
@@ -249,6 +252,7 @@ impl Config {
             open: m.open,
             max_packet_size: m.max_packet_size,
             max_connections: m.max_connections,
+            handshake_timeout: std::time::Duration::from_millis(m.handshake_timeout_ms),
         }
     }
 }
@@ -393,6 +397,7 @@ pub const KEYS: &[(&str, Kind, &str)] = &[
     ("mqtt.ws_addr", Kind::Str, "MQTT over WebSocket listen address (unset: off)"),
     ("mqtt.max_connections", Kind::Int, "most simultaneous device connections"),
     ("mqtt.max_packet_size", Kind::Int, "largest MQTT packet in bytes"),
+    ("mqtt.handshake_timeout_ms", Kind::Int, "time from TCP accept to a complete CONNECT (TLS and WebSocket handshakes included) before the socket is closed"),
     ("database.url", Kind::Secret, "PostgreSQL URL; unset runs a private cluster"),
     ("database.data_dir", Kind::Str, "directory of the private cluster"),
     ("database.pool_size", Kind::Int, "database connections"),
@@ -646,6 +651,10 @@ impl Config {
             ("ingest.queue_capacity", self.ingest.queue_capacity),
             ("ingest.writers", self.ingest.writers),
             ("mqtt.max_connections", self.mqtt.max_connections),
+            (
+                "mqtt.handshake_timeout_ms",
+                self.mqtt.handshake_timeout_ms as usize,
+            ),
         ] {
             if value == 0 {
                 return Err(fail(key, "must be at least 1".to_owned()));

@@ -93,6 +93,7 @@ fn config() -> BrokerConfig {
         open: false,
         max_packet_size: 64 * 1024,
         max_connections: 1000,
+        ..BrokerConfig::default()
     }
 }
 

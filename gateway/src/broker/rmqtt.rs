@@ -16,7 +16,6 @@ use std::num::NonZeroU16;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -34,18 +33,17 @@ use rmqtt::types::{
 use rmqtt::utils::timestamp_millis;
 use tokio::task::JoinHandle;
 
+use tokio_rustls::TlsAcceptor;
+
+use super::front::{self, Transport};
 use super::{
     BrokerConfig, BrokerError, DeviceHooks, DevicePublish, METRIC_ACL_DENIED, METRIC_AUTH_FAILED,
-    METRIC_CONNECTED,
+    METRIC_CONNECTED, TlsListener,
 };
 use crate::protocol::{DeviceTopic, TrackerId, device_may_publish, device_may_subscribe};
 
 /// The client id the broker itself publishes as (acks, commands).
 const SYSTEM_CLIENT_ID: &str = "pettracker";
-
-/// How long a client may take from TCP accept to CONNECT; rmqtt's default (30 s) lets idle
-/// sockets hold handshake slots for too long.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Starts the listeners and returns once they are bound: a port in use is an error here, not a
 /// log line later.
@@ -53,9 +51,39 @@ pub async fn start(
     config: BrokerConfig,
     device: Arc<dyn DeviceHooks>,
 ) -> Result<BrokerHandle, BrokerError> {
-    // rmqtt's TLS listener builds a rustls ServerConfig from the process default provider; with
-    // both ring and aws-lc compiled in, there is no default and rustls panics. Ours is ring.
+    // Our TLS listener uses ring explicitly; other code in the process (a rumqttc TLS client in
+    // tests) builds from the process default, which must then be set.
     let _ = rustls::crypto::ring::default_provider().install_default();
+
+    // Collars connect to our own listeners (the front door); bind them first, so a port in use or
+    // a bad certificate fails the start with the setting to change.
+    let tcp = match config.tcp {
+        Some(addr) => {
+            Some(front::bind(addr).map_err(|e| listen_error("MQTT", addr, "mqtt.addr", e))?)
+        }
+        None => None,
+    };
+    let tls = match &config.tls {
+        Some(tls) => {
+            let acceptor = tls_acceptor(tls).map_err(|reason| BrokerError::Listen {
+                listener: "MQTT over TLS",
+                addr: tls.addr,
+                setting: "mqtt.tls_cert / mqtt.tls_key",
+                reason,
+            })?;
+            let listener = front::bind(tls.addr)
+                .map_err(|e| listen_error("MQTT over TLS", tls.addr, "mqtt.tls_addr", e))?;
+            Some((listener, acceptor))
+        }
+        None => None,
+    };
+    let ws = match config.ws {
+        Some(addr) => Some(
+            front::bind(addr)
+                .map_err(|e| listen_error("MQTT over WebSocket", addr, "mqtt.ws_addr", e))?,
+        ),
+        None => None,
+    };
 
     // busy_check off: otherwise rmqtt refuses CONNECTs while the machine's load average is high,
     // which on a 2-core box running the database too would refuse collars under load.
@@ -63,6 +91,7 @@ pub async fn start(
     let state = Arc::new(State {
         device,
         open: config.open,
+        scx: scx.clone(),
         sessions: Mutex::new(HashMap::new()),
         connected: AtomicI64::new(0),
     });
@@ -81,77 +110,124 @@ pub async fn start(
     }
     register.start().await;
 
-    let mut server = MqttServer::new(scx.clone());
-    let (mut tcp_addr, mut tls_addr, mut ws_addr) = (None, None, None);
-    let base = |name: &str, addr: SocketAddr| {
-        Builder::new()
-            .name(name)
-            .laddr(addr)
-            .allow_anonymous(config.open)
-            // Without SO_REUSEADDR a restart fails while old connections sit in TIME_WAIT.
-            .reuseaddr(Some(true))
-            .nodelay(true)
-            .max_connections(config.max_connections)
-            .max_packet_size(config.max_packet_size)
-            .handshake_timeout(HANDSHAKE_TIMEOUT)
-            .max_inflight(NonZeroU16::new(16).unwrap_or(NonZeroU16::MIN))
-            // QoS 2 is not part of the device contract; granting 1 keeps the ack path uniform.
-            .max_qos_allowed(QoS::AtLeastOnce)
-    };
-    // Listener ids must be unique; rmqtt would use the port, and port 0 twice collides.
-    let mut next_id = 1u16;
-    if let Some(addr) = config.tcp {
-        let listener = base("tcp", addr)
-            .bind()
-            .map_err(|e| listen_error("MQTT", addr, "mqtt.addr", e))?;
-        tcp_addr = Some(local_addr(&listener, addr));
-        let listener = listener
-            .tcp()
-            .map_err(|e| listen_error("MQTT", addr, "mqtt.addr", e))?;
-        server = server.listener_by_id(listener, next_id);
-        next_id += 1;
-    }
-    if let Some(tls) = &config.tls {
-        let listener = base("tls", tls.addr)
-            .tls_cert(Some(tls.cert.display().to_string()))
-            .tls_key(Some(tls.key.display().to_string()))
-            .bind()
-            .map_err(|e| listen_error("MQTT over TLS", tls.addr, "mqtt.tls_addr", e))?;
-        tls_addr = Some(local_addr(&listener, tls.addr));
-        let listener = listener.tls().map_err(|e| BrokerError::Listen {
-            listener: "MQTT over TLS",
-            addr: tls.addr,
-            setting: "mqtt.tls_cert / mqtt.tls_key",
-            reason: format!("{e:#}"),
+    // rmqtt itself listens on loopback only; the front door relays complete CONNECTs to it.
+    let internal = SocketAddr::from(([127, 0, 0, 1], 0));
+    let listener = Builder::new()
+        .name("pettracker")
+        .laddr(internal)
+        .allow_anonymous(config.open)
+        .reuseaddr(Some(true))
+        .nodelay(true)
+        .max_connections(config.max_connections)
+        .max_packet_size(config.max_packet_size)
+        .handshake_timeout(config.handshake_timeout)
+        .max_inflight(NonZeroU16::new(16).unwrap_or(NonZeroU16::MIN))
+        // QoS 2 is not part of the device contract; granting 1 keeps the ack path uniform.
+        .max_qos_allowed(QoS::AtLeastOnce)
+        .bind()
+        .map_err(|e| {
+            listen_error(
+                "MQTT (loopback, behind the front door)",
+                internal,
+                "mqtt.addr",
+                e,
+            )
         })?;
-        server = server.listener_by_id(listener, next_id);
-        next_id += 1;
-    }
-    if let Some(addr) = config.ws {
-        let listener = base("ws", addr)
-            .bind()
-            .map_err(|e| listen_error("MQTT over WebSocket", addr, "mqtt.ws_addr", e))?;
-        ws_addr = Some(local_addr(&listener, addr));
-        let listener = listener
-            .ws()
-            .map_err(|e| listen_error("MQTT over WebSocket", addr, "mqtt.ws_addr", e))?;
-        server = server.listener_by_id(listener, next_id);
-    }
-    let server = server.build();
+    let upstream = local_addr(&listener, internal);
+    let listener = listener.tcp().map_err(|e| {
+        listen_error(
+            "MQTT (loopback, behind the front door)",
+            internal,
+            "mqtt.addr",
+            e,
+        )
+    })?;
+    // Listener ids must be unique; rmqtt would use the port, and port 0 twice collides.
+    let server = MqttServer::new(scx.clone())
+        .listener_by_id(listener, 1)
+        .build();
     let task = tokio::spawn(async move {
         if let Err(err) = server.run().await {
             tracing::error!(err = %format!("{err:#}"), "the MQTT broker stopped");
         }
     });
-    tracing::info!(tcp = ?tcp_addr, tls = ?tls_addr, ws = ?ws_addr, open = config.open, "MQTT broker listening");
+
+    let (stop, stopped) = crate::shutdown::channel();
+    let door = Arc::new(front::Door::new(
+        upstream,
+        config.max_connections,
+        config.handshake_timeout,
+        config.max_packet_size,
+        stopped,
+    ));
+    let mut accept_tasks = Vec::new();
+    let addr_of =
+        |l: &tokio::net::TcpListener, configured: SocketAddr| l.local_addr().unwrap_or(configured);
+    let (mut tcp_addr, mut tls_addr, mut ws_addr) = (None, None, None);
+    if let (Some(listener), Some(configured)) = (tcp, config.tcp) {
+        tcp_addr = Some(addr_of(&listener, configured));
+        accept_tasks.push(tokio::spawn(front::accept_loop(
+            listener,
+            Transport::Tcp,
+            door.clone(),
+        )));
+    }
+    if let (Some((listener, acceptor)), Some(configured)) = (tls, &config.tls) {
+        tls_addr = Some(addr_of(&listener, configured.addr));
+        accept_tasks.push(tokio::spawn(front::accept_loop(
+            listener,
+            Transport::Tls(acceptor),
+            door.clone(),
+        )));
+    }
+    if let (Some(listener), Some(configured)) = (ws, config.ws) {
+        ws_addr = Some(addr_of(&listener, configured));
+        accept_tasks.push(tokio::spawn(front::accept_loop(
+            listener,
+            Transport::Ws,
+            door.clone(),
+        )));
+    }
+    tracing::info!(tcp = ?tcp_addr, tls = ?tls_addr, ws = ?ws_addr, open = config.open, max_connections = config.max_connections, handshake_timeout = ?config.handshake_timeout, "MQTT broker listening");
     Ok(BrokerHandle {
         scx,
         state,
         task,
+        stop,
+        door,
+        accept_tasks,
         tcp_addr,
         tls_addr,
         ws_addr,
     })
+}
+
+/// The TLS side of the front door, from the PEM files.
+fn tls_acceptor(tls: &TlsListener) -> Result<TlsAcceptor, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(&tls.cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| {
+            format!(
+                "cannot read the certificate chain {}: {e}",
+                tls.cert.display()
+            )
+        })?;
+    if chain.is_empty() {
+        return Err(format!("no certificate in {}", tls.cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(&tls.key)
+        .map_err(|e| format!("cannot read the private key {}: {e}", tls.key.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .map_err(|e| format!("certificate and key do not fit together: {e}"))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 fn listen_error(
@@ -176,7 +252,12 @@ fn local_addr(listener: &rmqtt::net::Listener, configured: SocketAddr) -> Socket
 pub struct BrokerHandle {
     scx: ServerContext,
     state: Arc<State>,
+    /// rmqtt's accept loop on loopback.
     task: JoinHandle<()>,
+    /// Stops the front door: its accept loops and every relayed connection.
+    stop: crate::shutdown::ShutdownTrigger,
+    door: Arc<front::Door>,
+    accept_tasks: Vec<JoinHandle<()>>,
     tcp_addr: Option<SocketAddr>,
     tls_addr: Option<SocketAddr>,
     ws_addr: Option<SocketAddr>,
@@ -198,7 +279,7 @@ impl BrokerHandle {
 
     /// Whether the accept loops are still running (for readiness).
     pub fn is_listening(&self) -> bool {
-        !self.task.is_finished()
+        !self.task.is_finished() && self.accept_tasks.iter().all(|t| !t.is_finished())
     }
 
     /// Collars connected right now.
@@ -206,6 +287,11 @@ impl BrokerHandle {
         self.state.connected.load(Ordering::Relaxed).max(0) as usize
     }
 
+    /// Client sockets open right now, connected or still handshaking: what `max_connections`
+    /// caps.
+    pub fn open_sockets(&self) -> usize {
+        self.door.open_sockets()
+    }
     /// Publishes from the server to whoever subscribed to `topic` (a collar's downlink topics).
     /// A collar that is not subscribed right now does not get it; persistent sessions queue it.
     pub async fn publish(&self, topic: &str, payload: Bytes, qos: u8) -> Result<(), BrokerError> {
@@ -252,10 +338,14 @@ impl BrokerHandle {
         }
     }
 
-    /// Stops accepting and disconnects every client. rmqtt 0.24 has no stop: the accept loops are
-    /// aborted (closing the listening sockets) and each session is kicked, since connection tasks
-    /// are detached.
+    /// Stops accepting and disconnects every client: the front door closes its listeners and
+    /// every relayed connection; rmqtt 0.24 has no stop, so its accept loop is aborted and each
+    /// session is kicked, since its connection tasks are detached.
     pub async fn shutdown(self) {
+        self.stop.trigger();
+        for task in self.accept_tasks {
+            let _ = task.await;
+        }
         self.task.abort();
         let _ = self.task.await;
         // Collect first: kick() removes entries from the map being iterated.
@@ -278,6 +368,8 @@ impl BrokerHandle {
 struct State {
     device: Arc<dyn DeviceHooks>,
     open: bool,
+    /// For looking up a client id's current session (a reconnect waits for the old one to end).
+    scx: ServerContext,
     /// Creation time of each client id's current session. A collar that reconnects takes over
     /// its old session, and the old one's disconnect event can arrive after the new one's
     /// connect: only the current session may mark the tracker offline.
