@@ -16,6 +16,7 @@ use std::num::NonZeroU16;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -92,6 +93,8 @@ pub async fn start(
         device,
         open: config.open,
         scx: scx.clone(),
+        // Short of rmqtt's own check after the first hook (handshake time > handshake_timeout).
+        takeover_wait: (config.handshake_timeout / 2).min(Duration::from_secs(3)),
         sessions: Mutex::new(HashMap::new()),
         connected: AtomicI64::new(0),
     });
@@ -115,7 +118,9 @@ pub async fn start(
     let listener = Builder::new()
         .name("pettracker")
         .laddr(internal)
-        .allow_anonymous(config.open)
+        // Never anonymous, also in open mode: rmqtt would then skip our authentication hook for
+        // clients without a username, and with it the will checks and the takeover wait.
+        .allow_anonymous(false)
         .reuseaddr(Some(true))
         .nodelay(true)
         .max_connections(config.max_connections)
@@ -370,11 +375,46 @@ struct State {
     open: bool,
     /// For looking up a client id's current session (a reconnect waits for the old one to end).
     scx: ServerContext,
-    /// Creation time of each client id's current session. A collar that reconnects takes over
-    /// its old session, and the old one's disconnect event can arrive after the new one's
-    /// connect: only the current session may mark the tracker offline.
-    sessions: Mutex<HashMap<String, i64>>,
+    /// How long a CONNECT waits for an ending session of its client id.
+    takeover_wait: Duration,
+    /// Each client id's current session. A collar that reconnects takes over its old session,
+    /// and the old one's disconnect event can arrive after the new one's connect: only the
+    /// current session may mark the tracker offline.
+    sessions: Mutex<HashMap<String, SessionKey>>,
     connected: AtomicI64,
+}
+
+/// Tells one connection's session from the next of the same client id: the creation time alone
+/// is in milliseconds, and a reconnect can come within the same one; the connection's address
+/// (its end of the loopback hop) differs between two connections that overlap.
+type SessionKey = (i64, Option<SocketAddr>);
+
+fn session_key(s: &Session) -> SessionKey {
+    (s.id.create_time, s.id.remote_addr)
+}
+
+/// Why a CONNECT is refused, and the CONNACK code that says so.
+enum Refusal {
+    /// CONNACK 4 (MQTT 3.1.1) / 0x86 (MQTT 5).
+    BadCredentials(&'static str),
+    /// CONNACK 5 / 0x87.
+    NotAuthorized(&'static str),
+}
+
+/// Whether a session that is not connected goes away when its teardown ends (clean session, or
+/// MQTT 5 session expiry 0), rather than staying as an offline persistent session.
+async fn ends_with_removal(session: &Session) -> bool {
+    match session.connect_info().await.as_deref() {
+        Ok(ConnectInfo::V3(_, connect)) => connect.clean_session,
+        Ok(ConnectInfo::V5(..)) => {
+            let disconnect = session.disconnect().await.ok().flatten();
+            session
+                .fitter
+                .session_expiry_interval(disconnect.as_ref())
+                .is_zero()
+        }
+        Err(_) => true,
+    }
 }
 
 impl State {
@@ -386,17 +426,43 @@ impl State {
         TrackerId::parse(&s.id.client_id).ok()
     }
 
-    async fn authenticate(&self, ci: &ConnectInfo) -> Result<(), &'static str> {
-        if self.open {
-            return Ok(());
+    /// Decides a CONNECT. Runs for every client, anonymous ones in open mode included
+    /// (`allow_anonymous` is off, so rmqtt always asks).
+    async fn authenticate(&self, ci: &ConnectInfo) -> Result<(), Refusal> {
+        if let Some(will) = ci.last_will() {
+            // The broker keeps no retained messages. MQTT 5 CONNACK says so (Retain Available 0)
+            // and rmqtt refuses a retained will there before this hook; MQTT 3.1.1 has no way to
+            // say it, and a will it cannot publish as asked is refused the same way.
+            if will.retain() {
+                return Err(Refusal::NotAuthorized(
+                    "retained last will (this broker keeps no retained messages)",
+                ));
+            }
+            // CONNACK announces Maximum QoS 1 on MQTT 5 [MQTT-3.2.2-12].
+            if let (LastWill::V5(w), ConnectInfo::V5(..)) = (&will, ci)
+                && w.qos == QoS::ExactlyOnce
+            {
+                return Err(Refusal::NotAuthorized(
+                    "last will at QoS 2 (this broker's Maximum QoS is 1)",
+                ));
+            }
         }
+        if !self.open {
+            self.check_credentials(ci).await?;
+        }
+        self.wait_for_ending_session(ci.client_id()).await;
+        Ok(())
+    }
+
+    async fn check_credentials(&self, ci: &ConnectInfo) -> Result<(), Refusal> {
+        let bad = Refusal::BadCredentials;
         let tracker =
-            TrackerId::parse(ci.client_id()).map_err(|_| "client id is not a tracker id")?;
-        let username = ci.username().ok_or("no username")?;
+            TrackerId::parse(ci.client_id()).map_err(|_| bad("client id is not a tracker id"))?;
+        let username = ci.username().ok_or(bad("no username"))?;
         if &**username != tracker.as_str() {
-            return Err("username differs from client id");
+            return Err(bad("username differs from client id"));
         }
-        let password = ci.password().ok_or("no password")?;
+        let password = ci.password().ok_or(bad("no password"))?;
         if let Some(will) = ci.last_will() {
             let topic = match will {
                 LastWill::V3(w) => w.topic.clone(),
@@ -404,13 +470,38 @@ impl State {
             };
             // The will is published without passing the publish ACL: check it now.
             if !device_may_publish(&tracker, &topic) {
-                return Err("last will topic is not the tracker's own");
+                return Err(bad("last will topic is not the tracker's own"));
             }
         }
         if self.device.authenticate(&tracker, password).await {
             Ok(())
         } else {
-            Err("wrong, unknown or revoked credentials")
+            Err(bad("wrong, unknown or revoked credentials"))
+        }
+    }
+
+    /// rmqtt takes a client id over from its current session by sending that session a kick and
+    /// waiting for the answer. A session whose connection has just ended (its DISCONNECT read, its
+    /// last hooks running: ours tell the gateway the collar went offline) no longer reads kicks,
+    /// and once it is gone the kick fails and the new CONNECT is refused with "server
+    /// unavailable" — a collar reconnecting right after a blip would be turned away. So a CONNECT
+    /// first waits until such an ending session has gone. An online session answers kicks, and a
+    /// persistent one that stays (offline) answers them from its offline loop: neither is waited
+    /// for.
+    async fn wait_for_ending_session(&self, client_id: &str) {
+        let id = Id::from(self.scx.node.id(), ClientId::from(client_id));
+        let give_up = tokio::time::Instant::now() + self.takeover_wait;
+        loop {
+            let old = self.scx.extends.shared().await.entry(id.clone()).session();
+            let Some(old) = old else { return };
+            if old.connected().await.unwrap_or(false) || !ends_with_removal(&old).await {
+                return;
+            }
+            if tokio::time::Instant::now() >= give_up {
+                tracing::warn!(%client_id, "the previous session of this client id is still ending; taking it over anyway");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 
@@ -454,13 +545,14 @@ impl Handler for Hooks {
                     false,
                     Some(HookResult::AuthResult(AuthResult::Allow(false, None))),
                 ),
-                Err(why) => {
+                Err(refusal) => {
                     metrics::counter!(METRIC_AUTH_FAILED).increment(1);
+                    let (result, why) = match refusal {
+                        Refusal::BadCredentials(why) => (AuthResult::BadUsernameOrPassword, why),
+                        Refusal::NotAuthorized(why) => (AuthResult::NotAuthorized, why),
+                    };
                     tracing::info!(client_id = %ci.client_id(), why, "MQTT connection refused");
-                    (
-                        false,
-                        Some(HookResult::AuthResult(AuthResult::BadUsernameOrPassword)),
-                    )
+                    (false, Some(HookResult::AuthResult(result)))
                 }
             },
             Parameter::ClientSubscribeCheckAcl(s, sub) => {
@@ -477,6 +569,16 @@ impl Handler for Hooks {
                 (false, Some(HookResult::SubscribeAclResult(result)))
             }
             Parameter::MessagePublishCheckAcl(s, p) => {
+                // CONNACK announced Maximum QoS 1 to MQTT 5 clients; a QoS 2 PUBLISH is then a
+                // protocol error that closes the connection [MQTT-3.2.2-11]. (MQTT 3.1.1 has no
+                // such announcement: there QoS 2 is taken, and handled as QoS 1.)
+                if p.qos == QoS::ExactlyOnce && s.protocol().await.unwrap_or_default() == 5 {
+                    tracing::info!(client_id = %s.id.client_id, topic = %p.topic, "QoS 2 publish above the announced Maximum QoS 1; disconnecting");
+                    return refuse_publish(
+                        PublishAckReason::UnspecifiedError,
+                        "QoS 2 is above the Maximum QoS 1 in CONNACK",
+                    );
+                }
                 let tracker = match st.publish_target(s, &p.topic) {
                     Ok(Some(tracker)) => tracker,
                     Ok(None) => {
@@ -554,7 +656,7 @@ impl Handler for Hooks {
                 metrics::gauge!(METRIC_CONNECTED).increment(1.0);
                 if let Some(tracker) = st.tracker_of(s) {
                     if let Ok(mut sessions) = st.sessions.lock() {
-                        sessions.insert(tracker.to_string(), s.id.create_time);
+                        sessions.insert(tracker.to_string(), session_key(s));
                     }
                     st.device.connected(&tracker).await;
                 }
@@ -565,7 +667,7 @@ impl Handler for Hooks {
                 metrics::gauge!(METRIC_CONNECTED).decrement(1.0);
                 if let Some(tracker) = st.tracker_of(s) {
                     let current = st.sessions.lock().is_ok_and(|mut sessions| {
-                        let current = sessions.get(tracker.as_str()) == Some(&s.id.create_time);
+                        let current = sessions.get(tracker.as_str()) == Some(&session_key(s));
                         if current {
                             sessions.remove(tracker.as_str());
                         }
