@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use gateway::broker::{self, BrokerConfig, DeviceHooks, DevicePublish, Refused};
 use gateway::protocol::TrackerId;
@@ -28,13 +29,18 @@ impl DeviceHooks for TakeAll {
     async fn disconnected(&self, _tracker: &TrackerId) {}
 }
 
+/// The connection cap every broker in the run is given (`CAP` in conformance.py).
+const MAX_CONNECTIONS: usize = 30;
+
 /// rmqtt as its own documentation starts it: defaults everywhere, except the busy check (which
-/// refuses clients on a loaded machine and would make the comparison depend on the load).
+/// refuses clients on a loaded machine and would make the comparison depend on the load) and the
+/// same `max_connections` as the others.
 async fn bare_rmqtt() -> anyhow::Result<SocketAddr> {
     let scx = ServerContext::new().busy_check_enable(false).build().await;
     let listener = Builder::new()
         .name("bare")
         .laddr(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .max_connections(MAX_CONNECTIONS)
         .bind()?;
     let addr = listener.local_addr()?;
     let server = MqttServer::new(scx)
@@ -50,6 +56,9 @@ async fn main() -> anyhow::Result<()> {
         BrokerConfig {
             tcp: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             open: true,
+            max_connections: MAX_CONNECTIONS,
+            // Short, so the idle-socket check does not wait the default 10 s.
+            handshake_timeout: Duration::from_secs(2),
             ..BrokerConfig::default()
         },
         Arc::new(TakeAll),
