@@ -131,6 +131,8 @@ pub struct MqttConfig {
     pub max_packet_size: u32,
     /// From TCP accept to a complete CONNECT; sockets that take longer are closed.
     pub handshake_timeout_ms: u64,
+    /// Sockets one address may have before their CONNECT is complete.
+    pub max_handshakes_per_ip: usize,
 }
 
 impl Default for MqttConfig {
@@ -145,6 +147,7 @@ impl Default for MqttConfig {
             max_connections: 200_000,
             max_packet_size: 512 * 1024,
             handshake_timeout_ms: 10_000,
+            max_handshakes_per_ip: gateway::broker::DEFAULT_MAX_HANDSHAKES_PER_IP,
         }
     }
 }
@@ -253,6 +256,7 @@ impl Config {
             max_packet_size: m.max_packet_size,
             max_connections: m.max_connections,
             handshake_timeout: std::time::Duration::from_millis(m.handshake_timeout_ms),
+            max_handshakes_per_ip: m.max_handshakes_per_ip,
         }
     }
 }
@@ -398,6 +402,7 @@ pub const KEYS: &[(&str, Kind, &str)] = &[
     ("mqtt.max_connections", Kind::Int, "most simultaneous device connections"),
     ("mqtt.max_packet_size", Kind::Int, "largest MQTT packet in bytes"),
     ("mqtt.handshake_timeout_ms", Kind::Int, "time from TCP accept to a complete CONNECT (TLS and WebSocket handshakes included) before the socket is closed"),
+    ("mqtt.max_handshakes_per_ip", Kind::Int, "sockets one client address may have open before their CONNECT is complete (more are closed at once)"),
     ("database.url", Kind::Secret, "PostgreSQL URL; unset runs a private cluster"),
     ("database.data_dir", Kind::Str, "directory of the private cluster"),
     ("database.pool_size", Kind::Int, "database connections"),
@@ -655,10 +660,23 @@ impl Config {
                 "mqtt.handshake_timeout_ms",
                 self.mqtt.handshake_timeout_ms as usize,
             ),
+            (
+                "mqtt.max_handshakes_per_ip",
+                self.mqtt.max_handshakes_per_ip,
+            ),
         ] {
             if value == 0 {
                 return Err(fail(key, "must be at least 1".to_owned()));
             }
+        }
+        if self.mqtt.handshake_timeout_ms > 600_000 {
+            return Err(fail(
+                "mqtt.handshake_timeout_ms",
+                format!(
+                    "{} is above 600000 (10 minutes)",
+                    self.mqtt.handshake_timeout_ms
+                ),
+            ));
         }
         if self.ingest.accept_timeout_ms == 0 || self.ingest.accept_timeout_ms > 30_000 {
             return Err(fail(

@@ -1,6 +1,6 @@
-//! Break-it check of the whole server (issue 15): idle MQTT sockets, more of them than the
-//! process may open files, against a `pettracker serve` whose open-file limit is lowered for this
-//! test alone (a child process started under `ulimit -n`).
+//! Break-it check of the whole server (issue 15): idle MQTT sockets from several hosts, more of
+//! them than the process may open files, against a `pettracker serve` whose open-file limit is
+//! lowered for this test alone (a child process started under `ulimit -n`).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -16,6 +16,9 @@ use tokio::net::TcpStream;
 /// The child's open-file limit: the one a service manager often leaves, and the one the issue's
 /// 1,100 idle sockets exhausted.
 const OPEN_FILE_LIMIT: u32 = 1024;
+
+/// Sockets one address may hold before their CONNECT is complete (set for the child).
+const MAX_HANDSHAKES_PER_IP: usize = 60;
 
 /// Kills the server if the test fails half-way.
 struct Server(Child);
@@ -50,6 +53,10 @@ fn serve(database_url: &str, spool: &std::path::Path) -> (Server, String, String
         .env("PETTRACKER_INGEST_SPOOL_DIR", spool)
         .env("PETTRACKER_DATABASE_POOL_SIZE", "4")
         .env("PETTRACKER_MQTT_HANDSHAKE_TIMEOUT_MS", "5000")
+        .env(
+            "PETTRACKER_MQTT_MAX_HANDSHAKES_PER_IP",
+            MAX_HANDSHAKES_PER_IP.to_string(),
+        )
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -124,6 +131,28 @@ async fn publish(client: &AsyncClient, events: &mut EventLoop, tracker: &str) {
         .expect("no PUBACK within 10 s");
 }
 
+/// Opens `n` sockets from the loopback address `source` that never complete a CONNECT: the even
+/// ones send nothing, the odd ones the first five bytes of one.
+async fn idle_sockets(source: [u8; 4], to: &str, n: usize) -> Vec<TcpStream> {
+    let to: std::net::SocketAddr = to.parse().unwrap();
+    let mut sockets = Vec::new();
+    for i in 0..n {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(std::net::SocketAddr::from((source, 0)))
+            .unwrap();
+        let mut socket = socket.connect(to).await.unwrap();
+        if i % 2 == 1 {
+            socket
+                .write_all(&[0x10, 0x0f, 0x00, 0x04, b'M'])
+                .await
+                .unwrap();
+        }
+        sockets.push(socket);
+    }
+    sockets
+}
+
 #[tokio::test]
 async fn idle_sockets_past_the_open_file_limit_stop_neither_mqtt_nor_http_and_are_closed() {
     // This test opens more sockets than a default soft limit allows.
@@ -142,19 +171,16 @@ async fn idle_sockets_past_the_open_file_limit_stop_neither_mqtt_nor_http_and_ar
     // At three descriptors per collar and 512 kept for the rest, the server takes 170 sockets.
     let cap = (OPEN_FILE_LIMIT as usize - 512) / 3;
 
-    // Idle sockets hold most of the slots: half send nothing, half the start of a CONNECT.
-    let mut idle = Vec::new();
-    for i in 0..cap - 20 {
-        let mut socket = TcpStream::connect(&mqtt).await.unwrap();
-        if i % 2 == 1 {
-            socket
-                .write_all(&[0x10, 0x0f, 0x00, 0x04, b'M'])
-                .await
-                .unwrap();
-        }
-        idle.push(socket);
+    // Two hosts send idle sockets; each gets MAX_HANDSHAKES_PER_IP of them held, the rest of its
+    // sockets are closed at once. Together they hold most of the cap.
+    let mut held = Vec::new();
+    let mut refused = Vec::new();
+    for host in [[127, 0, 0, 2], [127, 0, 0, 3]] {
+        let mut sockets = idle_sockets(host, &mqtt, 400).await;
+        refused.extend(sockets.split_off(MAX_HANDSHAKES_PER_IP));
+        held.extend(sockets);
     }
-    // A collar still gets in, and HTTP answers.
+    // A collar (from 127.0.0.1) still gets in, and HTTP answers.
     let port = mqtt.rsplit(':').next().unwrap().parse().unwrap();
     let mut options = MqttOptions::new("rex", "127.0.0.1", port);
     options.set_credentials("rex", secret);
@@ -163,22 +189,23 @@ async fn idle_sockets_past_the_open_file_limit_stop_neither_mqtt_nor_http_and_ar
     publish(&client, &mut events, "rex").await;
     assert_eq!(healthz(&http).await, 200);
 
-    // Past the cap, sockets are closed at once, so the process never runs out of descriptors:
-    // with these the test holds 1,100 sockets, more than the server may open files.
-    let mut refused = Vec::new();
-    for _ in 0..1_100 - idle.len() {
-        refused.push(TcpStream::connect(&mqtt).await.unwrap());
-    }
+    // A third host fills the cap; past it, sockets are closed at once too. The test now holds
+    // 1,100 sockets to the server, more than it may open files, and it never runs out.
+    let mut third = idle_sockets([127, 0, 0, 4], &mqtt, 300).await;
+    let fits = cap - held.len() - 1;
+    refused.extend(third.split_off(fits));
+    held.extend(third);
+    assert_eq!(held.len() + refused.len(), 1_100);
     for (i, socket) in refused.iter_mut().enumerate() {
         closed_by_server(socket)
             .await
-            .unwrap_or_else(|e| panic!("socket {i} past the cap: {e}"));
+            .unwrap_or_else(|e| panic!("socket {i} past a limit: {e}"));
     }
     assert_eq!(healthz(&http).await, 200);
     publish(&client, &mut events, "rex").await;
 
-    // The idle ones are closed after the handshake timeout.
-    for (i, socket) in idle.iter_mut().enumerate() {
+    // The held ones are closed after the handshake timeout.
+    for (i, socket) in held.iter_mut().enumerate() {
         closed_by_server(socket)
             .await
             .unwrap_or_else(|e| panic!("idle socket {i}: {e}"));

@@ -579,6 +579,18 @@ async fn wait_until(what: &str, cond: impl Fn() -> bool) {
     panic!("timed out waiting until {what}");
 }
 
+/// Where the idle sockets of these tests come from: a loopback address other than the collars'
+/// 127.0.0.1, so the per-address handshake limit applies to them alone.
+const IDLE_HOST: [u8; 4] = [127, 0, 0, 2];
+
+async fn connect_from(source: [u8; 4], to: std::net::SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(std::net::SocketAddr::from((source, 0)))
+        .unwrap();
+    socket.connect(to).await.unwrap()
+}
+
 /// An MQTT 3.1.1 CONNECT for client id "rex" with the given connect flags, no credentials.
 fn raw_connect(flags: u8) -> Vec<u8> {
     vec![
@@ -594,7 +606,8 @@ async fn sockets_that_send_nothing_or_part_of_a_connect_are_closed_while_collars
     let addr = handle.tcp_addr().unwrap();
     let mut idle = Vec::new();
     for i in 0..200 {
-        let mut socket = TcpStream::connect(addr).await.unwrap();
+        // From another address than the collar's, whose handshakes they would otherwise crowd.
+        let mut socket = connect_from(IDLE_HOST, addr).await;
         if i % 2 == 1 {
             // The start of a CONNECT: fixed header, then the protocol name's first bytes.
             socket.write_all(&raw_connect(0x02)[..5]).await.unwrap();
@@ -617,6 +630,41 @@ async fn sockets_that_send_nothing_or_part_of_a_connect_are_closed_while_collars
         handle.open_sockets() == 1
     })
     .await;
+    publish_qos1(&client, &mut events, "trackers/rex/telemetry")
+        .await
+        .unwrap();
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_address_cannot_hold_more_than_its_share_of_handshakes() {
+    let mut c = config();
+    c.max_handshakes_per_ip = 10;
+    c.handshake_timeout = Duration::from_secs(60);
+    let (handle, _rec) = start(c).await;
+    let addr = handle.tcp_addr().unwrap();
+    let (closed_tx, mut closed_rx) = tokio::sync::mpsc::unbounded_channel();
+    for _ in 0..30 {
+        let mut socket = connect_from(IDLE_HOST, addr).await;
+        let closed_tx = closed_tx.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 16];
+            // Holds the socket open until the server closes it.
+            let _ = socket.read(&mut buf).await;
+            let _ = closed_tx.send(());
+        });
+    }
+    // Twenty are closed at once, long before the minute-long handshake timeout.
+    for closed in 0..20 {
+        tokio::time::timeout(Duration::from_secs(10), closed_rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {closed} sockets past the per-address limit closed"));
+    }
+    wait_until("ten handshakes are held", || handle.open_sockets() == 10).await;
+    // Collars from other addresses are not held up by them.
+    let (client, mut events) = connect(options(&handle, "rex", Some(SECRET)))
+        .await
+        .unwrap();
     publish_qos1(&client, &mut events, "trackers/rex/telemetry")
         .await
         .unwrap();

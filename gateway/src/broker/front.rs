@@ -8,9 +8,10 @@
 //! The cost is two more file descriptors per connection (this side of the hop and rmqtt's) and a
 //! copy; see docs/decisions/0002-mqtt-front-door.md.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -28,7 +29,7 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use crate::shutdown::Shutdown;
 
 /// Sockets the front door closed before they reached the broker, by reason (`max_connections`,
-/// `handshake_timeout`, `bad_connect`, `handshake_failed`).
+/// `handshakes_per_ip`, `handshake_timeout`, `bad_connect`, `handshake_failed`).
 pub const METRIC_SOCKETS_CLOSED: &str = "pettracker_mqtt_sockets_closed_total";
 
 /// Bytes read or written in one go on each side of the hop. A collar's message is a few hundred
@@ -51,30 +52,69 @@ pub(super) struct Door {
     pub max_connections: usize,
     pub handshake_timeout: Duration,
     pub max_packet_size: u32,
+    /// Sockets one address may have between accept and a complete CONNECT: one host cannot hold
+    /// the whole connection cap with sockets that never finish (collars behind one carrier NAT
+    /// each handshake for milliseconds, so they rarely overlap by many).
+    pub max_handshakes_per_ip: usize,
+    handshakes: Mutex<HashMap<IpAddr, usize>>,
     pub shutdown: Shutdown,
-    /// When the cap was last logged (ms since start), so a flood logs once every few seconds.
-    last_cap_warning: AtomicI64,
+    /// When a limit was last logged (ms since start), so a flood logs once every few seconds.
+    last_warning: AtomicI64,
     started: Instant,
 }
 
+/// One socket's place among its address's handshakes; dropping it (CONNECT complete, or the
+/// socket closed) gives the place back.
+pub(super) struct Handshake {
+    door: Arc<Door>,
+    ip: IpAddr,
+}
+
+impl Drop for Handshake {
+    fn drop(&mut self) {
+        if let Ok(mut handshakes) = self.door.handshakes.lock()
+            && let Some(count) = handshakes.get_mut(&self.ip)
+        {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                handshakes.remove(&self.ip);
+            }
+        }
+    }
+}
+
 impl Door {
-    pub fn new(
-        upstream: SocketAddr,
-        max_connections: usize,
-        handshake_timeout: Duration,
-        max_packet_size: u32,
-        shutdown: Shutdown,
-    ) -> Self {
+    pub fn new(upstream: SocketAddr, config: &super::BrokerConfig, shutdown: Shutdown) -> Self {
         Self {
             upstream,
-            slots: Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS))),
-            max_connections,
-            handshake_timeout,
-            max_packet_size,
+            slots: Arc::new(Semaphore::new(
+                config.max_connections.min(Semaphore::MAX_PERMITS),
+            )),
+            max_connections: config.max_connections,
+            // An hour is far beyond any sensible setting, and keeps `now + timeout` from overflowing.
+            handshake_timeout: config.handshake_timeout.min(Duration::from_secs(3600)),
+            max_packet_size: config.max_packet_size,
+            max_handshakes_per_ip: config.max_handshakes_per_ip,
+            handshakes: Mutex::new(HashMap::new()),
             shutdown,
-            last_cap_warning: AtomicI64::new(i64::MIN),
+            last_warning: AtomicI64::new(i64::MIN),
             started: Instant::now(),
         }
+    }
+
+    /// A place among `ip`'s handshakes, or `None` if it has its fill.
+    fn begin_handshake(self: &Arc<Self>, ip: IpAddr) -> Option<Handshake> {
+        let ip = ip.to_canonical();
+        let mut handshakes = self.handshakes.lock().ok()?;
+        let count = handshakes.entry(ip).or_insert(0);
+        if *count >= self.max_handshakes_per_ip {
+            return None;
+        }
+        *count += 1;
+        Some(Handshake {
+            door: self.clone(),
+            ip,
+        })
     }
 
     /// Sockets open right now, handshaking or connected.
@@ -84,17 +124,15 @@ impl Door {
             .saturating_sub(self.slots.available_permits())
     }
 
-    fn warn_cap(&self, peer: SocketAddr) {
+    /// Whether to log a refusal now: at most once every 10 s, whatever the flood.
+    fn may_warn(&self) -> bool {
         let now = i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX);
-        let last = self.last_cap_warning.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= 10_000
+        let last = self.last_warning.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= 10_000
             && self
-                .last_cap_warning
+                .last_warning
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
-        {
-            tracing::warn!(%peer, max_connections = self.max_connections, "MQTT connection refused: mqtt.max_connections sockets are open (logged at most every 10 s; counted in pettracker_mqtt_sockets_closed_total)");
-        }
     }
 }
 
@@ -141,8 +179,16 @@ pub(super) async fn accept_loop(listener: TcpListener, transport: Transport, doo
         };
         let Ok(slot) = door.slots.clone().try_acquire_owned() else {
             metrics::counter!(METRIC_SOCKETS_CLOSED, "reason" => "max_connections").increment(1);
-            door.warn_cap(peer);
-            drop(socket);
+            if door.may_warn() {
+                tracing::warn!(%peer, max_connections = door.max_connections, "MQTT connection refused: mqtt.max_connections sockets are open (logged at most every 10 s; counted in pettracker_mqtt_sockets_closed_total)");
+            }
+            continue;
+        };
+        let Some(handshake) = door.begin_handshake(peer.ip()) else {
+            metrics::counter!(METRIC_SOCKETS_CLOSED, "reason" => "handshakes_per_ip").increment(1);
+            if door.may_warn() {
+                tracing::warn!(%peer, max_handshakes_per_ip = door.max_handshakes_per_ip, "MQTT connection refused: this address has mqtt.max_handshakes_per_ip sockets without a complete CONNECT (logged at most every 10 s; counted in pettracker_mqtt_sockets_closed_total)");
+            }
             continue;
         };
         let _ = socket.set_nodelay(true);
@@ -151,7 +197,7 @@ pub(super) async fn accept_loop(listener: TcpListener, transport: Transport, doo
             socket,
             peer,
             transport.clone(),
-            slot,
+            (slot, handshake),
         ));
     }
 }
@@ -176,13 +222,13 @@ async fn connection(
     socket: TcpStream,
     peer: SocketAddr,
     transport: Transport,
-    _slot: OwnedSemaphorePermit,
+    (_slot, handshake): (OwnedSemaphorePermit, Handshake),
 ) {
     let mut shutdown = door.shutdown.clone();
     let deadline = Instant::now() + door.handshake_timeout;
     let outcome = tokio::select! {
         _ = shutdown.recv() => return,
-        outcome = serve(&door, socket, transport, deadline) => outcome,
+        outcome = serve(&door, socket, transport, deadline, handshake) => outcome,
     };
     let reason = match &outcome {
         Ok(()) | Err(Closed::Io(_)) | Err(Closed::Eof) => None,
@@ -203,15 +249,16 @@ async fn serve(
     socket: TcpStream,
     transport: Transport,
     deadline: Instant,
+    handshake: Handshake,
 ) -> Result<(), Closed> {
     match transport {
-        Transport::Tcp => relay(door, socket, deadline).await,
+        Transport::Tcp => relay(door, socket, deadline, handshake).await,
         Transport::Tls(acceptor) => {
             let tls = timeout_at(deadline, acceptor.accept(socket))
                 .await
                 .map_err(|_| Closed::Timeout)?
                 .map_err(|e| Closed::Handshake(e.to_string()))?;
-            relay(door, tls, deadline).await
+            relay(door, tls, deadline, handshake).await
         }
         Transport::Ws => {
             let ws = timeout_at(
@@ -221,7 +268,7 @@ async fn serve(
             .await
             .map_err(|_| Closed::Timeout)?
             .map_err(|e| Closed::Handshake(e.to_string()))?;
-            relay_ws(door, ws, deadline).await
+            relay_ws(door, ws, deadline, handshake).await
         }
     }
 }
@@ -294,9 +341,11 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
     door: &Door,
     mut client: S,
     deadline: Instant,
+    handshake: Handshake,
 ) -> Result<(), Closed> {
     let mut first = BytesMut::with_capacity(512);
     read_connect(&mut client, &mut first, door.max_packet_size, deadline).await?;
+    drop(handshake);
     let mut upstream = connect_upstream(door, deadline).await?;
     upstream.write_all(&first).await?;
     drop(first);
@@ -333,6 +382,7 @@ async fn relay_ws<S: AsyncRead + AsyncWrite + Unpin>(
     door: &Door,
     ws: WebSocketStream<S>,
     deadline: Instant,
+    handshake: Handshake,
 ) -> Result<(), Closed> {
     let (mut ws_tx, mut ws_rx) = ws.split();
     let mut first = BytesMut::with_capacity(512);
@@ -353,6 +403,7 @@ async fn relay_ws<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     }
+    drop(handshake);
     let upstream = connect_upstream(door, deadline).await?;
     let (mut upstream_rx, mut upstream_tx) = upstream.into_split();
     upstream_tx.write_all(&first).await?;

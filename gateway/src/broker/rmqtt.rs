@@ -158,13 +158,7 @@ pub async fn start(
     });
 
     let (stop, stopped) = crate::shutdown::channel();
-    let door = Arc::new(front::Door::new(
-        upstream,
-        config.max_connections,
-        config.handshake_timeout,
-        config.max_packet_size,
-        stopped,
-    ));
+    let door = Arc::new(front::Door::new(upstream, &config, stopped));
     let mut accept_tasks = Vec::new();
     let addr_of =
         |l: &tokio::net::TcpListener, configured: SocketAddr| l.local_addr().unwrap_or(configured);
@@ -193,7 +187,7 @@ pub async fn start(
             door.clone(),
         )));
     }
-    tracing::info!(tcp = ?tcp_addr, tls = ?tls_addr, ws = ?ws_addr, open = config.open, max_connections = config.max_connections, handshake_timeout = ?config.handshake_timeout, "MQTT broker listening");
+    tracing::info!(tcp = ?tcp_addr, tls = ?tls_addr, ws = ?ws_addr, open = config.open, max_connections = config.max_connections, max_handshakes_per_ip = config.max_handshakes_per_ip, handshake_timeout = ?config.handshake_timeout, "MQTT broker listening");
     Ok(BrokerHandle {
         scx,
         state,
