@@ -131,8 +131,9 @@ pub struct MqttConfig {
     pub max_packet_size: u32,
     /// From TCP accept to a complete CONNECT; sockets that take longer are closed.
     pub handshake_timeout_ms: u64,
-    /// Sockets one address may have before their CONNECT is complete.
-    pub max_handshakes_per_ip: usize,
+    /// Sockets one address may have before their CONNECT is complete. Unset: a quarter of
+    /// `max_connections`.
+    pub max_handshakes_per_ip: Option<usize>,
 }
 
 impl Default for MqttConfig {
@@ -147,7 +148,7 @@ impl Default for MqttConfig {
             max_connections: 200_000,
             max_packet_size: 512 * 1024,
             handshake_timeout_ms: 10_000,
-            max_handshakes_per_ip: gateway::broker::DEFAULT_MAX_HANDSHAKES_PER_IP,
+            max_handshakes_per_ip: None,
         }
     }
 }
@@ -402,7 +403,7 @@ pub const KEYS: &[(&str, Kind, &str)] = &[
     ("mqtt.max_connections", Kind::Int, "most simultaneous device connections"),
     ("mqtt.max_packet_size", Kind::Int, "largest MQTT packet in bytes"),
     ("mqtt.handshake_timeout_ms", Kind::Int, "time from TCP accept to a complete CONNECT (TLS and WebSocket handshakes included) before the socket is closed"),
-    ("mqtt.max_handshakes_per_ip", Kind::Int, "sockets one client address may have open before their CONNECT is complete (more are closed at once)"),
+    ("mqtt.max_handshakes_per_ip", Kind::Int, "sockets one client address may have open before their CONNECT is complete (more are closed at once; unset: a quarter of mqtt.max_connections)"),
     ("database.url", Kind::Secret, "PostgreSQL URL; unset runs a private cluster"),
     ("database.data_dir", Kind::Str, "directory of the private cluster"),
     ("database.pool_size", Kind::Int, "database connections"),
@@ -662,7 +663,7 @@ impl Config {
             ),
             (
                 "mqtt.max_handshakes_per_ip",
-                self.mqtt.max_handshakes_per_ip,
+                self.mqtt.max_handshakes_per_ip.unwrap_or(1),
             ),
         ] {
             if value == 0 {

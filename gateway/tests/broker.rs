@@ -639,7 +639,7 @@ async fn sockets_that_send_nothing_or_part_of_a_connect_are_closed_while_collars
 #[tokio::test]
 async fn one_address_cannot_hold_more_than_its_share_of_handshakes() {
     let mut c = config();
-    c.max_handshakes_per_ip = 10;
+    c.max_handshakes_per_ip = Some(10);
     c.handshake_timeout = Duration::from_secs(60);
     let (handle, _rec) = start(c).await;
     let addr = handle.tcp_addr().unwrap();

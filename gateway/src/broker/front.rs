@@ -40,8 +40,9 @@ const RELAY_BUFFER: usize = 4 * 1024;
 /// After a collar has closed its side, how long rmqtt may take to finish (it closes on EOF).
 const LINGER: Duration = Duration::from_secs(5);
 
-/// Connections waiting for `accept` in the kernel.
-const BACKLOG: u32 = 1024;
+/// Connections waiting for `accept` in the kernel: a fleet reconnecting at once after an outage
+/// arrives in a burst (Linux caps it at `net.core.somaxconn`, 4,096 by default).
+pub(super) const BACKLOG: u32 = 4096;
 
 /// What the accept loops and connection tasks share.
 pub(super) struct Door {
@@ -53,8 +54,7 @@ pub(super) struct Door {
     pub handshake_timeout: Duration,
     pub max_packet_size: u32,
     /// Sockets one address may have between accept and a complete CONNECT: one host cannot hold
-    /// the whole connection cap with sockets that never finish (collars behind one carrier NAT
-    /// each handshake for milliseconds, so they rarely overlap by many).
+    /// the whole connection cap with sockets that never finish.
     pub max_handshakes_per_ip: usize,
     handshakes: Mutex<HashMap<IpAddr, usize>>,
     pub shutdown: Shutdown,
@@ -94,7 +94,13 @@ impl Door {
             // An hour is far beyond any sensible setting, and keeps `now + timeout` from overflowing.
             handshake_timeout: config.handshake_timeout.min(Duration::from_secs(3600)),
             max_packet_size: config.max_packet_size,
-            max_handshakes_per_ip: config.max_handshakes_per_ip,
+            // A quarter of the cap unless configured: one host then never holds more than that
+            // with idle sockets, while collars behind one carrier NAT, which all reconnect at
+            // once after an outage, are rarely refused (and retry with backoff when they are).
+            max_handshakes_per_ip: config
+                .max_handshakes_per_ip
+                .unwrap_or(config.max_connections / 4)
+                .max(1),
             handshakes: Mutex::new(HashMap::new()),
             shutdown,
             last_warning: AtomicI64::new(i64::MIN),
@@ -169,7 +175,9 @@ pub(super) async fn accept_loop(listener: TcpListener, transport: Transport, doo
                 Err(err) => {
                     // Out of file descriptors (the cap is above what the limit allows) or a
                     // connection reset while queued: wait a little instead of spinning.
-                    tracing::warn!(%err, "MQTT accept failed");
+                    if door.may_warn() {
+                        tracing::warn!(%err, "MQTT accept failed (logged at most every 10 s)");
+                    }
                     tokio::select! {
                         _ = shutdown.recv() => return,
                         _ = tokio::time::sleep(Duration::from_millis(100)) => continue,

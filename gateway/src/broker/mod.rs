@@ -67,8 +67,9 @@ pub struct BrokerConfig {
     /// included). A socket that sends nothing, or only part of a CONNECT, is closed after it.
     pub handshake_timeout: Duration,
     /// Sockets one client address may have open before their CONNECT is complete; more are
-    /// closed at once, so one host cannot fill `max_connections` with idle sockets.
-    pub max_handshakes_per_ip: usize,
+    /// closed at once, so one host cannot fill `max_connections` with idle sockets. `None`: a
+    /// quarter of `max_connections`.
+    pub max_handshakes_per_ip: Option<usize>,
 }
 
 impl Default for BrokerConfig {
@@ -82,15 +83,10 @@ impl Default for BrokerConfig {
             max_packet_size: 512 * 1024,
             max_connections: 200_000,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
-            max_handshakes_per_ip: DEFAULT_MAX_HANDSHAKES_PER_IP,
+            max_handshakes_per_ip: None,
         }
     }
 }
-
-/// Collars behind one carrier NAT share an address, but each handshake takes milliseconds to a
-/// few seconds, so even a mass reconnect rarely has this many at once from one address (and a
-/// refused collar retries with backoff).
-pub const DEFAULT_MAX_HANDSHAKES_PER_IP: usize = 64;
 
 /// From TCP accept to a complete CONNECT. A collar on a slow cellular link needs a few seconds
 /// for TCP, TLS and CONNECT together; much longer only lets idle sockets hold slots.

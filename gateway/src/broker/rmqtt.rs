@@ -122,6 +122,7 @@ pub async fn start(
         // clients without a username, and with it the will checks and the takeover wait.
         .allow_anonymous(false)
         .reuseaddr(Some(true))
+        .backlog(front::BACKLOG as i32)
         .nodelay(true)
         .max_connections(config.max_connections)
         .max_packet_size(config.max_packet_size)
@@ -187,7 +188,7 @@ pub async fn start(
             door.clone(),
         )));
     }
-    tracing::info!(tcp = ?tcp_addr, tls = ?tls_addr, ws = ?ws_addr, open = config.open, max_connections = config.max_connections, max_handshakes_per_ip = config.max_handshakes_per_ip, handshake_timeout = ?config.handshake_timeout, "MQTT broker listening");
+    tracing::info!(tcp = ?tcp_addr, tls = ?tls_addr, ws = ?ws_addr, open = config.open, max_connections = config.max_connections, max_handshakes_per_ip = door.max_handshakes_per_ip, handshake_timeout = ?config.handshake_timeout, "MQTT broker listening");
     Ok(BrokerHandle {
         scx,
         state,
