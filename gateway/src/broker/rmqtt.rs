@@ -292,6 +292,7 @@ impl BrokerHandle {
     pub fn open_sockets(&self) -> usize {
         self.door.open_sockets()
     }
+
     /// Publishes from the server to whoever subscribed to `topic` (a collar's downlink topics).
     /// A collar that is not subscribed right now does not get it; persistent sessions queue it.
     pub async fn publish(&self, topic: &str, payload: Bytes, qos: u8) -> Result<(), BrokerError> {
@@ -541,9 +542,11 @@ impl Handler for Hooks {
                     Some(HookResult::AuthResult(AuthResult::Allow(false, None))),
                 ),
                 Err(refusal) => {
-                    metrics::counter!(METRIC_AUTH_FAILED).increment(1);
                     let (result, why) = match refusal {
-                        Refusal::BadCredentials(why) => (AuthResult::BadUsernameOrPassword, why),
+                        Refusal::BadCredentials(why) => {
+                            metrics::counter!(METRIC_AUTH_FAILED).increment(1);
+                            (AuthResult::BadUsernameOrPassword, why)
+                        }
                         Refusal::NotAuthorized(why) => (AuthResult::NotAuthorized, why),
                     };
                     tracing::info!(client_id = %ci.client_id(), why, "MQTT connection refused");
