@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use gateway::protocol::TrackerId;
-use gateway::testing::fresh_database;
+use gateway::testing::{closed_by_server, fresh_database};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use secrecy::ExposeSecret;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -82,16 +82,6 @@ fn serve(database_url: &str, spool: &std::path::Path) -> (Server, String, String
             let mqtt = mqtt.trim_start_matches("Some(").trim_end_matches(')');
             return (server, http, mqtt.to_owned());
         }
-    }
-}
-
-/// Waits until the server closes `socket` without sending a byte; `Err` otherwise (10 s).
-async fn closed_by_server(socket: &mut TcpStream) -> Result<(), String> {
-    let mut buf = [0u8; 64];
-    match tokio::time::timeout(Duration::from_secs(10), socket.read(&mut buf)).await {
-        Ok(Ok(0)) | Ok(Err(_)) => Ok(()),
-        Ok(Ok(n)) => Err(format!("the server answered {:02x?}", &buf[..n])),
-        Err(_) => Err("still open after 10 s".into()),
     }
 }
 

@@ -365,22 +365,29 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
     let to_broker = async {
         let copied = tokio::io::copy_buf(&mut client_rx, &mut upstream_tx).await;
         let _ = upstream_tx.shutdown().await;
-        copied
+        copied.map(drop)
     };
     let to_client = async {
         let copied = tokio::io::copy_buf(&mut upstream_rx, &mut client_tx).await;
         let _ = client_tx.shutdown().await;
-        copied
+        copied.map(drop)
     };
+    both_ways(to_broker, to_client).await
+}
+
+/// Relays until the connection is over. When the broker closes (DISCONNECT, kick, refused
+/// CONNACK), it is: the client's side is dropped too, so a client that ignores the close cannot
+/// keep the socket. When the client closes first, the broker gets the EOF and a moment to finish.
+async fn both_ways(
+    to_broker: impl Future<Output = std::io::Result<()>>,
+    to_client: impl Future<Output = std::io::Result<()>>,
+) -> Result<(), Closed> {
     tokio::pin!(to_broker, to_client);
-    // When the broker closes (DISCONNECT, kick, refused CONNACK), the connection is over: the
-    // client's side is dropped too, so a client that ignores the close cannot keep the socket.
-    // When the client closes first, the broker gets the EOF and a moment to finish.
     tokio::select! {
-        done = &mut to_client => { done?; }
+        done = &mut to_client => done?,
         done = &mut to_broker => {
             let _ = timeout(LINGER, &mut to_client).await;
-            done?;
+            done?
         }
     }
     Ok(())
@@ -443,15 +450,7 @@ async fn relay_ws<S: AsyncRead + AsyncWrite + Unpin>(
         let _ = ws_tx.close().await;
         Ok::<(), std::io::Error>(())
     };
-    tokio::pin!(to_broker, to_client);
-    tokio::select! {
-        done = &mut to_client => { done?; }
-        done = &mut to_broker => {
-            let _ = timeout(LINGER, &mut to_client).await;
-            done?;
-        }
-    }
-    Ok(())
+    both_ways(to_broker, to_client).await
 }
 
 /// Whether `buf` starts with a complete CONNECT: its length if so, `None` if more bytes are
