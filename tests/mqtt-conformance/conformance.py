@@ -12,8 +12,11 @@ Each check gives pass, fail (with the reason) or n/a (the broker announces it do
 feature, e.g. CONNACK Retain Available = 0). Nothing sleeps and then concludes "nothing
 happened": absence is shown by a later sentinel message arriving first.
 
-Usage: conformance.py --broker NAME=HOST:PORT [...] [--json FILE] [--require NAME] [--only TEXT]
-With --require NAME the exit status is 1 if NAME fails a check not listed in DEVIATIONS.
+Usage: conformance.py --broker NAME=HOST:PORT [...] [--credentials NAME=SECRET] [--json FILE]
+                      [--require NAME ...] [--only TEXT]
+With --require NAME the exit status is 1 if NAME fails a check not listed in DEVIATIONS. A broker
+with --credentials gets client id = username and SECRET from every client, and only the checks
+that stay within pettracker's device contract (marked device=True).
 """
 
 import argparse
@@ -31,6 +34,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 WAIT = 5.0  # seconds to wait for an expected event
+
+# The password every client sends to a broker run with --credentials (client id = username, as
+# pettracker's device contract has it); None for open brokers.
+SECRET = None
 
 # Where pettracker's broker differs from the MQTT specification's full feature set on purpose
 # (docs/protocol.md): it keeps no retained messages, so an MQTT 3.1.1 client (which cannot be
@@ -69,12 +76,14 @@ class Client:
         if not v5:
             kwargs["clean_session"] = clean
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, **kwargs)
+        if SECRET is not None:
+            self.c.username_pw_set(self.client_id, SECRET)
         self.clean = clean
         self.keepalive = keepalive
         self.connect_props = connect_props
         if will:
             topic, payload, qos, retain = will
-            self.c.will_set(topic, payload, qos, retain)
+            self.c.will_set(topic.format(id=self.client_id), payload, qos, retain)
         self.c.on_connect = lambda c, u, flags, rc, props: self.events.put(
             ("connack", rc, props, flags))
         self.c.on_disconnect = lambda c, u, flags, rc, props: self.events.put(("disconnect", rc))
@@ -262,9 +271,12 @@ def closed_without_answer(sock, timeout):
 CHECKS = []
 
 
-def check(name):
+def check(name, device=False):
+    """Registers a check. device=True: it stays within pettracker's device contract (a client
+    publishes only on its own trackers/{id}/... topics and subscribes to nothing), so it runs
+    against brokers with credentials too."""
     def register(fn):
-        CHECKS.append((name, fn))
+        CHECKS.append((name, fn, device))
         return fn
     return register
 
@@ -273,7 +285,7 @@ CAP = 30  # mqtt.max_connections / max_connections each broker is started with (
 
 
 # First, on a fresh broker: sockets of earlier checks may still be closing and hold slots.
-@check(f"connection cap: with max_connections {CAP}, connection {CAP + 1} is refused")
+@check(f"connection cap: with max_connections {CAP}, connection {CAP + 1} is refused", device=True)
 def c_cap(port):
     clients = []
     try:
@@ -327,13 +339,13 @@ def c_pubsub_v5(port):
     pubsub(port, True, [0, 1, 2])
 
 
-@check("QoS 2 publish handled as CONNACK's Maximum QoS says (5)")
+@check("QoS 2 publish handled as CONNACK's Maximum QoS says (5)", device=True)
 def c_qos2_per_connack(port):
-    t = f"conf/{uid()}/qos2"
+    pub = Client(port)
+    t = f"trackers/{pub.client_id}/telemetry"
     sub = Client(port)
     sub.connect()
     sub.subscribe([(t, 2)])
-    pub = Client(port)
     connack = pub.connect()
     pub.c.publish(t, b"two", 2)
     if max_qos(connack) < 2:
@@ -598,12 +610,11 @@ def c_no_will_on_disconnect(port):
         raise Fail(f"subscriber got {[m.payload for m in got]} first")
 
 
-@check("a retained will is treated alike on 3.1.1 and 5")
+@check("a retained will is treated alike on 3.1.1 and 5", device=True)
 def c_retained_will_consistent(port):
-    t = f"conf/{uid()}/rwill"
     outcomes = []
     for v5 in (False, True):
-        c = Client(port, v5=v5, will=(t, b"gone", 1, True))
+        c = Client(port, v5=v5, will=("trackers/{id}/online", b"gone", 1, True))
         rc = c.connect(expect_success=False)[0]
         accepted = not isinstance(rc, str) and not rc.is_failure
         outcomes.append(accepted)
@@ -613,12 +624,12 @@ def c_retained_will_consistent(port):
         raise Fail(f"accepted on 3.1.1: {outcomes[0]}, on 5: {outcomes[1]}")
 
 
-@check("a will above CONNACK's Maximum QoS is refused (5)")
+@check("a will above CONNACK's Maximum QoS is refused (5)", device=True)
 def c_will_qos(port):
     probe = Client(port)
     connack = probe.connect()
     probe.disconnect()
-    c = Client(port, will=(f"conf/{uid()}/w2", b"x", 2, False))
+    c = Client(port, will=("trackers/{id}/online", b"x", 2, False))
     rc = c.connect(expect_success=False)[0]
     accepted = not isinstance(rc, str) and not rc.is_failure
     if accepted:
@@ -629,12 +640,12 @@ def c_will_qos(port):
         raise Fail(f"QoS 2 will refused: {rc}")
 
 
-@check("disconnect and reconnect at once with the same client id, 100 times (3.1.1)")
+@check("disconnect and reconnect at once with the same client id, 100 times (3.1.1)", device=True)
 def c_reconnect_v3(port):
     reconnect_rounds(port, False)
 
 
-@check("disconnect and reconnect at once with the same client id, 100 times (5)")
+@check("disconnect and reconnect at once with the same client id, 100 times (5)", device=True)
 def c_reconnect_v5(port):
     reconnect_rounds(port, True)
 
@@ -652,7 +663,7 @@ def reconnect_rounds(port, v5):
         raise Fail(f"{len(refused)} of 100 refused, first {refused[0]}")
 
 
-@check("CONNECT with the reserved flag set: closed without CONNACK")
+@check("CONNECT with the reserved flag set: closed without CONNACK", device=True)
 def c_reserved_flag(port):
     s = socket.create_connection(("127.0.0.1", port))
     s.sendall(raw_connect_packet("rf-" + uid(), flags=0x03))
@@ -702,9 +713,15 @@ def c_silent(port):
         raise Fail(f"{open_} of {SILENT} still open after {SILENT_WAIT:.0f} s")
 
 
-def run(name, port):
+def run(name, port, secret):
+    global SECRET
+    SECRET = secret
     results = []
-    for check_name, fn in CHECKS:
+    for check_name, fn, device in CHECKS:
+        if secret is not None and not device:
+            results.append({"check": check_name, "outcome": "-", "why": "outside the device contract",
+                            "seconds": 0})
+            continue
         started = time.monotonic()
         try:
             fn(port)
@@ -725,7 +742,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--broker", action="append", required=True, help="NAME=HOST:PORT")
     ap.add_argument("--json", help="write the results here")
-    ap.add_argument("--require", help="exit 1 if this broker fails a check not in DEVIATIONS")
+    ap.add_argument("--require", action="append", default=[],
+                    help="exit 1 if this broker fails a check not in DEVIATIONS")
+    ap.add_argument("--credentials", action="append", default=[], help="NAME=SECRET: this broker "
+                    "wants client id = username and this password; only device checks run")
     ap.add_argument("--only", help="run only the checks whose name contains this")
     args = ap.parse_args()
     if args.only:
@@ -734,33 +754,36 @@ def main():
     for b in args.broker:
         name, addr = b.split("=", 1)
         brokers.append((name, int(addr.rsplit(":", 1)[1])))
+    secrets = dict(c.split("=", 1) for c in args.credentials)
     all_results = {}
     for name, port in brokers:
         print(f"== {name} (port {port})", flush=True)
-        all_results[name] = run(name, port)
+        all_results[name] = run(name, port, secrets.get(name))
     print()
     header = "| check | " + " | ".join(n for n, _ in brokers) + " |"
     print(header)
     print("|" + "---|" * (len(brokers) + 1))
-    for i, (check_name, _) in enumerate(CHECKS):
+    for i, (check_name, _, _) in enumerate(CHECKS):
         print(f"| {check_name} | " + " | ".join(all_results[n][i]["outcome"] for n, _ in brokers) + " |")
     summary = {}
     for n, _ in brokers:
         counts = {k: sum(1 for r in all_results[n] if r["outcome"] == k) for k in ("pass", "fail", "n/a")}
-        summary[n] = counts
-        print(f"{n}: {counts['pass']} passed, {counts['fail']} failed, {counts['n/a']} n/a of {len(CHECKS)}")
+        ran = sum(counts.values())
+        summary[n] = dict(counts, checks=ran)
+        print(f"{n}: {counts['pass']} passed, {counts['fail']} failed, {counts['n/a']} n/a of {ran}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"paho_mqtt": mqtt.__version__ if hasattr(mqtt, "__version__") else None,
                        "checks": len(CHECKS), "summary": summary, "results": all_results}, f, indent=1)
-    if args.require:
-        allowed = DEVIATIONS.get(args.require, {})
-        bad = [r for r in all_results[args.require]
+    status = 0
+    for required in args.require:
+        allowed = DEVIATIONS.get(required, {})
+        bad = [r for r in all_results[required]
                if r["outcome"] == "fail" and r["check"] not in allowed]
         if bad:
-            print(f"{args.require} failed: " + "; ".join(f"{r['check']} ({r['why']})" for r in bad))
-            return 1
-    return 0
+            print(f"{required} failed: " + "; ".join(f"{r['check']} ({r['why']})" for r in bad))
+            status = 1
+    return status
 
 
 if __name__ == "__main__":
