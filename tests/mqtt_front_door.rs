@@ -10,7 +10,7 @@ use gateway::protocol::TrackerId;
 use gateway::testing::{closed_by_server, fresh_database};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use secrecy::ExposeSecret;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// The child's open-file limit: the one a service manager often leaves, and the one the issue's
