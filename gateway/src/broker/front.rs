@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -61,6 +61,8 @@ pub(super) struct Door {
     /// When a limit was last logged (ms since start), so a flood logs once every few seconds.
     last_warning: AtomicI64,
     started: Instant,
+    /// Which loopback address the next hop connection comes from.
+    next_source: AtomicU32,
 }
 
 /// One socket's place among its address's handshakes; dropping it (CONNECT complete, or the
@@ -105,6 +107,7 @@ impl Door {
             shutdown,
             last_warning: AtomicI64::new(i64::MIN),
             started: Instant::now(),
+            next_source: AtomicU32::new(0),
         }
     }
 
@@ -337,8 +340,21 @@ async fn read_connect<S: AsyncRead + Unpin>(
     Ok(())
 }
 
+/// Loopback addresses the hop's connections come from, in turn. Connections from one address to
+/// rmqtt's one port can use each ephemeral port once, which would cap the relayed connections
+/// at the ephemeral range (28,232 by Linux's default); Linux answers on all of 127.0.0.0/8.
+const HOP_SOURCES: u8 = 16;
+
 async fn connect_upstream(door: &Door, deadline: Instant) -> Result<TcpStream, Closed> {
-    let upstream = timeout_at(deadline, TcpStream::connect(door.upstream))
+    let turn = door.next_source.fetch_add(1, Ordering::Relaxed) % u32::from(HOP_SOURCES);
+    let source = SocketAddr::from(([127, 0, 0, 1 + turn as u8], 0));
+    let socket = TcpSocket::new_v4()?;
+    // Where only 127.0.0.1 exists (not Linux), the kernel picks the source.
+    let socket = match socket.bind(source) {
+        Ok(()) => socket,
+        Err(_) => TcpSocket::new_v4()?,
+    };
+    let upstream = timeout_at(deadline, socket.connect(door.upstream))
         .await
         .map_err(|_| Closed::Timeout)??;
     upstream.set_nodelay(true)?;
