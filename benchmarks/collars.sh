@@ -25,15 +25,17 @@ if [ -n "$range" ] && [ "$range" != "1024 65535" ] && sysctl -q -w net.ipv4.ip_l
   bench_undo+=("sysctl -q -w net.ipv4.ip_local_port_range='$range'")
 fi
 
-# Every collar is a socket in the server and one in the load generator, and a process may hold
-# only as many as its hard open-file limit (`ulimit -Hn`; raising it needs CAP_SYS_RESOURCE). The
-# server keeps 512 descriptors for everything else and caps mqtt.max_connections to fit (the load
-# generator needs fewer), so a run asks for no more collars than the server can hold, and says so.
+# Every collar is three descriptors in the server (its socket and both ends of the loopback hop
+# from the MQTT front door to rmqtt, docs/decisions/0002-mqtt-front-door.md) and one in the load
+# generator, and a process may hold only as many as its hard open-file limit (`ulimit -Hn`;
+# raising it needs CAP_SYS_RESOURCE). The server keeps 512 descriptors for everything else and
+# caps mqtt.max_connections to fit, so a run asks for no more collars than the server can hold,
+# and says so.
 fd_limit=$(ulimit -Hn)
 [ "$fd_limit" = unlimited ] && fd_limit=1048576
 requested=$n
-if [ "$n" -gt $((fd_limit - 512)) ]; then
-  n=$((fd_limit - 512))
+if [ "$n" -gt $(((fd_limit - 512) / 3)) ]; then
+  n=$(((fd_limit - 512) / 3))
   log "the open-file limit is $fd_limit per process: running $n collars instead of $requested"
 fi
 [ "$n" -gt 0 ] || { log "an open-file limit of $fd_limit leaves no room for collars"; exit 1; }

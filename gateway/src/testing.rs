@@ -311,3 +311,15 @@ pub fn dedicated_cluster(label: &str) -> DedicatedCluster {
         .unwrap_or_else(|e| panic!("cannot start a dedicated PostgreSQL: {e}"));
     DedicatedCluster(Some(pg), root)
 }
+
+/// Waits until the server closes `socket` without sending a byte: a read ends (EOF or reset).
+/// `Err` if the server answered instead, or kept the socket open for 10 s.
+pub async fn closed_by_server(socket: &mut tokio::net::TcpStream) -> Result<(), String> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(std::time::Duration::from_secs(10), socket.read(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => Ok(()),
+        Ok(Ok(n)) => Err(format!("the server answered {:02x?}", &buf[..n])),
+        Err(_) => Err("still open after 10 s".into()),
+    }
+}

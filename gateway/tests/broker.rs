@@ -10,10 +10,13 @@ use bytes::Bytes;
 use gateway::broker::{self, BrokerConfig, BrokerError, BrokerHandle, DeviceHooks, DevicePublish};
 use gateway::broker::{Refused, TlsListener};
 use gateway::protocol::TrackerId;
+use gateway::testing::closed_by_server;
 use rumqttc::{
     AsyncClient, ConnectReturnCode, Event, EventLoop, LastWill, MqttOptions, Packet, QoS,
     SubscribeReasonCode, TlsConfiguration, Transport,
 };
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
 const SECRET: &str = "s3cret-for-tests";
@@ -27,6 +30,8 @@ struct Recorder {
     refuse: AtomicBool,
     /// How long `accept_publish` takes, to prove PUBACK waits for it.
     delay: Mutex<Duration>,
+    /// How long `disconnected` takes (the pipeline's takes a database round trip).
+    disconnect_delay: Mutex<Duration>,
 }
 
 #[async_trait::async_trait]
@@ -57,6 +62,12 @@ impl DeviceHooks for Recorder {
     }
 
     async fn disconnected(&self, tracker: &TrackerId) {
+        let delay = *self.disconnect_delay.lock().await;
+        // Only when asked: even a zero sleep yields, and would record this event after a
+        // takeover's "connected" that the broker reported after it.
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         self.events
             .lock()
             .await
@@ -93,6 +104,7 @@ fn config() -> BrokerConfig {
         open: false,
         max_packet_size: 64 * 1024,
         max_connections: 1000,
+        ..BrokerConfig::default()
     }
 }
 
@@ -542,4 +554,330 @@ async fn collars_connect_over_websocket() {
     .unwrap();
     assert_eq!(rec.publishes.lock().await.len(), 1);
     handle.shutdown().await;
+}
+
+// Break-it checks (issue 15): what a hostile or merely unlucky client can do to the listener.
+
+/// Polls `cond` until it holds (the broker's tasks update what it reads), for up to 10 s.
+async fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    for _ in 0..400 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// Where the idle sockets of these tests come from: a loopback address other than the collars'
+/// 127.0.0.1, so the per-address handshake limit applies to them alone.
+const IDLE_HOST: [u8; 4] = [127, 0, 0, 2];
+
+async fn connect_from(source: [u8; 4], to: std::net::SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(std::net::SocketAddr::from((source, 0)))
+        .unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// An MQTT 3.1.1 CONNECT for client id "rex" with the given connect flags, no credentials.
+fn raw_connect(flags: u8) -> Vec<u8> {
+    vec![
+        0x10, 15, 0, 4, b'M', b'Q', b'T', b'T', 4, flags, 0, 60, 0, 3, b'r', b'e', b'x',
+    ]
+}
+
+#[tokio::test]
+async fn sockets_that_send_nothing_or_part_of_a_connect_are_closed_while_collars_get_in() {
+    let mut c = config();
+    c.handshake_timeout = Duration::from_secs(1);
+    let (handle, _rec) = start(c).await;
+    let addr = handle.tcp_addr().unwrap();
+    let mut idle = Vec::new();
+    for i in 0..200 {
+        // From another address than the collar's, whose handshakes they would otherwise crowd.
+        let mut socket = connect_from(IDLE_HOST, addr).await;
+        if i % 2 == 1 {
+            // The start of a CONNECT: fixed header, then the protocol name's first bytes.
+            socket.write_all(&raw_connect(0x02)[..5]).await.unwrap();
+        }
+        idle.push(socket);
+    }
+    // While they are open, a collar connects and is served.
+    let (client, mut events) = connect(options(&handle, "rex", Some(SECRET)))
+        .await
+        .unwrap();
+    publish_qos1(&client, &mut events, "trackers/rex/telemetry")
+        .await
+        .unwrap();
+    for (i, socket) in idle.iter_mut().enumerate() {
+        closed_by_server(socket)
+            .await
+            .unwrap_or_else(|e| panic!("idle socket {i}: {e}"));
+    }
+    wait_until("only the collar's socket is open", || {
+        handle.open_sockets() == 1
+    })
+    .await;
+    publish_qos1(&client, &mut events, "trackers/rex/telemetry")
+        .await
+        .unwrap();
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_address_cannot_hold_more_than_its_share_of_handshakes() {
+    let mut c = config();
+    c.max_handshakes_per_ip = Some(10);
+    c.handshake_timeout = Duration::from_secs(60);
+    let (handle, _rec) = start(c).await;
+    let addr = handle.tcp_addr().unwrap();
+    let (closed_tx, mut closed_rx) = tokio::sync::mpsc::unbounded_channel();
+    for _ in 0..30 {
+        let mut socket = connect_from(IDLE_HOST, addr).await;
+        let closed_tx = closed_tx.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 16];
+            // Holds the socket open until the server closes it.
+            let _ = socket.read(&mut buf).await;
+            let _ = closed_tx.send(());
+        });
+    }
+    // Twenty are closed at once, long before the minute-long handshake timeout.
+    for closed in 0..20 {
+        tokio::time::timeout(Duration::from_secs(10), closed_rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {closed} sockets past the per-address limit closed"));
+    }
+    wait_until("ten handshakes are held", || handle.open_sockets() == 10).await;
+    // Collars from other addresses are not held up by them.
+    let (client, mut events) = connect(options(&handle, "rex", Some(SECRET)))
+        .await
+        .unwrap();
+    publish_qos1(&client, &mut events, "trackers/rex/telemetry")
+        .await
+        .unwrap();
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_connection_cap_holds_for_collars_and_idle_sockets_alike() {
+    let mut c = config();
+    c.max_connections = 5;
+    let (handle, _rec) = start(c).await;
+    let mut collars = Vec::new();
+    for i in 0..5 {
+        let id = format!("collar-{i}");
+        collars.push(connect(options(&handle, &id, Some(SECRET))).await.unwrap());
+    }
+    assert!(
+        connect(options(&handle, "collar-5", Some(SECRET)))
+            .await
+            .is_err(),
+        "a sixth collar connected with mqtt.max_connections = 5"
+    );
+    let mut idle = TcpStream::connect(handle.tcp_addr().unwrap())
+        .await
+        .unwrap();
+    closed_by_server(&mut idle).await.unwrap();
+    assert_eq!(handle.connected_count(), 5);
+    // A slot frees up when a collar leaves.
+    drop(collars.pop());
+    wait_until("the leaving collar's slot is free", || {
+        handle.open_sockets() < 5
+    })
+    .await;
+    connect(options(&handle, "collar-5", Some(SECRET)))
+        .await
+        .unwrap();
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_connect_with_its_reserved_flag_set_is_closed_without_a_connack() {
+    for open in [false, true] {
+        let mut c = config();
+        c.open = open;
+        let (handle, _rec) = start(c).await;
+        let mut socket = TcpStream::connect(handle.tcp_addr().unwrap())
+            .await
+            .unwrap();
+        socket.write_all(&raw_connect(0x03)).await.unwrap();
+        closed_by_server(&mut socket)
+            .await
+            .unwrap_or_else(|e| panic!("open mode {open}: {e}"));
+        // The same CONNECT without the reserved flag gets its CONNACK.
+        let mut socket = TcpStream::connect(handle.tcp_addr().unwrap())
+            .await
+            .unwrap();
+        socket.write_all(&raw_connect(0x02)).await.unwrap();
+        let mut connack = [0u8; 4];
+        socket.read_exact(&mut connack).await.unwrap();
+        assert_eq!(connack[0], 0x20, "open mode {open}: {connack:02x?}");
+        handle.shutdown().await;
+    }
+}
+
+mod v5 {
+    pub use rumqttc::v5::mqttbytes::QoS;
+    pub use rumqttc::v5::mqttbytes::v5::{LastWill, Packet};
+    pub use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
+}
+
+fn options_v5(handle: &BrokerHandle, id: &str) -> v5::MqttOptions {
+    let port = handle.tcp_addr().unwrap().port();
+    let mut o = v5::MqttOptions::new(id, "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(30));
+    o.set_clean_start(true);
+    o.set_credentials(id, SECRET);
+    o
+}
+
+/// Like [`next`], for an MQTT 5 connection.
+async fn next_v5<T>(
+    events: &mut v5::EventLoop,
+    mut pick: impl FnMut(&v5::Event) -> Option<T>,
+) -> Result<T, String> {
+    let wait = async {
+        loop {
+            match events.poll().await {
+                Ok(event) => {
+                    if let Some(v) = pick(&event) {
+                        return Ok(v);
+                    }
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .unwrap_or_else(|_| Err("timed out".into()))
+}
+
+async fn connect_v5(o: v5::MqttOptions) -> Result<(v5::AsyncClient, v5::EventLoop), String> {
+    let (client, mut events) = v5::AsyncClient::new(o, 16);
+    next_v5(&mut events, |e| {
+        matches!(e, v5::Event::Incoming(v5::Packet::ConnAck(_))).then_some(())
+    })
+    .await?;
+    Ok((client, events))
+}
+
+#[tokio::test]
+async fn a_collar_that_disconnects_and_reconnects_at_once_is_never_refused() {
+    let (handle, rec) = start(config()).await;
+    // As with the real pipeline, telling the gateway about a disconnect takes a moment; the new
+    // connection arrives while the old session is still ending.
+    *rec.disconnect_delay.lock().await = Duration::from_millis(100);
+    for round in 0..10 {
+        let (client, mut events) = connect_v5(options_v5(&handle, "rex"))
+            .await
+            .unwrap_or_else(|e| panic!("MQTT 5, connection {round}: {e}"));
+        client.disconnect().await.unwrap();
+        next_v5(&mut events, |e| {
+            matches!(e, v5::Event::Outgoing(rumqttc::Outgoing::Disconnect)).then_some(())
+        })
+        .await
+        .unwrap();
+    }
+    for round in 0..10 {
+        let (client, mut events) = connect(options(&handle, "rex", Some(SECRET)))
+            .await
+            .unwrap_or_else(|e| panic!("MQTT 3.1.1, connection {round}: {e}"));
+        client.disconnect().await.unwrap();
+        loop {
+            match events.poll().await {
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn qos_2_publishes_are_handled_as_connack_announced() {
+    let (handle, rec) = start(config()).await;
+    // MQTT 5: CONNACK says Maximum QoS 1, so a QoS 2 PUBLISH is a protocol error.
+    let (client, mut events) = connect_v5(options_v5(&handle, "rex")).await.unwrap();
+    client
+        .publish("trackers/rex/telemetry", v5::QoS::ExactlyOnce, false, "{}")
+        .await
+        .unwrap();
+    let outcome = next_v5(&mut events, |e| match e {
+        v5::Event::Incoming(v5::Packet::PubRec(_)) => Some("PUBREC"),
+        _ => None,
+    })
+    .await;
+    assert!(
+        outcome.is_err(),
+        "a QoS 2 publish above the announced Maximum QoS was answered with {outcome:?}"
+    );
+    assert!(rec.publishes.lock().await.is_empty());
+    // MQTT 3.1.1 announces no maximum: QoS 2 is taken, and handled as QoS 1.
+    let (client, mut events) = connect(options(&handle, "rex", Some(SECRET)))
+        .await
+        .unwrap();
+    client
+        .publish("trackers/rex/telemetry", QoS::ExactlyOnce, false, "{}")
+        .await
+        .unwrap();
+    next(&mut events, |p| {
+        matches!(p, Packet::PubRec(_)).then_some(())
+    })
+    .await
+    .unwrap();
+    let got = rec.publishes.lock().await.clone();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].qos, 1);
+    handle.shutdown().await;
+}
+
+/// Whether a collar whose Last Will has this QoS and retain flag gets in: over MQTT 3.1.1, and
+/// over MQTT 5.
+async fn will_accepted(handle: &BrokerHandle, qos: u8, retain: bool) -> (bool, bool) {
+    let topic = "trackers/rex/online";
+    let mut o = options(handle, "rex", Some(SECRET));
+    let v3_qos = [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce][usize::from(qos)];
+    o.set_last_will(LastWill::new(topic, "offline", v3_qos, retain));
+    let v3 = connect(o).await.is_ok();
+    let mut o = options_v5(handle, "rex");
+    let v5_qos = [
+        v5::QoS::AtMostOnce,
+        v5::QoS::AtLeastOnce,
+        v5::QoS::ExactlyOnce,
+    ][usize::from(qos)];
+    o.set_last_will(v5::LastWill::new(topic, "offline", v5_qos, retain, None));
+    let v5 = connect_v5(o).await.is_ok();
+    (v3, v5)
+}
+
+#[tokio::test]
+async fn a_retained_or_qos_2_last_will_is_refused_on_both_protocol_versions() {
+    for open in [false, true] {
+        let mut c = config();
+        c.open = open;
+        let (handle, _rec) = start(c).await;
+        // No retained messages: a retained will is refused alike (MQTT 5 says so in CONNACK).
+        assert_eq!(
+            will_accepted(&handle, 1, true).await,
+            (false, false),
+            "open mode {open}: retained will (MQTT 3.1.1, MQTT 5)"
+        );
+        // CONNACK's Maximum QoS 1 is MQTT 5 only; MQTT 3.1.1 takes QoS 2 as QoS 1.
+        assert_eq!(
+            will_accepted(&handle, 2, false).await,
+            (true, false),
+            "open mode {open}: QoS 2 will (MQTT 3.1.1, MQTT 5)"
+        );
+        // The will the device contract asks for is fine on both.
+        assert_eq!(
+            will_accepted(&handle, 1, false).await,
+            (true, true),
+            "open mode {open}: the contract's will (MQTT 3.1.1, MQTT 5)"
+        );
+        handle.shutdown().await;
+    }
 }

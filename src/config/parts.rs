@@ -56,6 +56,8 @@ impl Config {
             open: m.open,
             max_packet_size: m.max_packet_size,
             max_connections: m.max_connections,
+            handshake_timeout: std::time::Duration::from_millis(m.handshake_timeout_ms),
+            max_handshakes_per_ip: (m.max_handshakes_per_ip > 0).then_some(m.max_handshakes_per_ip),
         }
     }
 }

@@ -163,6 +163,12 @@ pub struct MqttConfig {
     pub max_connections: usize,
     /// Largest MQTT packet; larger ones close the connection.
     pub max_packet_size: u32,
+    /// From TCP accept to a complete CONNECT; sockets that take longer are closed, so silent
+    /// sockets cannot hold the connection slots and file descriptors collars need.
+    pub handshake_timeout_ms: u64,
+    /// Sockets one address may have before their CONNECT is complete; 0: a quarter of
+    /// `max_connections` (a whole fleet behind one carrier NAT may reconnect at once).
+    pub max_handshakes_per_ip: usize,
 }
 
 impl Default for MqttConfig {
@@ -176,6 +182,8 @@ impl Default for MqttConfig {
             ws_addr: None,
             max_connections: 200_000,
             max_packet_size: 512 * 1024,
+            handshake_timeout_ms: 10_000,
+            max_handshakes_per_ip: 0,
         }
     }
 }

@@ -88,6 +88,8 @@ impl Config {
             ("ingest.queue_capacity", ingest.queue_capacity as u64, 1..=UNBOUNDED, ""),
             ("ingest.writers", ingest.writers as u64, 1..=UNBOUNDED, ""),
             ("mqtt.max_connections", self.mqtt.max_connections as u64, 1..=UNBOUNDED, ""),
+            ("mqtt.handshake_timeout_ms", self.mqtt.handshake_timeout_ms, 1..=600_000,
+             ": a socket holds a connection slot until its CONNECT is complete"),
             ("ingest.accept_timeout_ms", ingest.accept_timeout_ms, 1..=30_000,
              ": a publish hook blocks its connection, so it must stay below the collars' keep-alive"),
             ("auth.access_token_ttl_secs", self.auth.access_token_ttl_secs, 1..=86_400,

@@ -60,9 +60,37 @@ pub struct BrokerConfig {
     pub open: bool,
     /// Largest MQTT packet accepted; larger ones close the connection.
     pub max_packet_size: u32,
-    /// Most simultaneous connections.
+    /// Most simultaneous connections, counted from TCP accept (a socket still handshaking holds a
+    /// slot and a file descriptor just like a connected collar); past it a socket is closed at once.
     pub max_connections: usize,
+    /// How long a client has from TCP accept to a complete CONNECT (TLS and WebSocket handshakes
+    /// included). A socket that sends nothing, or only part of a CONNECT, is closed after it.
+    pub handshake_timeout: Duration,
+    /// Sockets one client address may have open before their CONNECT is complete; more are
+    /// closed at once, so one host cannot fill `max_connections` with idle sockets. `None`: a
+    /// quarter of `max_connections`.
+    pub max_handshakes_per_ip: Option<usize>,
 }
+
+impl Default for BrokerConfig {
+    /// No listeners, credentials required; the limits are the server's defaults.
+    fn default() -> Self {
+        Self {
+            tcp: None,
+            tls: None,
+            ws: None,
+            open: false,
+            max_packet_size: 512 * 1024,
+            max_connections: 200_000,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_handshakes_per_ip: None,
+        }
+    }
+}
+
+/// From TCP accept to a complete CONNECT. A collar on a slow cellular link needs a few seconds
+/// for TCP, TLS and CONNECT together; much longer only lets idle sockets hold slots.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct TlsListener {
@@ -101,10 +129,15 @@ pub const DEFAULT_ACCEPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// WebSocket clients, the spool, logs.
 const RESERVED_FDS: u64 = 512;
 
+/// File descriptors one connected collar takes: its socket, and both ends of the loopback hop from
+/// the front door to rmqtt (see broker/front.rs).
+pub const FDS_PER_CONNECTION: u64 = 3;
+
 /// Raises the process's soft open-file limit to its hard limit (a service manager's soft limit is
-/// often 1,024, and every collar is a socket) and returns how many device connections fit under
-/// it. Without this cap, connections past the limit fail in `accept` with EMFILE and the collar
-/// only sees its connect time out; with it, the broker turns them away at once.
+/// often 1,024, and every collar holds sockets) and returns how many device connections fit under
+/// it. Without this cap, connections past the limit fail in `accept` with EMFILE (and so does
+/// everything else that opens a file, the HTTP server included); with it, the broker turns them
+/// away at once.
 pub fn fit_connections_to_open_file_limit(wanted: usize) -> usize {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let hard = match getrlimit(Resource::RLIMIT_NOFILE) {
@@ -123,12 +156,13 @@ pub fn fit_connections_to_open_file_limit(wanted: usize) -> usize {
             return wanted;
         }
     };
-    let fits = usize::try_from(hard.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX);
+    let fits = usize::try_from(hard.saturating_sub(RESERVED_FDS) / FDS_PER_CONNECTION)
+        .unwrap_or(usize::MAX);
     if fits < wanted {
         tracing::warn!(
             open_file_limit = hard,
             device_connections = fits,
-            "mqtt.max_connections is {wanted}, but the process may open only {hard} files: at \
+            "mqtt.max_connections is {wanted}, but the process may open only {hard} files (three per collar): at \
              most {fits} collars can connect. Raise the limit (LimitNOFILE= in systemd, ulimit -n, \
              the container's nofile ulimit)."
         );
@@ -136,6 +170,9 @@ pub fn fit_connections_to_open_file_limit(wanted: usize) -> usize {
     fits.min(wanted)
 }
 
+mod front;
 mod rmqtt;
+
+pub use self::front::METRIC_SOCKETS_CLOSED;
 
 pub use self::rmqtt::{BrokerHandle, start};

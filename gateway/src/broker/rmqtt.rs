@@ -34,18 +34,17 @@ use rmqtt::types::{
 use rmqtt::utils::timestamp_millis;
 use tokio::task::JoinHandle;
 
+use tokio_rustls::TlsAcceptor;
+
+use super::front::{self, Transport};
 use super::{
     BrokerConfig, BrokerError, DeviceHooks, DevicePublish, METRIC_ACL_DENIED, METRIC_AUTH_FAILED,
-    METRIC_CONNECTED,
+    METRIC_CONNECTED, TlsListener,
 };
 use crate::protocol::{DeviceTopic, TrackerId, device_may_publish, device_may_subscribe};
 
 /// The client id the broker itself publishes as (acks, commands).
 const SYSTEM_CLIENT_ID: &str = "pettracker";
-
-/// How long a client may take from TCP accept to CONNECT; rmqtt's default (30 s) lets idle
-/// sockets hold handshake slots for too long.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Starts the listeners and returns once they are bound: a port in use is an error here, not a
 /// log line later.
@@ -53,9 +52,39 @@ pub async fn start(
     config: BrokerConfig,
     device: Arc<dyn DeviceHooks>,
 ) -> Result<BrokerHandle, BrokerError> {
-    // rmqtt's TLS listener builds a rustls ServerConfig from the process default provider; with
-    // both ring and aws-lc compiled in, there is no default and rustls panics. Ours is ring.
+    // Our TLS listener uses ring explicitly; other code in the process (a rumqttc TLS client in
+    // tests) builds from the process default, which must then be set.
     let _ = rustls::crypto::ring::default_provider().install_default();
+
+    // Collars connect to our own listeners (the front door); bind them first, so a port in use or
+    // a bad certificate fails the start with the setting to change.
+    let tcp = match config.tcp {
+        Some(addr) => {
+            Some(front::bind(addr).map_err(|e| listen_error("MQTT", addr, "mqtt.addr", e))?)
+        }
+        None => None,
+    };
+    let tls = match &config.tls {
+        Some(tls) => {
+            let acceptor = tls_acceptor(tls).map_err(|reason| BrokerError::Listen {
+                listener: "MQTT over TLS",
+                addr: tls.addr,
+                setting: "mqtt.tls_cert / mqtt.tls_key",
+                reason,
+            })?;
+            let listener = front::bind(tls.addr)
+                .map_err(|e| listen_error("MQTT over TLS", tls.addr, "mqtt.tls_addr", e))?;
+            Some((listener, acceptor))
+        }
+        None => None,
+    };
+    let ws = match config.ws {
+        Some(addr) => Some(
+            front::bind(addr)
+                .map_err(|e| listen_error("MQTT over WebSocket", addr, "mqtt.ws_addr", e))?,
+        ),
+        None => None,
+    };
 
     // busy_check off: otherwise rmqtt refuses CONNECTs while the machine's load average is high,
     // which on a 2-core box running the database too would refuse collars under load.
@@ -63,6 +92,9 @@ pub async fn start(
     let state = Arc::new(State {
         device,
         open: config.open,
+        scx: scx.clone(),
+        // Short of rmqtt's own check after the first hook (handshake time > handshake_timeout).
+        takeover_wait: (config.handshake_timeout / 2).min(Duration::from_secs(3)),
         sessions: Mutex::new(HashMap::new()),
         connected: AtomicI64::new(0),
     });
@@ -81,77 +113,121 @@ pub async fn start(
     }
     register.start().await;
 
-    let mut server = MqttServer::new(scx.clone());
-    let (mut tcp_addr, mut tls_addr, mut ws_addr) = (None, None, None);
-    let base = |name: &str, addr: SocketAddr| {
-        Builder::new()
-            .name(name)
-            .laddr(addr)
-            .allow_anonymous(config.open)
-            // Without SO_REUSEADDR a restart fails while old connections sit in TIME_WAIT.
-            .reuseaddr(Some(true))
-            .nodelay(true)
-            .max_connections(config.max_connections)
-            .max_packet_size(config.max_packet_size)
-            .handshake_timeout(HANDSHAKE_TIMEOUT)
-            .max_inflight(NonZeroU16::new(16).unwrap_or(NonZeroU16::MIN))
-            // QoS 2 is not part of the device contract; granting 1 keeps the ack path uniform.
-            .max_qos_allowed(QoS::AtLeastOnce)
-    };
-    // Listener ids must be unique; rmqtt would use the port, and port 0 twice collides.
-    let mut next_id = 1u16;
-    if let Some(addr) = config.tcp {
-        let listener = base("tcp", addr)
-            .bind()
-            .map_err(|e| listen_error("MQTT", addr, "mqtt.addr", e))?;
-        tcp_addr = Some(local_addr(&listener, addr));
-        let listener = listener
-            .tcp()
-            .map_err(|e| listen_error("MQTT", addr, "mqtt.addr", e))?;
-        server = server.listener_by_id(listener, next_id);
-        next_id += 1;
-    }
-    if let Some(tls) = &config.tls {
-        let listener = base("tls", tls.addr)
-            .tls_cert(Some(tls.cert.display().to_string()))
-            .tls_key(Some(tls.key.display().to_string()))
-            .bind()
-            .map_err(|e| listen_error("MQTT over TLS", tls.addr, "mqtt.tls_addr", e))?;
-        tls_addr = Some(local_addr(&listener, tls.addr));
-        let listener = listener.tls().map_err(|e| BrokerError::Listen {
-            listener: "MQTT over TLS",
-            addr: tls.addr,
-            setting: "mqtt.tls_cert / mqtt.tls_key",
-            reason: format!("{e:#}"),
+    // rmqtt itself listens on loopback only; the front door relays complete CONNECTs to it.
+    let internal = SocketAddr::from(([127, 0, 0, 1], 0));
+    let listener = Builder::new()
+        .name("pettracker")
+        .laddr(internal)
+        // Never anonymous, also in open mode: rmqtt would then skip our authentication hook for
+        // clients without a username, and with it the will checks and the takeover wait.
+        .allow_anonymous(false)
+        .reuseaddr(Some(true))
+        .backlog(front::BACKLOG as i32)
+        .nodelay(true)
+        .max_connections(config.max_connections)
+        .max_packet_size(config.max_packet_size)
+        .handshake_timeout(config.handshake_timeout)
+        .max_inflight(NonZeroU16::new(16).unwrap_or(NonZeroU16::MIN))
+        // QoS 2 is not part of the device contract; granting 1 keeps the ack path uniform.
+        .max_qos_allowed(QoS::AtLeastOnce)
+        .bind()
+        .map_err(|e| {
+            listen_error(
+                "MQTT (loopback, behind the front door)",
+                internal,
+                "mqtt.addr",
+                e,
+            )
         })?;
-        server = server.listener_by_id(listener, next_id);
-        next_id += 1;
-    }
-    if let Some(addr) = config.ws {
-        let listener = base("ws", addr)
-            .bind()
-            .map_err(|e| listen_error("MQTT over WebSocket", addr, "mqtt.ws_addr", e))?;
-        ws_addr = Some(local_addr(&listener, addr));
-        let listener = listener
-            .ws()
-            .map_err(|e| listen_error("MQTT over WebSocket", addr, "mqtt.ws_addr", e))?;
-        server = server.listener_by_id(listener, next_id);
-    }
-    let server = server.build();
+    let upstream = local_addr(&listener, internal);
+    let listener = listener.tcp().map_err(|e| {
+        listen_error(
+            "MQTT (loopback, behind the front door)",
+            internal,
+            "mqtt.addr",
+            e,
+        )
+    })?;
+    // Listener ids must be unique; rmqtt would use the port, and port 0 twice collides.
+    let server = MqttServer::new(scx.clone())
+        .listener_by_id(listener, 1)
+        .build();
     let task = tokio::spawn(async move {
         if let Err(err) = server.run().await {
             tracing::error!(err = %format!("{err:#}"), "the MQTT broker stopped");
         }
     });
-    tracing::info!(tcp = ?tcp_addr, tls = ?tls_addr, ws = ?ws_addr, open = config.open, "MQTT broker listening");
+
+    let (stop, stopped) = crate::shutdown::channel();
+    let door = Arc::new(front::Door::new(upstream, &config, stopped));
+    let mut accept_tasks = Vec::new();
+    let addr_of =
+        |l: &tokio::net::TcpListener, configured: SocketAddr| l.local_addr().unwrap_or(configured);
+    let (mut tcp_addr, mut tls_addr, mut ws_addr) = (None, None, None);
+    if let (Some(listener), Some(configured)) = (tcp, config.tcp) {
+        tcp_addr = Some(addr_of(&listener, configured));
+        accept_tasks.push(tokio::spawn(front::accept_loop(
+            listener,
+            Transport::Tcp,
+            door.clone(),
+        )));
+    }
+    if let (Some((listener, acceptor)), Some(configured)) = (tls, &config.tls) {
+        tls_addr = Some(addr_of(&listener, configured.addr));
+        accept_tasks.push(tokio::spawn(front::accept_loop(
+            listener,
+            Transport::Tls(acceptor),
+            door.clone(),
+        )));
+    }
+    if let (Some(listener), Some(configured)) = (ws, config.ws) {
+        ws_addr = Some(addr_of(&listener, configured));
+        accept_tasks.push(tokio::spawn(front::accept_loop(
+            listener,
+            Transport::Ws,
+            door.clone(),
+        )));
+    }
+    tracing::info!(tcp = ?tcp_addr, tls = ?tls_addr, ws = ?ws_addr, open = config.open, max_connections = config.max_connections, max_handshakes_per_ip = door.max_handshakes_per_ip, handshake_timeout = ?config.handshake_timeout, "MQTT broker listening");
     Ok(BrokerHandle {
         scx,
         state,
         task,
+        stop,
+        door,
+        accept_tasks,
         tcp_addr,
         tls_addr,
         ws_addr,
     })
+}
+
+/// The TLS side of the front door, from the PEM files.
+fn tls_acceptor(tls: &TlsListener) -> Result<TlsAcceptor, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(&tls.cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| {
+            format!(
+                "cannot read the certificate chain {}: {e}",
+                tls.cert.display()
+            )
+        })?;
+    if chain.is_empty() {
+        return Err(format!("no certificate in {}", tls.cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(&tls.key)
+        .map_err(|e| format!("cannot read the private key {}: {e}", tls.key.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .map_err(|e| format!("certificate and key do not fit together: {e}"))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 fn listen_error(
@@ -176,7 +252,12 @@ fn local_addr(listener: &rmqtt::net::Listener, configured: SocketAddr) -> Socket
 pub struct BrokerHandle {
     scx: ServerContext,
     state: Arc<State>,
+    /// rmqtt's accept loop on loopback.
     task: JoinHandle<()>,
+    /// Stops the front door: its accept loops and every relayed connection.
+    stop: crate::shutdown::ShutdownTrigger,
+    door: Arc<front::Door>,
+    accept_tasks: Vec<JoinHandle<()>>,
     tcp_addr: Option<SocketAddr>,
     tls_addr: Option<SocketAddr>,
     ws_addr: Option<SocketAddr>,
@@ -198,12 +279,18 @@ impl BrokerHandle {
 
     /// Whether the accept loops are still running (for readiness).
     pub fn is_listening(&self) -> bool {
-        !self.task.is_finished()
+        !self.task.is_finished() && self.accept_tasks.iter().all(|t| !t.is_finished())
     }
 
     /// Collars connected right now.
     pub fn connected_count(&self) -> usize {
         self.state.connected.load(Ordering::Relaxed).max(0) as usize
+    }
+
+    /// Client sockets open right now, connected or still handshaking: what `max_connections`
+    /// caps.
+    pub fn open_sockets(&self) -> usize {
+        self.door.open_sockets()
     }
 
     /// Publishes from the server to whoever subscribed to `topic` (a collar's downlink topics).
@@ -252,10 +339,14 @@ impl BrokerHandle {
         }
     }
 
-    /// Stops accepting and disconnects every client. rmqtt 0.24 has no stop: the accept loops are
-    /// aborted (closing the listening sockets) and each session is kicked, since connection tasks
-    /// are detached.
+    /// Stops accepting and disconnects every client: the front door closes its listeners and
+    /// every relayed connection; rmqtt 0.24 has no stop, so its accept loop is aborted and each
+    /// session is kicked, since its connection tasks are detached.
     pub async fn shutdown(self) {
+        self.stop.trigger();
+        for task in self.accept_tasks {
+            let _ = task.await;
+        }
         self.task.abort();
         let _ = self.task.await;
         // Collect first: kick() removes entries from the map being iterated.
@@ -278,11 +369,48 @@ impl BrokerHandle {
 struct State {
     device: Arc<dyn DeviceHooks>,
     open: bool,
-    /// Creation time of each client id's current session. A collar that reconnects takes over
-    /// its old session, and the old one's disconnect event can arrive after the new one's
-    /// connect: only the current session may mark the tracker offline.
-    sessions: Mutex<HashMap<String, i64>>,
+    /// For looking up a client id's current session (a reconnect waits for the old one to end).
+    scx: ServerContext,
+    /// How long a CONNECT waits for an ending session of its client id.
+    takeover_wait: Duration,
+    /// Each client id's current session. A collar that reconnects takes over its old session,
+    /// and the old one's disconnect event can arrive after the new one's connect: only the
+    /// current session may mark the tracker offline.
+    sessions: Mutex<HashMap<String, SessionKey>>,
     connected: AtomicI64,
+}
+
+/// Tells one connection's session from the next of the same client id: the creation time alone
+/// is in milliseconds, and a reconnect can come within the same one; the connection's address
+/// (its end of the loopback hop) differs between two connections that overlap.
+type SessionKey = (i64, Option<SocketAddr>);
+
+fn session_key(s: &Session) -> SessionKey {
+    (s.id.create_time, s.id.remote_addr)
+}
+
+/// Why a CONNECT is refused, and the CONNACK code that says so.
+enum Refusal {
+    /// CONNACK 4 (MQTT 3.1.1) / 0x86 (MQTT 5).
+    BadCredentials(&'static str),
+    /// CONNACK 5 / 0x87.
+    NotAuthorized(&'static str),
+}
+
+/// Whether a session that is not connected goes away when its teardown ends (clean session, or
+/// MQTT 5 session expiry 0), rather than staying as an offline persistent session.
+async fn ends_with_removal(session: &Session) -> bool {
+    match session.connect_info().await.as_deref() {
+        Ok(ConnectInfo::V3(_, connect)) => connect.clean_session,
+        Ok(ConnectInfo::V5(..)) => {
+            let disconnect = session.disconnect().await.ok().flatten();
+            session
+                .fitter
+                .session_expiry_interval(disconnect.as_ref())
+                .is_zero()
+        }
+        Err(_) => true,
+    }
 }
 
 impl State {
@@ -294,17 +422,43 @@ impl State {
         TrackerId::parse(&s.id.client_id).ok()
     }
 
-    async fn authenticate(&self, ci: &ConnectInfo) -> Result<(), &'static str> {
-        if self.open {
-            return Ok(());
+    /// Decides a CONNECT. Runs for every client, anonymous ones in open mode included
+    /// (`allow_anonymous` is off, so rmqtt always asks).
+    async fn authenticate(&self, ci: &ConnectInfo) -> Result<(), Refusal> {
+        if let Some(will) = ci.last_will() {
+            // The broker keeps no retained messages. MQTT 5 CONNACK says so (Retain Available 0)
+            // and rmqtt refuses a retained will there before this hook; MQTT 3.1.1 has no way to
+            // say it, and a will it cannot publish as asked is refused the same way.
+            if will.retain() {
+                return Err(Refusal::NotAuthorized(
+                    "retained last will (this broker keeps no retained messages)",
+                ));
+            }
+            // CONNACK announces Maximum QoS 1 on MQTT 5 [MQTT-3.2.2-12].
+            if let (LastWill::V5(w), ConnectInfo::V5(..)) = (&will, ci)
+                && w.qos == QoS::ExactlyOnce
+            {
+                return Err(Refusal::NotAuthorized(
+                    "last will at QoS 2 (this broker's Maximum QoS is 1)",
+                ));
+            }
         }
+        if !self.open {
+            self.check_credentials(ci).await?;
+        }
+        self.wait_for_ending_session(ci.client_id()).await;
+        Ok(())
+    }
+
+    async fn check_credentials(&self, ci: &ConnectInfo) -> Result<(), Refusal> {
+        let bad = Refusal::BadCredentials;
         let tracker =
-            TrackerId::parse(ci.client_id()).map_err(|_| "client id is not a tracker id")?;
-        let username = ci.username().ok_or("no username")?;
+            TrackerId::parse(ci.client_id()).map_err(|_| bad("client id is not a tracker id"))?;
+        let username = ci.username().ok_or(bad("no username"))?;
         if &**username != tracker.as_str() {
-            return Err("username differs from client id");
+            return Err(bad("username differs from client id"));
         }
-        let password = ci.password().ok_or("no password")?;
+        let password = ci.password().ok_or(bad("no password"))?;
         if let Some(will) = ci.last_will() {
             let topic = match will {
                 LastWill::V3(w) => w.topic.clone(),
@@ -312,13 +466,38 @@ impl State {
             };
             // The will is published without passing the publish ACL: check it now.
             if !device_may_publish(&tracker, &topic) {
-                return Err("last will topic is not the tracker's own");
+                return Err(bad("last will topic is not the tracker's own"));
             }
         }
         if self.device.authenticate(&tracker, password).await {
             Ok(())
         } else {
-            Err("wrong, unknown or revoked credentials")
+            Err(bad("wrong, unknown or revoked credentials"))
+        }
+    }
+
+    /// rmqtt takes a client id over from its current session by sending that session a kick and
+    /// waiting for the answer. A session whose connection has just ended (its DISCONNECT read, its
+    /// last hooks running: ours tell the gateway the collar went offline) no longer reads kicks,
+    /// and once it is gone the kick fails and the new CONNECT is refused with "server
+    /// unavailable" — a collar reconnecting right after a blip would be turned away. So a CONNECT
+    /// first waits until such an ending session has gone. An online session answers kicks, and a
+    /// persistent one that stays (offline) answers them from its offline loop: neither is waited
+    /// for.
+    async fn wait_for_ending_session(&self, client_id: &str) {
+        let id = Id::from(self.scx.node.id(), ClientId::from(client_id));
+        let give_up = tokio::time::Instant::now() + self.takeover_wait;
+        loop {
+            let old = self.scx.extends.shared().await.entry(id.clone()).session();
+            let Some(old) = old else { return };
+            if old.connected().await.unwrap_or(false) || !ends_with_removal(&old).await {
+                return;
+            }
+            if tokio::time::Instant::now() >= give_up {
+                tracing::warn!(%client_id, "the previous session of this client id is still ending; taking it over anyway");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 
@@ -362,13 +541,16 @@ impl Handler for Hooks {
                     false,
                     Some(HookResult::AuthResult(AuthResult::Allow(false, None))),
                 ),
-                Err(why) => {
-                    metrics::counter!(METRIC_AUTH_FAILED).increment(1);
+                Err(refusal) => {
+                    let (result, why) = match refusal {
+                        Refusal::BadCredentials(why) => {
+                            metrics::counter!(METRIC_AUTH_FAILED).increment(1);
+                            (AuthResult::BadUsernameOrPassword, why)
+                        }
+                        Refusal::NotAuthorized(why) => (AuthResult::NotAuthorized, why),
+                    };
                     tracing::info!(client_id = %ci.client_id(), why, "MQTT connection refused");
-                    (
-                        false,
-                        Some(HookResult::AuthResult(AuthResult::BadUsernameOrPassword)),
-                    )
+                    (false, Some(HookResult::AuthResult(result)))
                 }
             },
             Parameter::ClientSubscribeCheckAcl(s, sub) => {
@@ -385,6 +567,16 @@ impl Handler for Hooks {
                 (false, Some(HookResult::SubscribeAclResult(result)))
             }
             Parameter::MessagePublishCheckAcl(s, p) => {
+                // CONNACK announced Maximum QoS 1 to MQTT 5 clients; a QoS 2 PUBLISH is then a
+                // protocol error that closes the connection [MQTT-3.2.2-11]. (MQTT 3.1.1 has no
+                // such announcement: there QoS 2 is taken, and handled as QoS 1.)
+                if p.qos == QoS::ExactlyOnce && s.protocol().await.unwrap_or_default() == 5 {
+                    tracing::info!(client_id = %s.id.client_id, topic = %p.topic, "QoS 2 publish above the announced Maximum QoS 1; disconnecting");
+                    return refuse_publish(
+                        PublishAckReason::UnspecifiedError,
+                        "QoS 2 is above the Maximum QoS 1 in CONNACK",
+                    );
+                }
                 let tracker = match st.publish_target(s, &p.topic) {
                     Ok(Some(tracker)) => tracker,
                     Ok(None) => {
@@ -462,7 +654,7 @@ impl Handler for Hooks {
                 metrics::gauge!(METRIC_CONNECTED).increment(1.0);
                 if let Some(tracker) = st.tracker_of(s) {
                     if let Ok(mut sessions) = st.sessions.lock() {
-                        sessions.insert(tracker.to_string(), s.id.create_time);
+                        sessions.insert(tracker.to_string(), session_key(s));
                     }
                     st.device.connected(&tracker).await;
                 }
@@ -473,7 +665,7 @@ impl Handler for Hooks {
                 metrics::gauge!(METRIC_CONNECTED).decrement(1.0);
                 if let Some(tracker) = st.tracker_of(s) {
                     let current = st.sessions.lock().is_ok_and(|mut sessions| {
-                        let current = sessions.get(tracker.as_str()) == Some(&s.id.create_time);
+                        let current = sessions.get(tracker.as_str()) == Some(&session_key(s));
                         if current {
                             sessions.remove(tracker.as_str());
                         }
