@@ -125,7 +125,7 @@ pub fn start(
     }
     let (input_tx, input_rx) = mpsc::channel::<Envelope>(config.queue_capacity.max(1));
     let (ack_tx, ack_rx) = mpsc::channel(config.queue_capacity.max(1));
-    let spool = Arc::new(tokio::sync::Mutex::new(spool));
+    let spool = spool::SharedSpool::new(spool);
     let mut shards = Vec::new();
     let mut stage_tasks = Vec::new();
     for _ in 0..config.writers.max(1) {

@@ -1,20 +1,20 @@
 //! Write stage: commits batches, retries what is worth retrying, spools to disk while the database is away, and replays the spool in order.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
 use rand::Rng;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::storage::ingest::{BatchRows, CommandReports, DeadLetterRow, WriteOutcome, write_batch};
 use crate::storage::{StorageError, pool_error_reason};
 
 use super::batch::Batch;
 use super::events;
-use super::spool::{Spool, SpooledBatch, format};
+use super::spool::{Group, SharedSpool, SpooledBatch, format};
 
 /// An acknowledgement owed to a collar: its fixes up to `seq` are committed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +28,7 @@ pub struct AckDue {
 /// behind them and the [`Replayer`] commits them in order.
 pub struct Writer {
     pub pool: Pool,
-    pub spool: Arc<Mutex<Spool>>,
+    pub spool: SharedSpool,
     pub acks: mpsc::Sender<AckDue>,
     /// Attempts for one batch before it goes to the spool.
     pub attempts: u32,
@@ -48,8 +48,7 @@ impl Writer {
         let Batch { rows, acks, done } = batch;
         let acks: Vec<(String, i64)> = acks.into_iter().collect();
         // While older batches wait in the spool, newer ones queue behind them.
-        let spool_empty = self.spool.lock().await.is_empty();
-        let committed = if spool_empty {
+        let committed = if self.spool.is_empty() {
             self.write_with_retry(&rows).await
         } else {
             Err(())
@@ -57,15 +56,13 @@ impl Writer {
         if committed.is_ok() {
             send_acks(&self.acks, &acks);
         } else {
-            let spooled = SpooledBatch { rows, acks };
-            let mut spool = self.spool.lock().await;
-            if let Err(err) = spool.append(&spooled) {
+            // Off the async workers: see `SharedSpool`. PUBACKs wait for the fsync.
+            if let Err(err) = self.spool.append(SpooledBatch { rows, acks }).await {
                 // Neither the database nor the disk took it: the publishers get no PUBACK and
                 // will send again, so nothing is lost; their waiters see the channel drop.
                 tracing::error!(%err, "cannot spool a batch; QoS 1 publishers will resend");
                 return;
             }
-            events::spool(spool.files(), spool.bytes());
         }
         for waiter in done {
             let _ = waiter.send(());
@@ -104,11 +101,11 @@ impl Writer {
 /// Not a writer's job: a writer replaying would not take its shard's batches meanwhile, and
 /// replaying the backlog of a long outage takes far longer than a publisher may wait
 /// (`ingest.accept_timeout_ms`), so collars would be refused and disconnected after every outage.
-/// For the same reason the spool lock is held only to read and to remove files, never during a
-/// database write: writers take it for every batch.
+/// For the same reason the spool is locked only to read and to remove files, never during a
+/// database write.
 pub struct Replayer {
     pub pool: Pool,
-    pub spool: Arc<Mutex<Spool>>,
+    pub spool: SharedSpool,
     pub acks: mpsc::Sender<AckDue>,
     /// How often to try while the spool holds batches.
     pub every: Duration,
@@ -123,10 +120,6 @@ impl Replayer {
     /// Replays every `every` until `stop` fires, then once more; what cannot be written by then
     /// stays in the spool for the next start.
     pub async fn run(self, mut stop: oneshot::Receiver<()>) {
-        {
-            let spool = self.spool.lock().await;
-            events::spool(spool.files(), spool.bytes());
-        }
         let mut tick = tokio::time::interval(self.every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -136,10 +129,9 @@ impl Replayer {
             }
         }
         self.replay().await;
-        let spool = self.spool.lock().await;
-        if !spool.is_empty() {
+        if !self.spool.is_empty() {
             tracing::warn!(
-                batches = spool.files(),
+                batches = self.spool.files(),
                 "database unavailable at shutdown: batches stay spooled and are replayed at the next start"
             );
         }
@@ -155,12 +147,11 @@ impl Replayer {
         let mut replayed_any = false;
         loop {
             if pending.is_empty() {
-                let spool = self.spool.lock().await;
-                if spool.is_empty() {
+                if self.spool.is_empty() {
                     break;
                 }
-                match spool.pending() {
-                    Ok(list) => pending = list.into_iter().map(|(_, path)| path).collect(),
+                match self.spool.pending().await {
+                    Ok(list) => pending = list.into(),
                     Err(err) => {
                         tracing::error!(%err, "cannot list the spool");
                         return;
@@ -171,7 +162,19 @@ impl Replayer {
                 }
             }
             let max_rows = if alone > 0 { 1 } else { self.max_rows };
-            let (group, rows, acks) = self.take_group(&mut pending, max_rows).await;
+            let (rest, group) = match self.spool.take_group(pending, max_rows).await {
+                Ok(taken) => taken,
+                Err(err) => {
+                    tracing::error!(%err, "cannot read the spool");
+                    return;
+                }
+            };
+            pending = rest;
+            let Group {
+                paths: group,
+                rows,
+                acks,
+            } = group;
             if group.is_empty() {
                 continue;
             }
@@ -207,50 +210,11 @@ impl Replayer {
         }
     }
 
-    /// The oldest pending batches, merged up to `max_rows` (at least one batch).
-    async fn take_group(
-        &self,
-        pending: &mut VecDeque<PathBuf>,
-        max_rows: usize,
-    ) -> (Vec<PathBuf>, BatchRows, Vec<(String, i64)>) {
-        let mut group = Vec::new();
-        let mut rows = BatchRows::default();
-        let mut acks: HashMap<String, i64> = HashMap::new();
-        let mut spool = self.spool.lock().await;
-        while let Some(path) = pending.front() {
-            let batch = match spool.read(path) {
-                Ok(b) => b,
-                Err(err) => {
-                    tracing::error!(%err, "moving an unreadable spool file aside");
-                    let _ = spool.quarantine(path);
-                    pending.pop_front();
-                    continue;
-                }
-            };
-            if !group.is_empty() && rows.len() + batch.rows.len() > max_rows {
-                break;
-            }
-            rows.extend(batch.rows);
-            for (tracker, seq) in batch.acks {
-                let entry = acks.entry(tracker).or_insert(seq);
-                *entry = (*entry).max(seq);
-            }
-            group.extend(pending.pop_front());
-        }
-        events::spool(spool.files(), spool.bytes());
-        (group, rows, acks.into_iter().collect())
-    }
-
     async fn committed(&self, group: &[PathBuf], acks: &[(String, i64)]) {
-        let mut spool = self.spool.lock().await;
-        for path in group {
-            if let Err(err) = spool.remove(path) {
-                // Replaying it again later is harmless: writes are idempotent.
-                tracing::error!(%err, "cannot remove a replayed spool file");
-            }
+        if let Err(err) = self.spool.remove(group.to_vec()).await {
+            // Replaying them again later is harmless: writes are idempotent.
+            tracing::error!(%err, "cannot remove replayed spool files");
         }
-        events::spool(spool.files(), spool.bytes());
-        drop(spool);
         send_acks(&self.acks, acks);
     }
 }
