@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use gateway::broker::{self, BrokerConfig, BrokerError, BrokerHandle, DeviceHooks, DevicePublish};
-use gateway::broker::{Refused, TlsListener};
+use gateway::broker::{Authentication, Refused, TlsListener};
 use gateway::protocol::TrackerId;
 use rumqttc::{
     AsyncClient, ConnectReturnCode, Event, EventLoop, LastWill, MqttOptions, Packet, QoS,
@@ -31,8 +31,12 @@ struct Recorder {
 
 #[async_trait::async_trait]
 impl DeviceHooks for Recorder {
-    async fn authenticate(&self, tracker: &TrackerId, secret: &[u8]) -> bool {
-        !tracker.as_str().starts_with("bad") && secret == SECRET.as_bytes()
+    async fn authenticate(&self, tracker: &TrackerId, secret: &[u8]) -> Authentication {
+        if !tracker.as_str().starts_with("bad") && secret == SECRET.as_bytes() {
+            Authentication::Accepted
+        } else {
+            Authentication::Refused
+        }
     }
 
     async fn accept_publish(&self, publish: DevicePublish) -> Result<(), Refused> {

@@ -23,6 +23,22 @@ pub struct AckDue {
     pub seq: i64,
 }
 
+/// The server's side of what the write path stored: told after each commit, with the rows of
+/// that batch (never those the database refused, which became dead letters). The alert engine
+/// computes from these, so it sees every fix that is stored, in each tracker's commit order.
+/// Implementations must not block: this runs on the write path, once per committed batch.
+pub trait CommittedBatches: std::fmt::Debug + Send + Sync + 'static {
+    fn committed(&self, rows: &BatchRows);
+}
+
+/// What became of a batch the database took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    AsSent,
+    /// Refused for its content and stored as dead letters instead.
+    AsDeadLetters,
+}
+
 /// One of the pipeline's writers. Each owns a shard of the trackers (see `ingest::start`), so a
 /// tracker's batches are committed in order. While the spool holds batches, new ones are spooled
 /// behind them and the [`Replayer`] commits them in order.
@@ -34,6 +50,8 @@ pub struct Writer {
     pub attempts: u32,
     /// The server's handler of command reports (see `IngestConfig::commands`).
     pub commands: Option<Arc<dyn CommandReports>>,
+    /// Told of every committed batch (see `IngestConfig::committed`).
+    pub committed: Option<Arc<dyn CommittedBatches>>,
 }
 
 impl Writer {
@@ -53,7 +71,12 @@ impl Writer {
         } else {
             Err(())
         };
-        if committed.is_ok() {
+        if let Ok(stored) = committed {
+            if stored == Stored::AsSent
+                && let Some(committed) = &self.committed
+            {
+                committed.committed(&rows);
+            }
             send_acks(&self.acks, &acks);
         } else {
             // Off the async workers: see `SharedSpool`. PUBACKs wait for the fsync.
@@ -71,11 +94,11 @@ impl Writer {
 
     /// Writes with jittered backoff for retriable errors. A batch the database refuses for its
     /// content is stored as dead letters instead, so one bad row never blocks ingest.
-    async fn write_with_retry(&self, rows: &BatchRows) -> Result<WriteOutcome, ()> {
+    async fn write_with_retry(&self, rows: &BatchRows) -> Result<Stored, ()> {
         let mut delay = Duration::from_millis(50);
         for attempt in 1..=self.attempts {
             match write_once(&self.pool, rows, self.commands.as_deref()).await {
-                Ok(outcome) => return Ok(outcome),
+                Ok(_) => return Ok(Stored::AsSent),
                 Err(err) if err.is_retriable() => {
                     events::write_retry();
                     tracing::warn!(%err, attempt, "batch write failed; will retry");
@@ -88,7 +111,10 @@ impl Writer {
                 Err(err) => {
                     tracing::error!(%err, "database refused a batch; storing it as dead letters");
                     let dead = as_dead_letters(rows, &err.to_string());
-                    return write_once(&self.pool, &dead, None).await.map_err(|_| ());
+                    return write_once(&self.pool, &dead, None)
+                        .await
+                        .map(|_| Stored::AsDeadLetters)
+                        .map_err(|_| ());
                 }
             }
         }
@@ -114,12 +140,25 @@ pub struct Replayer {
     /// new ones during the drain, so consecutive batches are committed together.
     pub max_rows: usize,
     pub commands: Option<Arc<dyn CommandReports>>,
+    pub committed: Option<Arc<dyn CommittedBatches>>,
+    /// Replay starts once the database is migrated: a spool of an earlier run must not meet a
+    /// database without its tables (that would turn it into dead letters).
+    pub database: crate::storage::Ready,
 }
 
 impl Replayer {
     /// Replays every `every` until `stop` fires, then once more; what cannot be written by then
     /// stays in the spool for the next start.
     pub async fn run(self, mut stop: oneshot::Receiver<()>) {
+        tokio::select! {
+            () = self.database.wait() => {}
+            _ = &mut stop => {
+                if !self.spool.is_empty() {
+                    tracing::warn!(batches = self.spool.files(), "the database never came: batches stay spooled for the next start");
+                }
+                return;
+            }
+        }
         let mut tick = tokio::time::interval(self.every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -179,7 +218,12 @@ impl Replayer {
                 continue;
             }
             match write_once(&self.pool, &rows, self.commands.as_deref()).await {
-                Ok(_) => self.committed(&group, &acks).await,
+                Ok(_) => {
+                    if let Some(committed) = &self.committed {
+                        committed.committed(&rows);
+                    }
+                    self.committed(&group, &acks).await;
+                }
                 Err(err) if err.is_retriable() => {
                     tracing::debug!(%err, "database still unavailable; spool kept");
                     return;

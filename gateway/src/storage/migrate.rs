@@ -78,6 +78,14 @@ pub const MIGRATIONS: &[Migration] = &[
         transactional: true,
         earlier_checksums: &[],
     },
+    Migration {
+        version: 11,
+        name: "retention index on the 5-minute intervals",
+        timescale: &[include_str!("migrations/0011_retention_indexes.sql")],
+        postgres: &[include_str!("migrations/0011_retention_indexes.sql")],
+        transactional: true,
+        earlier_checksums: &[],
+    },
 ];
 
 /// The migrations one database gets, in version order.
