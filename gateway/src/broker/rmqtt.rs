@@ -10,7 +10,7 @@
 //! - `allow_anonymous` defaults to true, and anonymous clients skip the authentication hook.
 //! - `MqttServer::start` calls `process::exit` on failure; `run` is used instead.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
 use std::sync::Arc;
@@ -21,18 +21,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::Utc;
-use rmqtt::codec::v3::ConnectAckReason as ConnectAckReasonV3;
-use rmqtt::codec::v5::{
-    ConnectAckReason as ConnectAckReasonV5, PublishAckReason, PublishProperties, SubscribeAckReason,
-};
+use rmqtt::codec::v5::{PublishAckReason, PublishProperties, SubscribeAckReason};
 use rmqtt::context::ServerContext;
 use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType, Type};
 use rmqtt::net::Builder;
 use rmqtt::server::MqttServer;
 use rmqtt::session::{Session, SessionState};
 use rmqtt::types::{
-    AuthResult, ClientId, CodecPublish, ConnectAckReason, ConnectInfo, From, FromType, Id,
-    LastWill, Publish, PublishAclResult, PublishResult, QoS, SubscribeAclResult,
+    AuthResult, ClientId, CodecPublish, ConnectInfo, From, FromType, Id, LastWill, Publish,
+    PublishAclResult, PublishResult, QoS, SubscribeAclResult,
 };
 use rmqtt::utils::timestamp_millis;
 use tokio::task::JoinHandle;
@@ -67,13 +64,11 @@ pub async fn start(
         device,
         open: config.open,
         sessions: Mutex::new(HashMap::new()),
-        unavailable: Mutex::new(HashSet::new()),
         connected: AtomicI64::new(0),
     });
     let register = scx.extends.hook_mgr().register();
     for typ in [
         Type::ClientAuthenticate,
-        Type::ClientConnack,
         Type::ClientSubscribeCheckAcl,
         Type::MessagePublishCheckAcl,
         Type::MessagePublish,
@@ -287,10 +282,6 @@ struct State {
     /// its old session, and the old one's disconnect event can arrive after the new one's
     /// connect: only the current session may mark the tracker offline.
     sessions: Mutex<HashMap<String, i64>>,
-    /// Client ids whose credentials could not be checked, between the authentication hook and
-    /// the CONNACK hook: rmqtt's authentication results have no "server unavailable", so the
-    /// CONNACK hook puts it in.
-    unavailable: Mutex<HashSet<String>>,
     connected: AtomicI64,
 }
 
@@ -304,16 +295,14 @@ impl State {
     }
 
     async fn authenticate(&self, ci: &ConnectInfo) -> Result<(), (&'static str, Authentication)> {
-        self.check_credentials(ci)
-            .await
-            .map_err(|why| (why, Authentication::Refused))
-            .and_then(|checked| match checked {
-                Authentication::Accepted => Ok(()),
-                other => Err((
-                    "credentials not checked: the database is unavailable",
-                    other,
-                )),
-            })
+        match self.check_credentials(ci).await {
+            Ok(Authentication::Accepted) => Ok(()),
+            Ok(other) => Err((
+                "credentials not checked: the database is unavailable",
+                other,
+            )),
+            Err(why) => Err((why, Authentication::Refused)),
+        }
     }
 
     async fn check_credentials(&self, ci: &ConnectInfo) -> Result<Authentication, &'static str> {
@@ -383,11 +372,12 @@ impl Handler for Hooks {
                     false,
                     Some(HookResult::AuthResult(AuthResult::Allow(false, None))),
                 ),
+                // rmqtt's authentication hook cannot answer CONNACK 3 "server unavailable"
+                // (it sends that only for its own faults, and its CONNACK hook is not called on
+                // a refusal): "not authorized" (5; MQTT 5: 0x87) tells it apart from wrong
+                // credentials (4), and collars retry it.
                 Err((why, Authentication::Unavailable)) => {
                     tracing::info!(client_id = %ci.client_id(), why, "MQTT connection refused");
-                    if let Ok(mut unavailable) = st.unavailable.lock() {
-                        unavailable.insert(ci.client_id().to_string());
-                    }
                     (
                         false,
                         Some(HookResult::AuthResult(AuthResult::NotAuthorized)),
@@ -402,24 +392,6 @@ impl Handler for Hooks {
                     )
                 }
             },
-            Parameter::ClientConnack(ci, _) => {
-                let unavailable = st
-                    .unavailable
-                    .lock()
-                    .is_ok_and(|mut set| set.remove(ci.client_id().as_ref() as &str));
-                if !unavailable {
-                    return (true, acc);
-                }
-                let code = match ci {
-                    ConnectInfo::V3(..) => {
-                        ConnectAckReason::V3(ConnectAckReasonV3::ServiceUnavailable)
-                    }
-                    ConnectInfo::V5(..) => {
-                        ConnectAckReason::V5(ConnectAckReasonV5::ServerUnavailable)
-                    }
-                };
-                (false, Some(HookResult::ConnectAckReason(code)))
-            }
             Parameter::ClientSubscribeCheckAcl(s, sub) => {
                 let allowed = st.open
                     || TrackerId::parse(&s.id.client_id)
