@@ -263,7 +263,7 @@ async fn every_fix_acknowledged_before_a_kill_9_is_stored_exactly_once_after_the
         .iter()
         .map(|r| ((r.get(0), r.get(1)), r.get(2)))
         .collect();
-    let ledger = ledger.lock().unwrap();
+    let ledger = std::mem::take(&mut *ledger.lock().unwrap());
     let mut acked = 0;
     for (id, seqs) in &ledger.acked {
         for seq in seqs {
