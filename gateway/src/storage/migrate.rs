@@ -343,8 +343,8 @@ mod tests {
         }];
         let merged = History::merge(&[MIGRATIONS, OTHER]);
         let versions: Vec<i32> = merged.migrations().iter().map(|m| m.version).collect();
-        assert_eq!(versions, [1, 2, 3, 10]);
-        assert_eq!(merged.latest_version(), 10);
+        assert_eq!(versions, [1, 2, 3, 10, 11]);
+        assert_eq!(merged.latest_version(), 11);
         assert_ne!(merged.fingerprint(), History::device().fingerprint());
     }
 
