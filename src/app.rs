@@ -9,9 +9,11 @@ use gateway::broker::{self, BrokerHandle};
 use gateway::ingest::{self, AckDue};
 use gateway::protocol::{self, Seq, TrackerId};
 use gateway::shutdown::{self, Shutdown, ShutdownTrigger};
-use gateway::storage::notify;
+use gateway::storage::{self, notify};
+use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
@@ -27,7 +29,9 @@ pub struct RunningApp {
     pub pool: deadpool_postgres::Pool,
     /// Tell it when geofences are changed outside the API (the demo creates safe zones).
     pub alerts: Arc<crate::alerts::AlertsHandle>,
-    trigger: ShutdownTrigger,
+    /// Shared (weakly) with the task waiting for a database that was away at start, which
+    /// stops the server if the database it finds cannot be used.
+    trigger: Arc<ShutdownTrigger>,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
@@ -58,6 +62,10 @@ impl RunningApp {
 
 /// Binds every listener, opens and migrates the database, and starts serving in the background.
 /// Listen addresses with port 0 get a free port; the bound ones are in the result.
+///
+/// A configured database that cannot be reached does not stop the start: the server serves
+/// `/healthz`, `/readyz` says what is missing, collars are told "server unavailable", and the
+/// migrations run when the database comes; then the parts that need it start.
 pub async fn spawn(config: Config) -> anyhow::Result<RunningApp> {
     let http_listener = TcpListener::bind(config.http.addr).await.with_context(|| {
         format!(
@@ -68,37 +76,80 @@ pub async fn spawn(config: Config) -> anyhow::Result<RunningApp> {
     let http_addr = http_listener.local_addr()?;
 
     let database = Database::open(&config).await?;
-    let report = database.migrate(&config).await?;
-    tracing::info!(backend = report.backend.as_str(), version = report.current, applied = ?report.applied, "database schema ready");
-    if let Err(err) =
-        gateway::storage::apply_retention(&database.pool, config.storage.retention_days).await
-    {
-        tracing::warn!(%err, "could not apply the retention window");
-    }
-
     let (trigger, shutdown) = shutdown::channel();
+    let trigger = Arc::new(trigger);
+    let (set_ready, ready) = storage::readiness(false);
+    let (fatal_tx, fatal) = oneshot::channel();
+    match database.migrate(&config).await {
+        Ok(report) => {
+            schema_ready(&report);
+            set_ready.ready();
+        }
+        Err(err) if err.is_retriable() => {
+            tracing::warn!(
+                %err,
+                "the database is not available: serving /healthz, /readyz says not ready and \
+                 collars are told \"server unavailable\" until it comes"
+            );
+            tokio::spawn(await_database(
+                database.migrator(&config),
+                set_ready,
+                fatal_tx,
+                Arc::downgrade(&trigger),
+                shutdown.clone(),
+            ));
+        }
+        Err(err) => return Err(err.into()),
+    }
+    let until_ready = |task: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| {
+        let (ready, mut shutdown) = (ready.clone(), shutdown.clone());
+        async move {
+            tokio::select! {
+                () = ready.wait() => task.await,
+                () = shutdown.recv() => {}
+            }
+        }
+    };
+    tokio::spawn(until_ready(Box::pin(crate::retention::run(
+        database.pool.clone(),
+        crate::retention::RetentionSettings::from_config(&config.storage),
+        shutdown.clone(),
+    ))));
+
     // The pipeline stops only after the broker has stopped feeding it.
     let (ingest_trigger, ingest_shutdown) = shutdown::channel();
     // Validated fixes reach the live feeds through this bus, before they are stored.
     let live_bus = Arc::new(crate::live::LiveBus::new(config.live.bus_capacity));
     let live_hub =
         crate::live::Hub::start(live_bus.as_ref(), config.live_options(), shutdown.clone());
-    let alerts = crate::alerts::start(
+    let crate::alerts::Alerts {
+        handle: alerts,
+        feed: alert_feed,
+    } = crate::alerts::start(
         database.pool.clone(),
         live_bus.clone(),
         config.alerts,
+        ready.clone(),
         shutdown.clone(),
     );
-    crate::alerts::webhooks::start(
-        database.pool.clone(),
-        config.alerts.webhook_retry_base(),
-        shutdown.clone(),
-    );
+    {
+        let (pool, base, stop) = (
+            database.pool.clone(),
+            config.alerts.webhook_retry_base(),
+            shutdown.clone(),
+        );
+        tokio::spawn(until_ready(Box::pin(async move {
+            crate::alerts::webhooks::start(pool, base, stop);
+        })));
+    }
     let mut ingest_config = config.ingest_config();
     ingest_config.live = gateway::live::LivePublisher::new(live_bus.clone());
     // Collars' command reports are applied to the server's commands in their batch.
     ingest_config.commands = Some(Arc::new(crate::commands::reports::Reports));
-    let pipeline = ingest::start(database.pool.clone(), ingest_config, ingest_shutdown)
+    ingest_config.database = ready.clone();
+    // The alert engine computes from every committed fix (the live bus may skip some).
+    ingest_config.committed = Some(alert_feed);
+    let pipeline = ingest::start(database.ingest_pool.clone(), ingest_config, ingest_shutdown)
         .context("cannot open the ingest spool (setting ingest.spool_dir)")?;
 
     if config.mqtt.open {
@@ -135,19 +186,20 @@ pub async fn spawn(config: Config) -> anyhow::Result<RunningApp> {
         shutdown.clone(),
     );
     tokio::spawn(crate::commands::announce(command_events, live_bus.clone()));
-    let command_task = tokio::spawn(crate::commands::dispatch::run(
+    let command_task = tokio::spawn(until_ready(Box::pin(crate::commands::dispatch::run(
         database.pool.clone(),
         broker.clone(),
         crate::commands::dispatch::DispatchConfig::from_config(&config.commands),
         command_woken,
         shutdown.clone(),
-    ));
+    ))));
 
     let ready_broker = broker.clone();
     let state = HttpState {
         pool: database.pool.clone(),
         metrics: http::metrics_handle(),
         broker_ready: Arc::new(move || ready_broker.is_listening()),
+        database_ready: ready,
         auth: Arc::new(crate::auth::AuthKeys::from_config(&config.auth)),
         commands: http::CommandSettings {
             wake: command_wake,
@@ -173,6 +225,7 @@ pub async fn spawn(config: Config) -> anyhow::Result<RunningApp> {
         command_task,
         ingest_trigger,
         ingest_task: pipeline.task,
+        fatal,
     };
     let task = tokio::spawn(run(parts, shutdown));
     tracing::info!(%http_addr, mqtt_addr = ?mqtt_addr, "pettracker is serving");
@@ -198,6 +251,8 @@ struct Parts {
     command_task: JoinHandle<()>,
     ingest_trigger: ShutdownTrigger,
     ingest_task: JoinHandle<()>,
+    /// A database that came but cannot be used (a schema too new, a changed migration).
+    fatal: oneshot::Receiver<anyhow::Error>,
 }
 
 async fn run(parts: Parts, shutdown: Shutdown) -> anyhow::Result<()> {
@@ -211,6 +266,7 @@ async fn run(parts: Parts, shutdown: Shutdown) -> anyhow::Result<()> {
         command_task,
         ingest_trigger,
         ingest_task,
+        mut fatal,
     } = parts;
     let mut http_shutdown = shutdown.clone();
     warp::serve(http::routes(state))
@@ -236,8 +292,54 @@ async fn run(parts: Parts, shutdown: Shutdown) -> anyhow::Result<()> {
     ingest_trigger.trigger();
     let _ = ingest_task.await;
     database.close().await;
+    if let Ok(err) = fatal.try_recv() {
+        return Err(err);
+    }
     tracing::info!("pettracker stopped");
     Ok(())
+}
+
+fn schema_ready(report: &storage::MigrationReport) {
+    tracing::info!(backend = report.backend.as_str(), version = report.current, applied = ?report.applied, "database schema ready");
+}
+
+/// Waits for a database that was away at start: tries to migrate it with backoff until it
+/// works, then says it is ready. A database that comes but cannot be used (a schema newer than
+/// this binary, a changed migration) stops the server with that error.
+async fn await_database(
+    migrator: crate::database::Migrator,
+    ready: storage::SetReady,
+    fatal: oneshot::Sender<anyhow::Error>,
+    trigger: std::sync::Weak<ShutdownTrigger>,
+    mut shutdown: Shutdown,
+) {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = shutdown.recv() => return,
+        }
+        match migrator.migrate().await {
+            Ok(report) => {
+                tracing::info!("the database is here");
+                schema_ready(&report);
+                ready.ready();
+                return;
+            }
+            Err(err) if err.is_retriable() => {
+                tracing::debug!(%err, "the database is still not available");
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(err) => {
+                tracing::error!(%err, "the database cannot be used; stopping");
+                let _ = fatal.send(err.into());
+                if let Some(trigger) = trigger.upgrade() {
+                    trigger.trigger();
+                }
+                return;
+            }
+        }
+    }
 }
 
 /// Publishes `{"seq": N}` on `trackers/{id}/ack` for each committed batch.

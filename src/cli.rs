@@ -330,7 +330,10 @@ async fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
 async fn seed(cli: &Cli, args: &SeedArgs) -> anyhow::Result<()> {
     let mut config = load_config(cli, &[])?;
     crate::logging::init(config.log.format, "warn");
-    config.database.pool_size = config.database.pool_size.max(args.connections as usize + 1);
+    config.database.api_pool_size = config
+        .database
+        .api_pool_size
+        .max(args.connections as usize + 1);
     let mut options = crate::seed::SeedOptions::new(args.trackers, args.days, args.interval);
     options.owner = args.owner.clone();
     options.prefix = args.prefix.clone();

@@ -18,6 +18,7 @@ pub mod fleet;
 pub mod http;
 pub mod live;
 pub mod logging;
+pub mod retention;
 pub mod schema;
 #[cfg(feature = "demo")]
 pub mod seed;

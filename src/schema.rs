@@ -1,7 +1,7 @@
 //! The server's schema migrations (accounts, sharing, daily summaries, alerts, commands), and the one ordered history they make with the device side's.
 //!
-//! Each migration lives in the crate whose code uses its tables: versions 1, 2 and 10 are
-//! `gateway`'s (trackers, their status, fixes, dead letters), 3 to 9 are these. One runner
+//! Each migration lives in the crate whose code uses its tables: versions 1, 2, 10 and 11 are
+//! `gateway`'s (trackers, their status, fixes, dead letters), 3 to 9 and 12 are these. One runner
 //! (`gateway::storage::migrate`) applies the merged history, in version order, with checksums.
 //!
 //! Migrations 1 and 5 were rearranged at the gateway/server split: `users` and
@@ -89,6 +89,14 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "commands and dead-letter retries",
         timescale: &[include_str!("migrations/0009_commands.sql")],
         postgres: &[include_str!("migrations/0009_commands.sql")],
+        transactional: true,
+        earlier_checksums: &[],
+    },
+    Migration {
+        version: 12,
+        name: "retention indexes on commands, alerts and webhook deliveries",
+        timescale: &[include_str!("migrations/0012_retention_indexes.sql")],
+        postgres: &[include_str!("migrations/0012_retention_indexes.sql")],
         transactional: true,
         earlier_checksums: &[],
     },

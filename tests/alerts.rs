@@ -109,6 +109,50 @@ fn home_circle() -> Value {
     json!({"type": "circle", "center": [13.4, 52.5], "radius_m": 200})
 }
 
+/// The live bus drops events for a subscriber that falls behind; a geofence exit decided on a
+/// dropped fix would never be alerted. The engine computes from committed batches instead, and
+/// reads a tracker's fixes back from the database when they do not fit in its queue. Here the
+/// bus keeps one event and the engine's queue two, and one message carries the whole exit and a
+/// return home: a bus subscriber sees the last fix only (home: nothing happened), and the
+/// engine's queue cannot take the batch.
+#[tokio::test]
+async fn a_geofence_exit_is_alerted_when_its_fixes_come_faster_than_the_bus_and_the_engine_queue_hold()
+ {
+    let app = spawn_app_with(|c| {
+        c.live.bus_capacity = 1;
+        c.alerts.queue_capacity = 2;
+        c.alerts.geofence_dwell_secs = 20;
+        c.alerts.geofence_dwell_fixes = 2;
+    })
+    .await;
+    let api = Api::new(&app);
+    let rex = collar(&app, "rex").await;
+    let ada = owner(&api, "ada@example.com", &[&rex]).await;
+    let (status, fence) = api
+        .post(
+            "/geofences",
+            Some(&ada),
+            json!({"name": "home", "shape": home_circle(), "trackers": ["rex"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{fence}");
+
+    let base = whole_seconds_ago(120);
+    let client = device(&app, &rex).await;
+    let away = 52.52;
+    let mut fixes = vec![fix(base, 0, 52.5, None), fix(base, 10, 52.5, None)];
+    fixes.extend((0..40).map(|i| fix(base, 20 + i, away, None)));
+    fixes.push(fix(base, 70, 52.5, None));
+    publish(&client, "rex", fixes).await;
+
+    let alerts = alerts_until(&api, &ada, "?tracker=rex", 1).await;
+    assert_eq!(alerts[0]["kind"], "geofence_exit", "{alerts:?}");
+    assert_eq!(alerts[0]["geofence_id"], fence["id"]);
+    let exit_at: DateTime<Utc> = alerts[0]["at"].as_str().unwrap().parse().unwrap();
+    assert_eq!(exit_at, base + TimeDelta::seconds(40));
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_geofence_exit_fires_once_after_the_dwell_and_a_late_batch_of_old_fixes_fires_nothing() {
     let app = spawn_app_with(|c| {

@@ -126,7 +126,7 @@ fn without_postgresql_installed_the_error_says_what_to_install_and_creates_nothi
 #[test]
 fn a_bad_setting_in_the_config_file_is_named() {
     let path = std::env::temp_dir().join(format!("pettracker-badcfg-{}.toml", std::process::id()));
-    std::fs::write(&path, "[database]\npool_size = 0\n").unwrap();
+    std::fs::write(&path, "[database]\napi_pool_size = 0\n").unwrap();
     let out = pettracker()
         .args(["--config"])
         .arg(&path)
@@ -137,7 +137,7 @@ fn a_bad_setting_in_the_config_file_is_named() {
     assert_eq!(out.status.code(), Some(1));
     let errors = error_lines(&out.stderr);
     assert!(
-        errors[0].contains("database.pool_size") && errors[0].contains("0 is outside"),
+        errors[0].contains("database.api_pool_size") && errors[0].contains("0 is outside"),
         "{errors:?}"
     );
 }

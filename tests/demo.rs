@@ -15,7 +15,8 @@ fn config(db: &pettracker::testing::TestDb, spool: &std::path::Path) -> Config {
     config.http.addr = "127.0.0.1:0".parse().unwrap();
     config.mqtt.addr = "127.0.0.1:0".parse().unwrap();
     config.database.url = Some(SecretString::from(db.url.expose_secret().to_owned()));
-    config.database.pool_size = 4;
+    config.database.api_pool_size = 4;
+    config.database.ingest_pool_size = 4;
     config.ingest.spool_dir = spool.to_owned();
     config.ingest.batch_timeout_ms = 5;
     config

@@ -11,7 +11,8 @@ async fn spawn_app() -> pettracker::app::RunningApp {
     config.database.url = Some(SecretString::from(
         secrecy::ExposeSecret::expose_secret(&db.url).to_owned(),
     ));
-    config.database.pool_size = 4;
+    config.database.api_pool_size = 4;
+    config.database.ingest_pool_size = 4;
     pettracker::app::spawn(config).await.unwrap()
 }
 

@@ -395,3 +395,52 @@ async fn an_oversize_payload_is_dead_lettered_with_its_size_and_the_collar_stays
     );
     t.stop().await;
 }
+
+/// Ingest has connections of its own: an API whose every connection is taken (long exports,
+/// a burst of requests) must not delay a collar's authentication or its acknowledgement.
+#[tokio::test]
+async fn a_collar_is_authenticated_and_acknowledged_while_every_api_connection_is_held() {
+    let t = common::spawn_app_with(|c| {
+        c.database.api_pool_size = 2;
+        c.database.ingest_pool_size = 3;
+    })
+    .await;
+    let secret = t.provision("rex").await;
+    // The API pool, all of it, held for the whole test.
+    let held = [
+        t.app.pool.get().await.unwrap(),
+        t.app.pool.get().await.unwrap(),
+    ];
+    let status = t.app.pool.status();
+    assert_eq!((status.size, status.available), (2, 0));
+
+    let (client, mut events) = connect(options(t.mqtt_port(), "rex", "rex", &secret))
+        .await
+        .unwrap();
+    client
+        .publish(
+            "trackers/rex/telemetry",
+            QoS::AtLeastOnce,
+            false,
+            fix_json(7, 52.52),
+        )
+        .await
+        .unwrap();
+    wait_for(&mut events, |p| {
+        matches!(p, Packet::PubAck(_)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        held[0]
+            .query_one(
+                "SELECT count(*) FROM positions WHERE tracker_id = 'rex'",
+                &[]
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        1
+    );
+    drop(held);
+    t.stop().await;
+}

@@ -9,6 +9,8 @@
 use chrono::{TimeDelta, TimeZone, Utc};
 use gateway::storage::ingest::{BatchRows, FixRow, write_batch};
 use gateway::storage::{self, Backend, TimescalePreference};
+use pettracker::config::StorageConfig;
+use pettracker::retention::{self, Pass, RetentionSettings};
 use secrecy::SecretString;
 
 async fn pool() -> deadpool_postgres::Pool {
@@ -90,8 +92,16 @@ async fn migrations_build_the_timescaledb_schema_once_and_the_write_path_and_sum
     .await;
     assert_eq!(caggs, 1, "daily_summaries is a continuous aggregate");
 
-    storage::apply_retention(&pool, 30).await.unwrap();
-    storage::apply_retention(&pool, 30).await.unwrap();
+    let retention = RetentionSettings::from_config(&StorageConfig {
+        retention_days: 30,
+        ..StorageConfig::default()
+    });
+    retention::set_timescale_policy(&pool, &retention)
+        .await
+        .unwrap();
+    retention::set_timescale_policy(&pool, &retention)
+        .await
+        .unwrap();
     let jobs = one(
         &pool,
         "SELECT count(*) FROM timescaledb_information.jobs
@@ -181,4 +191,33 @@ async fn migrations_build_the_timescaledb_schema_once_and_the_write_path_and_sum
         .unwrap()
         .get(0);
     assert_eq!(buckets, 2);
+
+    // The retention job leaves fixes to the hypertable's policy and deletes the rest itself.
+    client
+        .batch_execute(
+            "INSERT INTO positions_5m (tracker_id, bucket, device_time, received_at, lat, lon)
+             VALUES ('ts-old', now() - interval '400 days', now() - interval '400 days', now(), 52.5, 13.4)",
+        )
+        .await
+        .unwrap();
+    // The bridge serves one connection at a time.
+    drop(client);
+    let (_stop, shutdown) = gateway::shutdown::channel();
+    let pass = retention::run_once(&pool, &retention, &shutdown)
+        .await
+        .unwrap();
+    println!("retention pass: {pass:?}");
+    let Pass::Done(deleted) = pass else {
+        panic!("the pass was skipped: {pass:?}")
+    };
+    assert!(deleted.contains(&("positions_5m", 1)), "{deleted:?}");
+    assert!(deleted.iter().all(|(table, _)| *table != "positions"));
+    assert_eq!(
+        one(
+            &pool,
+            "SELECT count(*) FROM positions WHERE tracker_id = 'ts-rex'"
+        )
+        .await,
+        3
+    );
 }

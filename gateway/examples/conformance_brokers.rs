@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway::broker::{self, BrokerConfig, DeviceHooks, DevicePublish, Refused};
+use gateway::broker::{self, Authentication, BrokerConfig, DeviceHooks, DevicePublish, Refused};
 use gateway::protocol::TrackerId;
 use rmqtt::context::ServerContext;
 use rmqtt::net::Builder;
@@ -23,8 +23,12 @@ struct TakeAll;
 
 #[async_trait::async_trait]
 impl DeviceHooks for TakeAll {
-    async fn authenticate(&self, _tracker: &TrackerId, secret: &[u8]) -> bool {
-        secret == SECRET
+    async fn authenticate(&self, _tracker: &TrackerId, secret: &[u8]) -> Authentication {
+        if secret == SECRET {
+            Authentication::Accepted
+        } else {
+            Authentication::Refused
+        }
     }
     async fn accept_publish(&self, _publish: DevicePublish) -> Result<(), Refused> {
         Ok(())

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use gateway::broker::{self, BrokerConfig, BrokerError, BrokerHandle, DeviceHooks, DevicePublish};
-use gateway::broker::{Refused, TlsListener};
+use gateway::broker::{Authentication, Refused, TlsListener};
 use gateway::protocol::TrackerId;
 use gateway::testing::closed_by_server;
 use rumqttc::{
@@ -36,8 +36,12 @@ struct Recorder {
 
 #[async_trait::async_trait]
 impl DeviceHooks for Recorder {
-    async fn authenticate(&self, tracker: &TrackerId, secret: &[u8]) -> bool {
-        !tracker.as_str().starts_with("bad") && secret == SECRET.as_bytes()
+    async fn authenticate(&self, tracker: &TrackerId, secret: &[u8]) -> Authentication {
+        if !tracker.as_str().starts_with("bad") && secret == SECRET.as_bytes() {
+            Authentication::Accepted
+        } else {
+            Authentication::Refused
+        }
     }
 
     async fn accept_publish(&self, publish: DevicePublish) -> Result<(), Refused> {

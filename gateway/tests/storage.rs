@@ -1,6 +1,8 @@
 //! Storage against a real PostgreSQL: migrations, their safety rules, retention, and the private cluster.
 
-use gateway::storage::{self, Backend, History, StorageError, TimescalePreference};
+use std::time::Duration;
+
+use gateway::storage::{self, Backend, History, StorageError, TimescalePreference, retention};
 use gateway::testing::{dedicated_cluster, fresh_database};
 
 #[tokio::test]
@@ -139,7 +141,21 @@ async fn retention_deletes_only_fixes_and_intervals_older_than_the_window() {
         )
         .await
         .unwrap();
-    let deleted = storage::apply_retention(&db.pool, 30).await.unwrap();
+    let windows = retention::DeviceWindows {
+        fixes: 30,
+        positions_5m: 30,
+        dead_letters: 30,
+    };
+    let (_trigger, shutdown) = gateway::shutdown::channel();
+    let mut deleted = 0;
+    for rule in retention::device_rules(Backend::Postgres, windows) {
+        let n = retention::delete_expired(&client, &rule, Duration::ZERO, &shutdown)
+            .await
+            .unwrap();
+        if rule.table == "positions" {
+            deleted = n;
+        }
+    }
     // Days 31..=39 are past the window; day 30 is a few milliseconds older than the cut, so 9 or 10.
     assert!((9..=10).contains(&deleted), "deleted {deleted}");
     let left: i64 = client

@@ -1,4 +1,8 @@
-//! The alert engine: watches the live bus for fixes, status reports and presence, and raises safe-zone, battery and offline alerts, stored and pushed on the live feed.
+//! The alert engine: computes safe-zone, battery and offline alerts from every committed fix, status report and connection, stores them and pushes them on the live feed.
+//!
+//! Its input is the write path's committed batches ([`feed`]), not the live bus: the bus skips
+//! events for a subscriber that falls behind, and an exit decided on a skipped fix would never
+//! be raised. When the engine is behind, it reads a tracker's news back from the database.
 //!
 //! Rules (docs/live.md, *Alerts*):
 //! - Only fixes newer (in device time) than the newest one already used count, and only if they
@@ -10,6 +14,7 @@
 //! - Offline once a claimed tracker has been silent longer than `offline_after_secs`; back online
 //!   on the next thing it says.
 
+pub mod feed;
 pub mod store;
 pub mod webhooks;
 pub mod zone;
@@ -21,12 +26,12 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use deadpool_postgres::Pool;
-use gateway::live::DeviceEvent;
 use gateway::shutdown::Shutdown;
-use gateway::storage::StorageError;
 use gateway::storage::ingest::FixRow;
+use gateway::storage::{self, StorageError};
 
-use crate::live::{LiveBus, LiveEvent, LiveSubscription};
+use crate::live::{LiveBus, LiveEvent};
+use feed::{Feed, Input, Work};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -38,6 +43,11 @@ const BATTERY_REARM: i16 = 5;
 /// The newest-fix watermark is saved at least this often (in device time) even when nothing
 /// else changed, so a restart forgets little of it, without a write per fix.
 const WATERMARK_SAVE_EVERY: TimeDelta = TimeDelta::seconds(30);
+/// A resync reads fixes at most this much older than the oldest that could still raise an
+/// alert (`alerts.max_fix_age_secs` before now): the engine is never behind by more.
+const RESYNC_SLACK: TimeDelta = TimeDelta::minutes(10);
+/// Fixes read back per query of a resync.
+const RESYNC_PAGE: i64 = 1_000;
 
 /// A zone that applies to a tracker: geofence id, name, shape.
 type Fence = (i64, String, Shape);
@@ -224,23 +234,39 @@ impl TrackerState {
     }
 }
 
-/// Starts the engine on its own bus subscription; it stops at shutdown.
+/// The running engine: its handle for the HTTP side, and its feed for the write path.
+pub struct Alerts {
+    pub handle: Arc<AlertsHandle>,
+    /// The gateway's `CommittedBatches`: plug it into the ingest pipeline.
+    pub feed: Arc<Feed>,
+}
+
+/// Starts the engine; it waits for the database (`ready`), and stops at shutdown. Alerts go on
+/// `bus` for the live feed.
 pub fn start(
     pool: Pool,
     bus: Arc<LiveBus>,
     settings: AlertSettings,
-    shutdown: Shutdown,
-) -> Arc<AlertsHandle> {
+    ready: storage::Ready,
+    mut shutdown: Shutdown,
+) -> Alerts {
     let handle = Arc::new(AlertsHandle::default());
+    let feed = Arc::new(Feed::new(settings.queue_capacity));
     let engine = Engine {
         pool,
-        bus: bus.clone(),
+        bus,
         settings,
         handle: handle.clone(),
+        feed: feed.clone(),
         trackers: HashMap::new(),
     };
-    tokio::spawn(engine.run(bus.subscribe(), shutdown));
-    handle
+    tokio::spawn(async move {
+        tokio::select! {
+            () = ready.wait() => engine.run(shutdown).await,
+            () = shutdown.recv() => {}
+        }
+    });
+    Alerts { handle, feed }
 }
 
 struct Engine {
@@ -248,24 +274,27 @@ struct Engine {
     bus: Arc<LiveBus>,
     settings: AlertSettings,
     handle: Arc<AlertsHandle>,
+    feed: Arc<Feed>,
     trackers: HashMap<String, TrackerState>,
 }
 
 impl Engine {
-    async fn run(mut self, mut events: LiveSubscription, mut shutdown: Shutdown) {
+    async fn run(mut self, mut shutdown: Shutdown) {
         let period = (self.settings.offline_after() / 2)
             .clamp(Duration::from_millis(250), Duration::from_secs(30));
         let mut offline_check = tokio::time::interval(period);
+        let feed = self.feed.clone();
         loop {
             tokio::select! {
-                event = events.recv() => match event {
-                    Some(published) => {
-                        if let Err(err) = self.on_event(&published.event).await {
-                            tracing::warn!(%err, "alert engine could not handle an event");
-                        }
+                work = feed.next() => {
+                    let result = match work {
+                        Work::Input(input) => self.on_input(&input).await,
+                        Work::Resync(tracker) => self.resync(&tracker).await,
+                    };
+                    if let Err(err) = result {
+                        tracing::warn!(%err, "alert engine could not handle a tracker's news");
                     }
-                    None => return,
-                },
+                }
                 _ = offline_check.tick() => {
                     if let Err(err) = self.check_offline().await {
                         tracing::warn!(%err, "alert engine could not check for offline trackers");
@@ -287,68 +316,94 @@ impl Engine {
             .ok_or_else(|| StorageError::Pool("alert state vanished".to_owned()))
     }
 
-    async fn on_event(&mut self, event: &LiveEvent) -> Result<(), StorageError> {
-        let tracker = event.tracker_id().to_owned();
+    async fn on_input(&mut self, input: &Input) -> Result<(), StorageError> {
+        let tracker = input.tracker().to_owned();
         let settings = self.settings;
         let mut out = Outcome::default();
-        let LiveEvent::Device(event) = event else {
-            // Its own alerts and command transitions.
-            return Ok(());
-        };
-        match event {
-            DeviceEvent::Position {
-                tracker: id,
-                received_at,
-                fix,
-            } => {
-                // As stored: the rules see what history will show.
-                let fix = FixRow::new(id.as_str(), fix, *received_at);
-                let version = self.handle.fences_version.load(Ordering::Relaxed);
-                let stale = self
-                    .state(&tracker)
-                    .await?
-                    .fences
-                    .as_ref()
-                    .is_none_or(|(v, _)| *v != version);
-                if stale {
-                    let fences = store::fences_for(&self.pool, &tracker).await?;
-                    self.state(&tracker).await?.fences = Some((version, fences));
-                }
-                let state = self.state(&tracker).await?;
-                state.heard(fix.device_time.max(fix.received_at), &mut out);
-                let fences = state.fences.take().unwrap_or_default();
-                state.fix(
-                    fix.device_time,
-                    fix.lat,
-                    fix.lon,
-                    fix.accuracy,
-                    fix.battery,
-                    Utc::now(),
-                    &fences.1,
-                    &settings,
-                    &mut out,
-                );
-                state.fences = Some(fences);
-            }
-            DeviceEvent::Status {
-                received_at: at,
-                status,
-                ..
-            } => {
+        match input {
+            Input::Fix(fix) => self.on_fix(fix, &mut out).await?,
+            Input::Status { at, battery, .. } => {
                 let state = self.state(&tracker).await?;
                 state.heard(*at, &mut out);
-                if let Some(percent) = status.battery.map(|b| i16::from(b.get())) {
-                    state.battery(percent, *at, &settings, &mut out);
+                if let Some(percent) = battery {
+                    state.battery(*percent, *at, &settings, &mut out);
                 }
             }
-            DeviceEvent::Presence {
-                online: true, at, ..
-            } => {
-                self.state(&tracker).await?.heard(*at, &mut out);
-            }
-            DeviceEvent::Presence { online: false, .. } => {}
+            Input::Online { at, .. } => self.state(&tracker).await?.heard(*at, &mut out),
         }
         self.finish(&tracker, out).await
+    }
+
+    async fn on_fix(&mut self, fix: &FixRow, out: &mut Outcome) -> Result<(), StorageError> {
+        let tracker = fix.tracker_id.as_str();
+        let settings = self.settings;
+        let version = self.handle.fences_version.load(Ordering::Relaxed);
+        let stale = self
+            .state(tracker)
+            .await?
+            .fences
+            .as_ref()
+            .is_none_or(|(v, _)| *v != version);
+        if stale {
+            let fences = store::fences_for(&self.pool, tracker).await?;
+            self.state(tracker).await?.fences = Some((version, fences));
+        }
+        let state = self.state(tracker).await?;
+        state.heard(fix.device_time.max(fix.received_at), out);
+        let fences = state.fences.take().unwrap_or_default();
+        // Its age is judged as it arrived: a fix committed late (from the spool) still counts.
+        state.fix(
+            fix.device_time,
+            fix.lat,
+            fix.lon,
+            fix.accuracy,
+            fix.battery,
+            fix.received_at,
+            &fences.1,
+            &settings,
+            out,
+        );
+        state.fences = Some(fences);
+        Ok(())
+    }
+
+    /// Catches up with a tracker whose news did not fit in the feed: its committed fixes newer
+    /// than the watermark, in device-time order, then its status as stored.
+    async fn resync(&mut self, tracker: &str) -> Result<(), StorageError> {
+        let max_age = TimeDelta::from_std(self.settings.max_fix_age()).unwrap_or(TimeDelta::MAX);
+        let horizon = Utc::now()
+            .checked_sub_signed(max_age + RESYNC_SLACK)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let mut after = self
+            .state(tracker)
+            .await?
+            .last_fix_time
+            .map_or(horizon, |t| t.max(horizon));
+        loop {
+            let fixes = store::fixes_after(&self.pool, tracker, after, RESYNC_PAGE).await?;
+            for fix in &fixes {
+                let mut out = Outcome::default();
+                self.on_fix(fix, &mut out).await?;
+                self.finish(tracker, out).await?;
+            }
+            match fixes.last() {
+                Some(last) if fixes.len() as i64 == RESYNC_PAGE => after = last.device_time,
+                _ => break,
+            }
+        }
+        if let Some(status) = store::status_of(&self.pool, tracker).await? {
+            let settings = self.settings;
+            let mut out = Outcome::default();
+            let state = self.state(tracker).await?;
+            if status.online {
+                state.heard(status.last_seen, &mut out);
+            }
+            if let Some(percent) = status.battery {
+                state.battery(percent, status.last_seen, &settings, &mut out);
+            }
+            self.finish(tracker, out).await?;
+        }
+        Ok(())
     }
 
     /// Saves the state if it changed, then stores and pushes the alerts.
@@ -430,6 +485,7 @@ mod tests {
             geofence_margin_m: 10,
             max_fix_age_secs: 300,
             webhook_retry_base_ms: 1_000,
+            queue_capacity: 100,
         }
     }
 

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
+use gateway::storage::ingest::FixRow;
 use gateway::storage::{StorageError, pool_error_reason};
 use serde::Serialize;
 use serde_json::Value;
@@ -373,4 +374,66 @@ pub async fn due_offline(
         .await
         .map_err(StorageError::query("finding offline trackers"))?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// A tracker's committed fixes with a device time after `after`, oldest first, at most `limit`:
+/// what the engine reads back when it fell behind.
+pub async fn fixes_after(
+    pool: &Pool,
+    tracker: &str,
+    after: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<FixRow>, StorageError> {
+    let rows = client(pool)
+        .await?
+        .query(
+            "SELECT device_time, received_at, lat, lon, accuracy, battery FROM positions
+             WHERE tracker_id = $1 AND device_time > $2
+             ORDER BY device_time LIMIT $3",
+            &[&tracker, &after, &limit],
+        )
+        .await
+        .map_err(StorageError::query("reading fixes back for alerts"))?;
+    Ok(rows
+        .iter()
+        .map(|r| FixRow {
+            tracker_id: tracker.to_owned(),
+            device_time: r.get(0),
+            received_at: r.get(1),
+            lat: r.get(2),
+            lon: r.get(3),
+            altitude: None,
+            accuracy: r.get(4),
+            speed: None,
+            heading: None,
+            satellites: None,
+            battery: r.get(5),
+            seq: None,
+        })
+        .collect())
+}
+
+/// What `tracker_status` says of a tracker now, as the alert rules read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusNow {
+    pub online: bool,
+    pub last_seen: DateTime<Utc>,
+    pub battery: Option<i16>,
+}
+
+pub async fn status_of(pool: &Pool, tracker: &str) -> Result<Option<StatusNow>, StorageError> {
+    let row = client(pool)
+        .await?
+        .query_opt(
+            "SELECT coalesce(online, false), last_seen, battery FROM tracker_status
+             WHERE tracker_id = $1 AND last_seen IS NOT NULL",
+            &[&tracker],
+        )
+        .await
+        .map_err(StorageError::query("reading a tracker's status for alerts"))?;
+    Ok(row.map(|r| StatusNow {
+        online: r.get(0),
+        last_seen: r.get(1),
+        battery: r.get(2),
+    }))
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use deadpool_postgres::Pool;
-use gateway::broker::{BrokerHandle, DeviceHooks, DevicePublish, Refused};
+use gateway::broker::{Authentication, BrokerHandle, DeviceHooks, DevicePublish, Refused};
 use gateway::protocol::{self, Command, CommandId, CommandType, TrackerId};
 use gateway::shutdown::Shutdown;
 use gateway::storage::{StorageError, pool_error_reason};
@@ -94,7 +94,7 @@ pub struct WakeOnConnect<H> {
 
 #[async_trait::async_trait]
 impl<H: DeviceHooks> DeviceHooks for WakeOnConnect<H> {
-    async fn authenticate(&self, tracker: &TrackerId, secret: &[u8]) -> bool {
+    async fn authenticate(&self, tracker: &TrackerId, secret: &[u8]) -> Authentication {
         self.inner.authenticate(tracker, secret).await
     }
 

@@ -19,9 +19,12 @@ impl Config {
             },
             clock: gateway::ingest::Clock::System,
             writers: i.writers,
-            // The server plugs its live bus and its command reports in (src/app.rs).
+            // The server plugs its live bus, its command reports, its alert engine and its
+            // database readiness in (src/app.rs).
             live: gateway::live::LivePublisher::default(),
             commands: None,
+            committed: None,
+            database: gateway::storage::Ready::now(),
         }
     }
 

@@ -48,6 +48,9 @@ pub struct AlertSettings {
     pub max_fix_age_secs: u64,
     /// First wait before a failed webhook delivery is retried; doubles per attempt, jittered.
     pub webhook_retry_base_ms: u64,
+    /// Committed fixes, status reports and connections waiting for the engine. A batch that
+    /// does not fit is not lost: the engine reads its trackers' news back from the database.
+    pub queue_capacity: usize,
 }
 
 impl Default for AlertSettings {
@@ -60,6 +63,7 @@ impl Default for AlertSettings {
             geofence_margin_m: 15,
             max_fix_age_secs: 300,
             webhook_retry_base_ms: 1_000,
+            queue_capacity: 50_000,
         }
     }
 }
@@ -206,7 +210,7 @@ pub struct IngestSettings {
     /// Fixes dated further than this in the future are refused (broken device clock).
     pub max_future_skew_secs: u64,
     /// Batches written in parallel, each for its own shard of the trackers. More than the
-    /// database's cores gains nothing; each takes one connection from `database.pool_size`.
+    /// database's cores gains nothing; each takes one connection from `database.ingest_pool_size`.
     pub writers: usize,
 }
 
@@ -233,8 +237,13 @@ pub struct DatabaseConfig {
     pub url: Option<SecretString>,
     /// Where the private cluster lives when `url` is unset.
     pub data_dir: PathBuf,
-    /// Connections in the pool shared by ingest and the API.
-    pub pool_size: usize,
+    /// Connections of the HTTP API and the background jobs (alerts, webhooks, commands,
+    /// retention). An export holds one for its whole download.
+    pub api_pool_size: usize,
+    /// Connections of ingest alone (its writers, the spool's replay, device authentication), so
+    /// that no amount of API traffic delays a collar's acknowledgement. At least
+    /// `ingest.writers` + 1.
+    pub ingest_pool_size: usize,
     /// `auto` uses TimescaleDB when the server has it; `required` refuses to start without it; `off` never uses it.
     #[serde(serialize_with = "serialize_timescale")]
     pub timescaledb: TimescalePreference,
@@ -253,23 +262,45 @@ impl Default for DatabaseConfig {
         Self {
             url: None,
             data_dir: PathBuf::from("data/postgres"),
-            pool_size: 16,
+            api_pool_size: 16,
+            ingest_pool_size: 8,
             timescaledb: TimescalePreference::Auto,
         }
     }
 }
 
+/// How long each kind of history is kept (docs/storage.md, *Retention*). Every window is in days
+/// of age; 0 keeps that kind forever (except fixes, which always have a window).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// Fixes older than this are deleted, and older fixes arriving late are rejected.
     pub retention_days: u32,
+    /// The last fix of each 5-minute interval (`positions_5m`, long ranges of bucketed history);
+    /// may outlive the fixes themselves.
+    pub positions_5m_retention_days: u32,
+    /// Dead letters, by when they arrived.
+    pub dead_letter_retention_days: u32,
+    /// Finished commands with their event history, by when they finished; open ones stay.
+    pub command_retention_days: u32,
+    /// Alerts, by when they were raised (their webhook deliveries go with them).
+    pub alert_retention_days: u32,
+    /// Finished webhook deliveries (delivered or failed), by when they were created.
+    pub webhook_delivery_retention_days: u32,
+    /// How often the retention job runs (it also runs at start).
+    pub retention_interval_secs: u64,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         Self {
             retention_days: 365,
+            positions_5m_retention_days: 365,
+            dead_letter_retention_days: 30,
+            command_retention_days: 90,
+            alert_retention_days: 365,
+            webhook_delivery_retention_days: 30,
+            retention_interval_secs: 3_600,
         }
     }
 }

@@ -68,11 +68,11 @@ fn an_unknown_key_in_the_file_is_named() {
 
 #[test]
 fn a_non_numeric_pool_size_is_refused_with_its_value() {
-    let err = load("", &[("PETTRACKER_DATABASE_POOL_SIZE", "many")])
+    let err = load("", &[("PETTRACKER_DATABASE_API_POOL_SIZE", "many")])
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("database.pool_size") && err.contains("many"),
+        err.contains("database.api_pool_size") && err.contains("many"),
         "{err}"
     );
 }
@@ -141,9 +141,9 @@ fn an_out_of_range_number_is_refused_saying_the_range_and_why() {
             "`ingest.writers` (from environment variable PETTRACKER_INGEST_WRITERS): must be at least 1",
         ),
         (
-            "PETTRACKER_DATABASE_POOL_SIZE",
+            "PETTRACKER_DATABASE_API_POOL_SIZE",
             "1001",
-            "`database.pool_size` (from environment variable PETTRACKER_DATABASE_POOL_SIZE): 1001 is outside 1..=1000",
+            "`database.api_pool_size` (from environment variable PETTRACKER_DATABASE_API_POOL_SIZE): 1001 is outside 1..=1000",
         ),
         (
             "PETTRACKER_INGEST_ACCEPT_TIMEOUT_MS",

@@ -77,8 +77,12 @@ impl Config {
         let (http, commands, ingest, live, alerts) =
             (&self.http, &self.commands, &self.ingest, &self.live, &self.alerts);
         vec![
-            ("database.pool_size", self.database.pool_size as u64, 1..=1000, ""),
+            ("database.api_pool_size", self.database.api_pool_size as u64, 1..=1000, ""),
+            ("database.ingest_pool_size", self.database.ingest_pool_size as u64,
+             (self.ingest.writers as u64).saturating_add(1)..=1000,
+             ": each of the ingest.writers takes one, and the spool's replay and device authentication need one more"),
             ("storage.retention_days", u64::from(self.storage.retention_days), 1..=UNBOUNDED, ""),
+            ("storage.retention_interval_secs", self.storage.retention_interval_secs, 1..=86_400, ""),
             ("http.rate_limit_per_second", u64::from(http.rate_limit_per_second), 1..=UNBOUNDED, ""),
             ("http.rate_limit_burst", u64::from(http.rate_limit_burst), 1..=UNBOUNDED, ""),
             ("commands.resend_after_ms", commands.resend_after_ms, 1..=UNBOUNDED, ""),
@@ -106,6 +110,7 @@ impl Config {
             ("alerts.geofence_margin_m", alerts.geofence_margin_m, 0..=10_000, ""),
             ("alerts.max_fix_age_secs", alerts.max_fix_age_secs, 1..=604_800, ""),
             ("alerts.webhook_retry_base_ms", alerts.webhook_retry_base_ms, 1..=3_600_000, ""),
+            ("alerts.queue_capacity", alerts.queue_capacity as u64, 1..=10_000_000, ""),
         ]
     }
 }

@@ -32,6 +32,9 @@ pub struct HttpState {
     pub metrics: PrometheusHandle,
     /// Reports whether the broker accepts connections, for `/readyz`.
     pub broker_ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// Whether the database has been reached and migrated since start; until then `/readyz`
+    /// says so and the API answers 503.
+    pub database_ready: gateway::storage::Ready,
     /// Token keys and lifetimes, and the login throttle.
     pub auth: Arc<AuthKeys>,
     /// Wakes the command dispatcher and gives new commands their default lifetime.
@@ -81,9 +84,21 @@ pub fn routes(
     let readyz = warp::path!("readyz").and(warp::get()).then(move || {
         let state = ready_state.clone();
         async move {
-            let database = database_ready(&state.pool).await;
+            let migrated = state.database_ready.is_ready();
+            let database = migrated && database_ready(&state.pool).await;
             let broker = (state.broker_ready)();
-            let status = if database && broker {
+            let mut missing = Vec::new();
+            if !database {
+                missing.push(if migrated {
+                    "database: not answering"
+                } else {
+                    "database: not reached since start (its schema is migrated when it comes)"
+                });
+            }
+            if !broker {
+                missing.push("broker: not listening");
+            }
+            let status = if missing.is_empty() {
                 StatusCode::OK
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -93,11 +108,30 @@ pub fn routes(
                     "status": if status == StatusCode::OK { "ready" } else { "not ready" },
                     "database": database,
                     "broker": broker,
+                    "missing": missing,
                 })),
                 status,
             )
         }
     });
+
+    // Before the database was first reached and migrated, its tables may not even exist: the
+    // API says "unavailable" rather than failing in each handler.
+    let database = state.database_ready.clone();
+    let api_unavailable = warp::path("api")
+        .and(warp::any().map(move || database.is_ready()))
+        .and_then(|ready: bool| async move {
+            if ready {
+                Err(warp::reject::not_found())
+            } else {
+                Ok(error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the database is not available yet; retry later",
+                    None,
+                ))
+            }
+        });
 
     let metrics = state.metrics.clone();
     let metrics_route = warp::path!("metrics").and(warp::get()).map(move || {
@@ -118,6 +152,7 @@ pub fn routes(
     healthz
         .or(readyz)
         .or(metrics_route)
+        .or(api_unavailable)
         .or(openapi)
         .or(auth::routes(state.clone()))
         .or(trackers::routes(state.clone()))

@@ -33,7 +33,8 @@ pub async fn spawn_app_on(db: TestDb, adjust: impl FnOnce(&mut Config)) -> TestA
     config.http.addr = "127.0.0.1:0".parse().unwrap();
     config.mqtt.addr = "127.0.0.1:0".parse().unwrap();
     config.database.url = Some(SecretString::from(db.url.expose_secret().to_owned()));
-    config.database.pool_size = 4;
+    config.database.api_pool_size = 4;
+    config.database.ingest_pool_size = 4;
     config.ingest.spool_dir = spool.clone();
     config.ingest.batch_timeout_ms = 5;
     adjust(&mut config);

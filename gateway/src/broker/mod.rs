@@ -17,7 +17,7 @@ use crate::protocol::TrackerId;
 #[async_trait::async_trait]
 pub trait DeviceHooks: Send + Sync + 'static {
     /// Whether `secret` is the current secret of a tracker that is not revoked.
-    async fn authenticate(&self, tracker: &TrackerId, secret: &[u8]) -> bool;
+    async fn authenticate(&self, tracker: &TrackerId, secret: &[u8]) -> Authentication;
     /// Called for every authorized publish, before PUBACK. `Ok` means durably accepted (for QoS 1)
     /// or queued (QoS 0). `Err` makes the broker drop the connection without PUBACK, so the
     /// collar sends the message again later.
@@ -26,6 +26,17 @@ pub trait DeviceHooks: Send + Sync + 'static {
     async fn connected(&self, tracker: &TrackerId);
     /// A collar's connection ended (any reason, including a kick or a keep-alive timeout).
     async fn disconnected(&self, tracker: &TrackerId);
+}
+
+/// What the gateway says of a collar's credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Authentication {
+    Accepted,
+    /// Wrong, unknown or revoked: CONNACK "bad user name or password".
+    Refused,
+    /// They cannot be checked now (the database is away or not migrated yet): CONNACK "server
+    /// unavailable", so the collar retries later instead of taking its secret for wrong.
+    Unavailable,
 }
 
 /// One message a collar published, after authentication and topic checks.

@@ -38,8 +38,8 @@ use tokio_rustls::TlsAcceptor;
 
 use super::front::{self, Transport};
 use super::{
-    BrokerConfig, BrokerError, DeviceHooks, DevicePublish, METRIC_ACL_DENIED, METRIC_AUTH_FAILED,
-    METRIC_CONNECTED, TlsListener,
+    Authentication, BrokerConfig, BrokerError, DeviceHooks, DevicePublish, METRIC_ACL_DENIED,
+    METRIC_AUTH_FAILED, METRIC_CONNECTED, TlsListener,
 };
 use crate::protocol::{DeviceTopic, TrackerId, device_may_publish, device_may_subscribe};
 
@@ -469,10 +469,16 @@ impl State {
                 return Err(bad("last will topic is not the tracker's own"));
             }
         }
-        if self.device.authenticate(&tracker, password).await {
-            Ok(())
-        } else {
-            Err(bad("wrong, unknown or revoked credentials"))
+        match self.device.authenticate(&tracker, password).await {
+            Authentication::Accepted => Ok(()),
+            Authentication::Refused => Err(bad("wrong, unknown or revoked credentials")),
+            // rmqtt's authentication hook cannot answer CONNACK 3 "server unavailable" (it sends
+            // that only for its own faults, and its CONNACK hook is not called on a refusal):
+            // "not authorized" (5; MQTT 5: 0x87) tells it apart from wrong credentials (4), and
+            // collars retry it.
+            Authentication::Unavailable => Err(Refusal::NotAuthorized(
+                "credentials not checked: the database is unavailable",
+            )),
         }
     }
 

@@ -20,7 +20,7 @@ use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::broker::{DeviceHooks, DevicePublish, Refused};
+use crate::broker::{Authentication, DeviceHooks, DevicePublish, Refused};
 use crate::protocol::{TrackerId, ValidationLimits};
 use crate::shutdown::Shutdown;
 use crate::storage;
@@ -28,7 +28,7 @@ use crate::storage::ingest::CommandReports;
 
 pub use decode::{Envelope, Inbound};
 pub use spool::SpoolError;
-pub use write::AckDue;
+pub use write::{AckDue, CommittedBatches};
 
 /// Tuning of the pipeline.
 #[derive(Debug, Clone)]
@@ -57,6 +57,11 @@ pub struct IngestConfig {
     /// Who applies the collars' command reports in their batch's transaction: the server, which
     /// owns commands. Without it they are dead letters.
     pub commands: Option<Arc<dyn CommandReports>>,
+    /// Who hears of every committed batch (the server's alert engine), or nobody.
+    pub committed: Option<Arc<dyn CommittedBatches>>,
+    /// Whether the database is there and migrated: until it is, collars are told "server
+    /// unavailable" and the spool's replay and the silence check wait.
+    pub database: storage::Ready,
 }
 
 /// Where "now" comes from.
@@ -90,6 +95,8 @@ impl Default for IngestConfig {
             writers: 2,
             live: crate::live::LivePublisher::default(),
             commands: None,
+            committed: None,
+            database: storage::Ready::now(),
         }
     }
 }
@@ -99,6 +106,7 @@ pub struct Ingest {
     pool: Pool,
     input: mpsc::Sender<Envelope>,
     accept_timeout: Duration,
+    database: storage::Ready,
 }
 
 /// A started pipeline.
@@ -125,7 +133,7 @@ pub fn start(
     }
     let (input_tx, input_rx) = mpsc::channel::<Envelope>(config.queue_capacity.max(1));
     let (ack_tx, ack_rx) = mpsc::channel(config.queue_capacity.max(1));
-    let spool = Arc::new(tokio::sync::Mutex::new(spool));
+    let spool = spool::SharedSpool::new(spool);
     let mut shards = Vec::new();
     let mut stage_tasks = Vec::new();
     for _ in 0..config.writers.max(1) {
@@ -144,6 +152,7 @@ pub fn start(
             acks: ack_tx.clone(),
             attempts: 3,
             commands: config.commands.clone(),
+            committed: config.committed.clone(),
         };
         stage_tasks.push(tokio::spawn(writer.run(batch_rx)));
     }
@@ -154,6 +163,8 @@ pub fn start(
         every: Duration::from_secs(1),
         max_rows: config.batch_size.max(1),
         commands: config.commands.clone(),
+        committed: config.committed.clone(),
+        database: config.database.clone(),
     };
     let (replay_stop, replay_stop_rx) = oneshot::channel();
     let replay_task = tokio::spawn(replayer.run(replay_stop_rx));
@@ -167,7 +178,12 @@ pub fn start(
         config.live,
         shutdown.clone(),
     ));
-    let silence_task = tokio::spawn(run_silence(pool.clone(), config.silence_timeout, shutdown));
+    let silence_task = tokio::spawn(run_silence(
+        pool.clone(),
+        config.silence_timeout,
+        config.database.clone(),
+        shutdown,
+    ));
 
     let task = tokio::spawn(async move {
         let _ = decode_task.await;
@@ -184,6 +200,7 @@ pub fn start(
             pool,
             input: input_tx,
             accept_timeout: config.accept_timeout,
+            database: config.database,
         }),
         acks: ack_rx,
         task,
@@ -227,7 +244,16 @@ fn shard_of(tracker: Option<&str>, shards: usize) -> usize {
     tracker.map_or(0, |t| (hasher.hash_one(t) % shards as u64) as usize)
 }
 
-async fn run_silence(pool: Pool, silence: Duration, mut shutdown: Shutdown) {
+async fn run_silence(
+    pool: Pool,
+    silence: Duration,
+    database: storage::Ready,
+    mut shutdown: Shutdown,
+) {
+    tokio::select! {
+        () = database.wait() => {}
+        () = shutdown.recv() => return,
+    }
     let mut tick =
         tokio::time::interval((silence / 4).clamp(Duration::from_secs(1), Duration::from_secs(30)));
     loop {
@@ -270,12 +296,16 @@ impl Ingest {
 
 #[async_trait::async_trait]
 impl DeviceHooks for Ingest {
-    async fn authenticate(&self, tracker: &TrackerId, secret: &[u8]) -> bool {
+    async fn authenticate(&self, tracker: &TrackerId, secret: &[u8]) -> Authentication {
+        if !self.database.is_ready() {
+            return Authentication::Unavailable;
+        }
         match storage::trackers::authenticate(&self.pool, tracker, secret).await {
-            Ok(ok) => ok,
+            Ok(true) => Authentication::Accepted,
+            Ok(false) => Authentication::Refused,
             Err(err) => {
-                tracing::warn!(%err, %tracker, "cannot check device credentials; refusing");
-                false
+                tracing::warn!(%err, %tracker, "cannot check device credentials; the collar is told the server is unavailable");
+                Authentication::Unavailable
             }
         }
     }

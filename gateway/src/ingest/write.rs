@@ -1,20 +1,20 @@
 //! Write stage: commits batches, retries what is worth retrying, spools to disk while the database is away, and replays the spool in order.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
 use rand::Rng;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::storage::ingest::{BatchRows, CommandReports, DeadLetterRow, WriteOutcome, write_batch};
 use crate::storage::{StorageError, pool_error_reason};
 
 use super::batch::Batch;
 use super::events;
-use super::spool::{Spool, SpooledBatch, format};
+use super::spool::{Group, SharedSpool, SpooledBatch, format};
 
 /// An acknowledgement owed to a collar: its fixes up to `seq` are committed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,17 +23,35 @@ pub struct AckDue {
     pub seq: i64,
 }
 
+/// The server's side of what the write path stored: told after each commit, with the rows of
+/// that batch (never those the database refused, which became dead letters). The alert engine
+/// computes from these, so it sees every fix that is stored, in each tracker's commit order.
+/// Implementations must not block: this runs on the write path, once per committed batch.
+pub trait CommittedBatches: std::fmt::Debug + Send + Sync + 'static {
+    fn committed(&self, rows: &BatchRows);
+}
+
+/// What became of a batch the database took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    AsSent,
+    /// Refused for its content and stored as dead letters instead.
+    AsDeadLetters,
+}
+
 /// One of the pipeline's writers. Each owns a shard of the trackers (see `ingest::start`), so a
 /// tracker's batches are committed in order. While the spool holds batches, new ones are spooled
 /// behind them and the [`Replayer`] commits them in order.
 pub struct Writer {
     pub pool: Pool,
-    pub spool: Arc<Mutex<Spool>>,
+    pub spool: SharedSpool,
     pub acks: mpsc::Sender<AckDue>,
     /// Attempts for one batch before it goes to the spool.
     pub attempts: u32,
     /// The server's handler of command reports (see `IngestConfig::commands`).
     pub commands: Option<Arc<dyn CommandReports>>,
+    /// Told of every committed batch (see `IngestConfig::committed`).
+    pub committed: Option<Arc<dyn CommittedBatches>>,
 }
 
 impl Writer {
@@ -48,24 +66,26 @@ impl Writer {
         let Batch { rows, acks, done } = batch;
         let acks: Vec<(String, i64)> = acks.into_iter().collect();
         // While older batches wait in the spool, newer ones queue behind them.
-        let spool_empty = self.spool.lock().await.is_empty();
-        let committed = if spool_empty {
+        let committed = if self.spool.is_empty() {
             self.write_with_retry(&rows).await
         } else {
             Err(())
         };
-        if committed.is_ok() {
+        if let Ok(stored) = committed {
+            if stored == Stored::AsSent
+                && let Some(committed) = &self.committed
+            {
+                committed.committed(&rows);
+            }
             send_acks(&self.acks, &acks);
         } else {
-            let spooled = SpooledBatch { rows, acks };
-            let mut spool = self.spool.lock().await;
-            if let Err(err) = spool.append(&spooled) {
+            // Off the async workers: see `SharedSpool`. PUBACKs wait for the fsync.
+            if let Err(err) = self.spool.append(SpooledBatch { rows, acks }).await {
                 // Neither the database nor the disk took it: the publishers get no PUBACK and
                 // will send again, so nothing is lost; their waiters see the channel drop.
                 tracing::error!(%err, "cannot spool a batch; QoS 1 publishers will resend");
                 return;
             }
-            events::spool(spool.files(), spool.bytes());
         }
         for waiter in done {
             let _ = waiter.send(());
@@ -74,11 +94,11 @@ impl Writer {
 
     /// Writes with jittered backoff for retriable errors. A batch the database refuses for its
     /// content is stored as dead letters instead, so one bad row never blocks ingest.
-    async fn write_with_retry(&self, rows: &BatchRows) -> Result<WriteOutcome, ()> {
+    async fn write_with_retry(&self, rows: &BatchRows) -> Result<Stored, ()> {
         let mut delay = Duration::from_millis(50);
         for attempt in 1..=self.attempts {
             match write_once(&self.pool, rows, self.commands.as_deref()).await {
-                Ok(outcome) => return Ok(outcome),
+                Ok(_) => return Ok(Stored::AsSent),
                 Err(err) if err.is_retriable() => {
                     events::write_retry();
                     tracing::warn!(%err, attempt, "batch write failed; will retry");
@@ -91,7 +111,10 @@ impl Writer {
                 Err(err) => {
                     tracing::error!(%err, "database refused a batch; storing it as dead letters");
                     let dead = as_dead_letters(rows, &err.to_string());
-                    return write_once(&self.pool, &dead, None).await.map_err(|_| ());
+                    return write_once(&self.pool, &dead, None)
+                        .await
+                        .map(|_| Stored::AsDeadLetters)
+                        .map_err(|_| ());
                 }
             }
         }
@@ -104,11 +127,11 @@ impl Writer {
 /// Not a writer's job: a writer replaying would not take its shard's batches meanwhile, and
 /// replaying the backlog of a long outage takes far longer than a publisher may wait
 /// (`ingest.accept_timeout_ms`), so collars would be refused and disconnected after every outage.
-/// For the same reason the spool lock is held only to read and to remove files, never during a
-/// database write: writers take it for every batch.
+/// For the same reason the spool is locked only to read and to remove files, never during a
+/// database write.
 pub struct Replayer {
     pub pool: Pool,
-    pub spool: Arc<Mutex<Spool>>,
+    pub spool: SharedSpool,
     pub acks: mpsc::Sender<AckDue>,
     /// How often to try while the spool holds batches.
     pub every: Duration,
@@ -117,15 +140,24 @@ pub struct Replayer {
     /// new ones during the drain, so consecutive batches are committed together.
     pub max_rows: usize,
     pub commands: Option<Arc<dyn CommandReports>>,
+    pub committed: Option<Arc<dyn CommittedBatches>>,
+    /// Replay starts once the database is migrated: a spool of an earlier run must not meet a
+    /// database without its tables (that would turn it into dead letters).
+    pub database: crate::storage::Ready,
 }
 
 impl Replayer {
     /// Replays every `every` until `stop` fires, then once more; what cannot be written by then
     /// stays in the spool for the next start.
     pub async fn run(self, mut stop: oneshot::Receiver<()>) {
-        {
-            let spool = self.spool.lock().await;
-            events::spool(spool.files(), spool.bytes());
+        tokio::select! {
+            () = self.database.wait() => {}
+            _ = &mut stop => {
+                if !self.spool.is_empty() {
+                    tracing::warn!(batches = self.spool.files(), "the database never came: batches stay spooled for the next start");
+                }
+                return;
+            }
         }
         let mut tick = tokio::time::interval(self.every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -136,10 +168,9 @@ impl Replayer {
             }
         }
         self.replay().await;
-        let spool = self.spool.lock().await;
-        if !spool.is_empty() {
+        if !self.spool.is_empty() {
             tracing::warn!(
-                batches = spool.files(),
+                batches = self.spool.files(),
                 "database unavailable at shutdown: batches stay spooled and are replayed at the next start"
             );
         }
@@ -155,12 +186,11 @@ impl Replayer {
         let mut replayed_any = false;
         loop {
             if pending.is_empty() {
-                let spool = self.spool.lock().await;
-                if spool.is_empty() {
+                if self.spool.is_empty() {
                     break;
                 }
-                match spool.pending() {
-                    Ok(list) => pending = list.into_iter().map(|(_, path)| path).collect(),
+                match self.spool.pending().await {
+                    Ok(list) => pending = list.into(),
                     Err(err) => {
                         tracing::error!(%err, "cannot list the spool");
                         return;
@@ -171,12 +201,29 @@ impl Replayer {
                 }
             }
             let max_rows = if alone > 0 { 1 } else { self.max_rows };
-            let (group, rows, acks) = self.take_group(&mut pending, max_rows).await;
+            let (rest, group) = match self.spool.take_group(pending, max_rows).await {
+                Ok(taken) => taken,
+                Err(err) => {
+                    tracing::error!(%err, "cannot read the spool");
+                    return;
+                }
+            };
+            pending = rest;
+            let Group {
+                paths: group,
+                rows,
+                acks,
+            } = group;
             if group.is_empty() {
                 continue;
             }
             match write_once(&self.pool, &rows, self.commands.as_deref()).await {
-                Ok(_) => self.committed(&group, &acks).await,
+                Ok(_) => {
+                    if let Some(committed) = &self.committed {
+                        committed.committed(&rows);
+                    }
+                    self.committed(&group, &acks).await;
+                }
                 Err(err) if err.is_retriable() => {
                     tracing::debug!(%err, "database still unavailable; spool kept");
                     return;
@@ -207,50 +254,11 @@ impl Replayer {
         }
     }
 
-    /// The oldest pending batches, merged up to `max_rows` (at least one batch).
-    async fn take_group(
-        &self,
-        pending: &mut VecDeque<PathBuf>,
-        max_rows: usize,
-    ) -> (Vec<PathBuf>, BatchRows, Vec<(String, i64)>) {
-        let mut group = Vec::new();
-        let mut rows = BatchRows::default();
-        let mut acks: HashMap<String, i64> = HashMap::new();
-        let mut spool = self.spool.lock().await;
-        while let Some(path) = pending.front() {
-            let batch = match spool.read(path) {
-                Ok(b) => b,
-                Err(err) => {
-                    tracing::error!(%err, "moving an unreadable spool file aside");
-                    let _ = spool.quarantine(path);
-                    pending.pop_front();
-                    continue;
-                }
-            };
-            if !group.is_empty() && rows.len() + batch.rows.len() > max_rows {
-                break;
-            }
-            rows.extend(batch.rows);
-            for (tracker, seq) in batch.acks {
-                let entry = acks.entry(tracker).or_insert(seq);
-                *entry = (*entry).max(seq);
-            }
-            group.extend(pending.pop_front());
-        }
-        events::spool(spool.files(), spool.bytes());
-        (group, rows, acks.into_iter().collect())
-    }
-
     async fn committed(&self, group: &[PathBuf], acks: &[(String, i64)]) {
-        let mut spool = self.spool.lock().await;
-        for path in group {
-            if let Err(err) = spool.remove(path) {
-                // Replaying it again later is harmless: writes are idempotent.
-                tracing::error!(%err, "cannot remove a replayed spool file");
-            }
+        if let Err(err) = self.spool.remove(group.to_vec()).await {
+            // Replaying them again later is harmless: writes are idempotent.
+            tracing::error!(%err, "cannot remove replayed spool files");
         }
-        events::spool(spool.files(), spool.bytes());
-        drop(spool);
         send_acks(&self.acks, acks);
     }
 }

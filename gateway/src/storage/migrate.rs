@@ -78,6 +78,14 @@ pub const MIGRATIONS: &[Migration] = &[
         transactional: true,
         earlier_checksums: &[],
     },
+    Migration {
+        version: 11,
+        name: "retention index on the 5-minute intervals",
+        timescale: &[include_str!("migrations/0011_retention_indexes.sql")],
+        postgres: &[include_str!("migrations/0011_retention_indexes.sql")],
+        transactional: true,
+        earlier_checksums: &[],
+    },
 ];
 
 /// The migrations one database gets, in version order.
@@ -335,8 +343,8 @@ mod tests {
         }];
         let merged = History::merge(&[MIGRATIONS, OTHER]);
         let versions: Vec<i32> = merged.migrations().iter().map(|m| m.version).collect();
-        assert_eq!(versions, [1, 2, 3, 10]);
-        assert_eq!(merged.latest_version(), 10);
+        assert_eq!(versions, [1, 2, 3, 10, 11]);
+        assert_eq!(merged.latest_version(), 11);
         assert_ne!(merged.fingerprint(), History::device().fingerprint());
     }
 

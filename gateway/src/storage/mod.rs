@@ -3,6 +3,7 @@
 pub mod ingest;
 pub mod migrate;
 pub mod notify;
+pub mod retention;
 pub mod trackers;
 
 use std::str::FromStr;
@@ -51,6 +52,47 @@ pub enum TimescalePreference {
     Required,
     /// Plain PostgreSQL even when TimescaleDB is there.
     Off,
+}
+
+/// Whether the database is there and migrated. Parts that need it wait for it, device
+/// authentication answers "server unavailable" until then, and `/readyz` reports it: a server
+/// started while PostgreSQL is down keeps running and connects when it comes.
+#[derive(Debug, Clone)]
+pub struct Ready(tokio::sync::watch::Receiver<bool>);
+
+/// The side that says the database is ready (once migrated).
+#[derive(Debug)]
+pub struct SetReady(tokio::sync::watch::Sender<bool>);
+
+impl Ready {
+    /// A database known to be ready from the start.
+    pub fn now() -> Ready {
+        readiness(true).1
+    }
+
+    pub fn is_ready(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Completes once the database is ready; never, if whoever would say so is gone first.
+    pub async fn wait(&self) {
+        let mut rx = self.0.clone();
+        if rx.wait_for(|ready| *ready).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl SetReady {
+    pub fn ready(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// A readiness pair, ready or not yet.
+pub fn readiness(ready: bool) -> (SetReady, Ready) {
+    let (tx, rx) = tokio::sync::watch::channel(ready);
+    (SetReady(tx), Ready(rx))
 }
 
 /// Errors at the storage boundary.
@@ -153,6 +195,22 @@ pub fn describe_url(url: &SecretString) -> Result<(tokio_postgres::Config, Strin
 
 /// Builds a pool and checks that the server answers, so a bad URL fails at start, not at first use.
 pub async fn connect(url: &SecretString, pool_size: usize) -> Result<Pool, StorageError> {
+    let (pool, target) = build_pool(url, pool_size)?;
+    let client = pool.get().await.map_err(|e| StorageError::Unreachable {
+        target: target.clone(),
+        reason: pool_error_reason(&e),
+    })?;
+    drop(client);
+    Ok(pool)
+}
+
+/// Builds a pool without connecting: its connections are opened when first needed, so a server
+/// can start while the database is away.
+pub fn pool(url: &SecretString, pool_size: usize) -> Result<Pool, StorageError> {
+    build_pool(url, pool_size).map(|(pool, _)| pool)
+}
+
+fn build_pool(url: &SecretString, pool_size: usize) -> Result<(Pool, String), StorageError> {
     let (mut config, target) = describe_url(url)?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(5));
@@ -172,12 +230,7 @@ pub async fn connect(url: &SecretString, pool_size: usize) -> Result<Pool, Stora
         .create_timeout(Some(Duration::from_secs(10)))
         .build()
         .map_err(|e| StorageError::Pool(e.to_string()))?;
-    let client = pool.get().await.map_err(|e| StorageError::Unreachable {
-        target: target.clone(),
-        reason: pool_error_reason(&e),
-    })?;
-    drop(client);
-    Ok(pool)
+    Ok((pool, target))
 }
 
 /// The innermost cause of a pool error: "connection refused" beats "backend error: error connecting".
@@ -216,68 +269,4 @@ pub async fn backend(pool: &Pool) -> Result<Backend, StorageError> {
         .await
         .map_err(StorageError::query("reading the storage backend"))?;
     row.get::<_, String>(0).parse()
-}
-
-/// Keeps positions within the retention window. TimescaleDB drops whole chunks with its own job;
-/// on plain PostgreSQL pettracker deletes old rows itself, in slices so no lock is held for long.
-/// The 5-minute intervals of bucketed history (`positions_5m`, a plain table on both) follow.
-pub async fn apply_retention(pool: &Pool, retention_days: u32) -> Result<u64, StorageError> {
-    // Asked before taking a connection: `backend` takes one of its own, and holding ours while it
-    // waits would deadlock a pool of one.
-    let backend = backend(pool).await?;
-    let client = pool
-        .get()
-        .await
-        .map_err(|e| StorageError::Pool(pool_error_reason(&e)))?;
-    let days = i32::try_from(retention_days).unwrap_or(i32::MAX);
-    let mut total = 0;
-    match backend {
-        Backend::TimescaleDb => {
-            client
-                .execute(
-                    "SELECT remove_retention_policy('positions', if_exists => true)",
-                    &[],
-                )
-                .await
-                .map_err(StorageError::query("removing the retention policy"))?;
-            client
-                .execute(
-                    "SELECT add_retention_policy('positions', make_interval(days => $1))",
-                    &[&days],
-                )
-                .await
-                .map_err(StorageError::query("adding the retention policy"))?;
-        }
-        Backend::Postgres => {
-            total += delete_in_slices(&client, "positions", "device_time", days).await?;
-        }
-    }
-    delete_in_slices(&client, "positions_5m", "bucket", days).await?;
-    Ok(total)
-}
-
-/// Deletes rows of `table` whose `column` is older than `days`, 10,000 at a time.
-async fn delete_in_slices(
-    client: &tokio_postgres::Client,
-    table: &str,
-    column: &str,
-    days: i32,
-) -> Result<u64, StorageError> {
-    let sql = format!(
-        "DELETE FROM {table} WHERE ctid = ANY (ARRAY(
-             SELECT ctid FROM {table}
-             WHERE {column} < now() - make_interval(days => $1)
-             LIMIT 10000))"
-    );
-    let mut total = 0;
-    loop {
-        let deleted = client
-            .execute(&sql, &[&days])
-            .await
-            .map_err(StorageError::query("deleting history past retention"))?;
-        total += deleted;
-        if deleted < 10_000 {
-            return Ok(total);
-        }
-    }
 }
