@@ -12,6 +12,9 @@ use gateway::storage::TimescalePreference;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+mod map;
+pub use map::MapSettings;
+
 /// The whole configuration of a pettracker process.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -26,6 +29,7 @@ pub struct Config {
     pub log: LogConfig,
     pub live: LiveSettings,
     pub alerts: AlertSettings,
+    pub map: MapSettings,
 }
 
 /// Alert rules (see docs/live.md, *Alerts*).
@@ -424,6 +428,9 @@ pub const KEYS: &[(&str, Kind, &str)] = &[
     ("alerts.geofence_margin_m", Kind::Int, "least GPS accuracy margin: a fix outside by less decides nothing"),
     ("alerts.max_fix_age_secs", Kind::Int, "fixes older than this on arrival raise no alert"),
     ("alerts.webhook_retry_base_ms", Kind::Int, "first wait before a failed webhook delivery is retried (doubles, jittered)"),
+    ("map.tile_url", Kind::Str, "the web app's basemap tile URL template ({z}/{x}/{y}); empty: no basemap"),
+    ("map.tile_attribution", Kind::Str, "credit shown on the web app's map for the tiles (HTML)"),
+    ("map.max_zoom", Kind::Int, "deepest zoom of the tile server (1-24)"),
     ("log.format", Kind::Str, "text or json"),
     ("log.level", Kind::Str, "tracing filter, e.g. info"),
 ];
@@ -696,6 +703,9 @@ impl Config {
             ));
         }
         self.validate_live(&fail)?;
+        self.map
+            .validate()
+            .map_err(|(key, message)| fail(key, message))?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(fail(
                 "log.level",
@@ -953,6 +963,7 @@ mod tests {
                 Kind::Secret => "postgres://localhost/x",
                 Kind::List => "ada@example.com, bob@example.com",
                 Kind::Str if key.ends_with("addr") => "127.0.0.1:9",
+                Kind::Str if key.ends_with("tile_url") => "https://t.example.org/{z}/{x}/{y}.png",
                 Kind::Str if key.ends_with("timescaledb") => "auto",
                 Kind::Str if key.ends_with("format") => "json",
                 Kind::Str if key.ends_with("_addr") => "127.0.0.1:9",
