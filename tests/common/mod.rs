@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod browser;
+pub mod collar;
 
 use std::time::Duration;
 
