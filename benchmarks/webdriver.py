@@ -89,6 +89,10 @@ class Browser:
     def get(self, url):
         self.cmd("POST", "/url", {"url": url})
 
+    def refresh(self):
+        """Reloads the page and waits for it (WebDriver's Refresh)."""
+        self.cmd("POST", "/refresh", {})
+
     def js(self, script, *args):
         return self.cmd("POST", "/execute/sync", {"script": script, "args": list(args)})
 

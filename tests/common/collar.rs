@@ -21,7 +21,12 @@ impl ScriptedCollar {
     }
 
     pub async fn connect_with(app: &TestApp, tracker: &str, secret: &str) -> ScriptedCollar {
-        let opts = options(app.mqtt_port(), tracker, tracker, secret);
+        ScriptedCollar::connect_to(app.mqtt_port(), tracker, secret).await
+    }
+
+    /// To a broker on 127.0.0.1:`port`.
+    pub async fn connect_to(port: u16, tracker: &str, secret: &str) -> ScriptedCollar {
+        let opts = options(port, tracker, tracker, secret);
         let (client, mut events) = connect(opts).await.expect("the collar connects");
         tokio::spawn(async move { while events.poll().await.is_ok() {} });
         ScriptedCollar {

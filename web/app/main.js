@@ -40,6 +40,8 @@ const ROUTES = {
   account: account,
 };
 
+const MAP_SCREENS = new Set(['pets', 'pet', 'history', 'zones', 'alerts']);
+
 const TABS = [
   ['pets', 'Pets'],
   ['history', 'History'],
@@ -151,6 +153,7 @@ function buildShell() {
   }));
 
   shell = {
+    layout,
     mapView,
     live,
     panel,
@@ -214,7 +217,7 @@ export async function reloadPets() {
 export function notify(text, { kind = 'info', testid = 'notice', trackerId, action, timeout = 15000 } = {}) {
   if (!shell) return;
   const close = () => el.remove();
-  const el = h('div', { class: `notice ${kind}`, role: kind === 'error' ? 'alert' : 'status', dataset: { testid, trackerId } },
+  const el = h('div', { class: `notice notice-${kind}`, role: kind === 'error' ? 'alert' : 'status', dataset: { testid, trackerId } },
     h('span', { class: 'text' }, text),
     action ? h('button', { type: 'button', class: 'small', onclick: () => { action[1](); close(); } }, action[0]) : null,
     h('button', { type: 'button', class: 'small ghost', 'aria-label': 'Dismiss', onclick: close }, '×'));
@@ -249,6 +252,11 @@ function route() {
     else a.removeAttribute('aria-current');
   }
   shell.panel.replaceChildren();
+  // Screens about places keep the map; the others get the whole width.
+  const withMap = MAP_SCREENS.has(name);
+  const hadMap = shell.layout.dataset.map !== 'off';
+  shell.layout.dataset.map = withMap ? 'on' : 'off';
+  if (withMap && !hadMap) shell.mapView.invalidate();
   shell.mapView.showPets(name !== 'history');
   if (name !== 'history') shell.mapView.clearTrack();
   if (name !== 'zones') shell.mapView.clearZones();

@@ -97,6 +97,15 @@ export class MapView {
     this.map.invalidateSize({ pan: false });
   }
 
+  /**
+   * Runs a change of view now, or when the zoom animation in progress ends: Leaflet drops a
+   * setView asked for during one (a zone's "Show" right after the screen fitted all zones).
+   */
+  view(change) {
+    if (this.map._animatingZoom) this.map.once('zoomend', () => change());
+    else change();
+  }
+
   // --- pets ------------------------------------------------------------------------------
 
   /** Creates and removes markers to match the pets (names and roles may have changed). */
@@ -187,8 +196,10 @@ export class MapView {
     for (const pet of pets.values()) if (pet.fix) points.push([pet.fix.lat, pet.fix.lon]);
     if (points.length === 0) return;
     this.fitted = true;
-    if (points.length === 1) this.map.setView(points[0], 16);
-    else this.map.fitBounds(points, { padding: [30, 30], maxZoom: 16 });
+    this.view(() => {
+      if (points.length === 1) this.map.setView(points[0], 16);
+      else this.map.fitBounds(points, { padding: [30, 30], maxZoom: 16 });
+    });
   }
 
   panTo(fix) {
@@ -207,7 +218,7 @@ export class MapView {
     const marker = id && this.markers.get(id);
     if (marker) {
       marker.setZIndexOffset(1000);
-      if (center) this.map.setView(marker.getLatLng(), Math.max(this.map.getZoom(), 16));
+      if (center) this.view(() => this.map.setView(marker.getLatLng(), Math.max(this.map.getZoom(), 16)));
     }
     if (previous && previous !== id) {
       const old = this.markers.get(previous);
@@ -248,7 +259,7 @@ export class MapView {
       L.circleMarker(latlngs[0], { renderer: this.canvas, radius: 6, color: '#1f6f5c', fillColor: '#fff', fillOpacity: 1, weight: 3, interactive: false }),
       L.circleMarker(latlngs[latlngs.length - 1], { renderer: this.canvas, radius: 6, color: '#a33', fillColor: '#a33', fillOpacity: 1, weight: 2, interactive: false }),
     ]).addTo(this.map);
-    this.map.fitBounds(L.latLngBounds(latlngs), { padding: [30, 30], maxZoom: 17 });
+    this.view(() => this.map.fitBounds(L.latLngBounds(latlngs), { padding: [30, 30], maxZoom: 17 }));
   }
 
   clearTrack() {
@@ -331,12 +342,12 @@ export class MapView {
     const layers = [...this.zoneLayers.values()];
     if (!layers.length) return;
     const bounds = layers.reduce((b, l) => b.extend(l.getBounds()), L.latLngBounds([]));
-    this.map.fitBounds(bounds, { padding: [30, 30], maxZoom: 17 });
+    this.view(() => this.map.fitBounds(bounds, { padding: [30, 30], maxZoom: 17 }));
   }
 
   fitZone(id) {
     const layer = this.zoneLayers.get(id);
-    if (layer) this.map.fitBounds(layer.getBounds(), { padding: [40, 40], maxZoom: 17 });
+    if (layer) this.view(() => this.map.fitBounds(layer.getBounds(), { padding: [40, 40], maxZoom: 17 }));
   }
 
   /** Starts drawing a circle or polygon; resolves with its shape, or null when cancelled. */
