@@ -18,6 +18,7 @@ source "$(dirname "$0")/lib.sh"
 bench_build
 if [ $quick = 1 ]; then live_pets=200; live_secs=15; days=3; range=7; runs=3
 else live_pets=1000; live_secs=60; days=30; range=30; runs=7; fi
+live_pets=${BENCH_LIVE_PETS:-$live_pets}; live_secs=${BENCH_LIVE_SECS:-$live_secs}
 [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] \
   || { log "needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"; exit 1; }
 
@@ -30,7 +31,9 @@ for who in paint live history; do owner_token "$who@example.com" >/dev/null; don
 
 # 30 pets with a position each (a few minutes of history through the ingest write path).
 $bin/pettracker seed --trackers 30 --days 0.005 --interval 30 --prefix paint --owner paint@example.com >&2
-python3 benchmarks/browser.py paint --port "$http_port" --email paint@example.com --pets 30 --runs $runs
+python3 benchmarks/browser.py paint --port "$http_port" --email paint@example.com --pets 30 --runs $runs \
+  | tee "$work/paint.jsonl"
+idle_fps=$(python3 -c 'import json,sys; print(next(json.loads(l)["value"] for l in open(sys.argv[1]) if "browser_idle_fps" in l))' "$work/paint.jsonl")
 
 # A fleet over real MQTT, every collar owned by one account.
 provision live "$live_pets" "$work/live.jsonl"
@@ -41,7 +44,7 @@ $bin/firmware-sim run --broker "127.0.0.1:$mqtt_port" --credentials "$work/live.
 fleet=$!
 bench_pids+=("$fleet")
 python3 benchmarks/browser.py live --port "$http_port" --email live@example.com --pets "$live_pets" \
-  --seconds "$live_secs"
+  --seconds "$live_secs" --idle-fps "$idle_fps"
 kill -INT "$fleet" 2>/dev/null || true
 wait "$fleet" 2>/dev/null || true
 

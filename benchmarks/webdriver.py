@@ -68,6 +68,8 @@ class Browser:
         }
         session = self._call("POST", "/session", caps)
         self.session = session["sessionId"]
+        # Measuring windows run as async scripts longer than the default 30 s.
+        self.cmd("POST", "/timeouts", {"script": 600_000})
         # A window cannot be narrower than Chromium's minimum: phones are emulated.
         self.cdp("Emulation.setDeviceMetricsOverride", {
             "width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600,

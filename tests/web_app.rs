@@ -970,12 +970,26 @@ async fn the_live_map_resumes_after_each_drop_with_no_fix_missed_or_shown_twice(
         FIXES as i64,
     )
     .await;
-    browser
-        .wait_until(
-            "every fix on the page once",
-            &format!("document.querySelector('[data-testid=pet][data-tracker-id=rex]')?.dataset.livePoints === '{FIXES}'"),
-        )
-        .await;
+    let points =
+        "document.querySelector('[data-testid=pet][data-tracker-id=rex]')?.dataset.livePoints";
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let shown = browser.js(&format!("return {points};"), vec![]).await;
+        if shown == json!(FIXES.to_string()) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the page counted {shown} of {FIXES} fixes (state {})",
+            browser
+                .js(
+                    "return document.querySelector('[data-testid=connection-state]').textContent;",
+                    vec![]
+                )
+                .await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(
         token_expired_closes(&app).await >= closed_before + 2,
         "the feed should have dropped and resumed during the run"

@@ -92,23 +92,40 @@ async fn every_screen_on_a_desktop_and_a_phone() {
     let mut seed = pettracker::seed::SeedOptions::new(1, 1.0, 20);
     seed.prefix = "walk".to_owned();
     seed.owner = Some(DEMO_EMAIL.to_owned());
-    pettracker::seed::run(&pool, &seed, |_, _| {}).await.unwrap();
+    pettracker::seed::run(&pool, &seed, |_, _| {})
+        .await
+        .unwrap();
     let client = pool.get().await.unwrap();
     client
-        .execute("UPDATE trackers SET pet_name = 'Bruno' WHERE tracker_id = 'walk-0001'", &[])
+        .execute(
+            "UPDATE trackers SET pet_name = 'Bruno' WHERE tracker_id = 'walk-0001'",
+            &[],
+        )
         .await
         .unwrap();
     // A collar that runs off from its zone with a low battery: two alerts.
-    let scout = gateway::storage::trackers::provision(&pool, &TrackerId::parse("scout").unwrap(), Some("Scout"))
-        .await
-        .unwrap();
+    let scout = gateway::storage::trackers::provision(
+        &pool,
+        &TrackerId::parse("scout").unwrap(),
+        Some("Scout"),
+    )
+    .await
+    .unwrap();
     let (status, body) = api
-        .post("/auth/login", None, json!({"email": DEMO_EMAIL, "password": DEMO_PASSWORD}))
+        .post(
+            "/auth/login",
+            None,
+            json!({"email": DEMO_EMAIL, "password": DEMO_PASSWORD}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     let token = body["access_token"].as_str().unwrap().to_owned();
     let (status, body) = api
-        .post("/trackers/claim", Some(&token), json!({"tracker_id": "scout", "claim_code": scout.claim_code}))
+        .post(
+            "/trackers/claim",
+            Some(&token),
+            json!({"tracker_id": "scout", "claim_code": scout.claim_code}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     let home = demo.pets[0].home;
@@ -119,16 +136,29 @@ async fn every_screen_on_a_desktop_and_a_phone() {
     let zone = body["id"].as_i64().unwrap();
     let mqtt = demo.app.mqtt_addr.unwrap().port();
     let mut device = ScriptedCollar::connect_to(mqtt, "scout", &scout.secret).await;
-    let known = format!("SELECT count(*) FROM alert_state WHERE tracker_id = 'scout' AND zones ? '{zone}'");
+    let known =
+        format!("SELECT count(*) FROM alert_state WHERE tracker_id = 'scout' AND zones ? '{zone}'");
     while count(&pool, &known).await == 0 {
         device.fix(home.lat, home.lon + 0.004).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     device.raw(&json!({"ts": chrono::Utc::now().to_rfc3339(), "lat": home.lat + 0.006, "lon": home.lon + 0.004, "acc": 6.0, "bat": 14, "seq": 1000}).to_string()).await;
-    wait_for_count(&pool, "SELECT count(*) FROM alerts WHERE tracker_id = 'scout'", 2).await;
+    wait_for_count(
+        &pool,
+        "SELECT count(*) FROM alerts WHERE tracker_id = 'scout'",
+        2,
+    )
+    .await;
     // Something unusable from it, for the operators' dead letters.
-    device.raw(r#"{"lat": 95.0, "lon": 13.4, "ts": "2026-01-01T00:00:00Z"}"#).await;
-    wait_for_count(&pool, "SELECT count(*) FROM dead_letters WHERE tracker_id = 'scout'", 1).await;
+    device
+        .raw(r#"{"lat": 95.0, "lon": 13.4, "ts": "2026-01-01T00:00:00Z"}"#)
+        .await;
+    wait_for_count(
+        &pool,
+        "SELECT count(*) FROM dead_letters WHERE tracker_id = 'scout'",
+        1,
+    )
+    .await;
     api.register("ops@example.com").await;
 
     let rex = demo.trackers[0].tracker_id.clone();
@@ -138,7 +168,11 @@ async fn every_screen_on_a_desktop_and_a_phone() {
         b.find("[data-testid=sign-in]").await;
         b.screenshot("sign-in").await;
         b.sign_in(&url, DEMO_EMAIL, DEMO_PASSWORD).await;
-        b.wait_until("every pet on the map", "document.querySelectorAll('[data-testid=pet-marker]').length >= 13").await;
+        b.wait_until(
+            "every pet on the map",
+            "document.querySelectorAll('[data-testid=pet-marker]').length >= 13",
+        )
+        .await;
         b.screenshot("pets").await;
 
         b.open(&format!("#/pets/{rex}")).await;
@@ -152,25 +186,46 @@ async fn every_screen_on_a_desktop_and_a_phone() {
         b.js("const y = new Date(Date.now() - 86400e3); const d = (t) => `${t.getFullYear()}-${String(t.getMonth() + 1).padStart(2, '0')}-${String(t.getDate()).padStart(2, '0')}`; document.querySelector('[data-testid=history-from]').value = d(y); document.querySelector('[data-testid=history-to]').value = d(new Date());", vec![]).await;
         b.click("[data-testid=history-show]").await;
         // A whole day and a bit at one fix every 20 s.
-        b.wait_until("the track", "document.querySelector('[data-testid=history-status]').dataset.points === '4320'").await;
-        b.wait_until("the summary", "document.querySelector('[data-testid=summary-day]')").await;
+        b.wait_until(
+            "the track",
+            "document.querySelector('[data-testid=history-status]').dataset.points === '4320'",
+        )
+        .await;
+        b.wait_until(
+            "the summary",
+            "document.querySelector('[data-testid=summary-day]')",
+        )
+        .await;
         b.js("const s = document.querySelector('[data-testid=time-slider]'); s.value = '620'; s.dispatchEvent(new Event('input')); if (innerWidth < 600) document.querySelector('.player').scrollIntoView();", vec![]).await;
         b.screenshot("history").await;
 
         b.open("#/zones").await;
-        b.wait_until("zones listed", "document.querySelectorAll('[data-testid=zone]').length >= 13").await;
-        b.wait_until("zones drawn", "document.querySelectorAll('[data-testid=zone-shape]').length >= 13").await;
+        b.wait_until(
+            "zones listed",
+            "document.querySelectorAll('[data-testid=zone]').length >= 13",
+        )
+        .await;
+        b.wait_until(
+            "zones drawn",
+            "document.querySelectorAll('[data-testid=zone-shape]').length >= 13",
+        )
+        .await;
         // One zone up close, being edited: its handles on the map, its form in the panel.
         b.click("[data-testid=zone] [data-testid=zone-edit]").await;
         b.wait_until("the zone up close", "[...document.querySelectorAll('[data-testid=zone-shape]')].some(e => e.getBoundingClientRect().width > 150)").await;
-        b.wait_until("the edit handles", "document.querySelector('.marker-icon')").await;
+        b.wait_until("the edit handles", "document.querySelector('.marker-icon')")
+            .await;
         b.screenshot("zones").await;
         b.click("[data-testid=draw-polygon]").await;
         b.find("[data-testid=drawing-hint]").await;
         b.screenshot("zones-drawing").await;
         b.open("#/alerts").await;
 
-        b.wait_until("the alerts", "document.querySelectorAll('[data-testid=alert][data-tracker-id=scout]').length >= 2").await;
+        b.wait_until(
+            "the alerts",
+            "document.querySelectorAll('[data-testid=alert][data-tracker-id=scout]').length >= 2",
+        )
+        .await;
         b.screenshot("alerts").await;
 
         b.open("#/apps").await;
@@ -186,11 +241,19 @@ async fn every_screen_on_a_desktop_and_a_phone() {
 
         b.sign_in(&url, "ops@example.com", PASSWORD).await;
         b.open("#/admin").await;
-        b.fill("[data-testid=provision-id]", &format!("collar-{}", screen.name())).await;
+        b.fill(
+            "[data-testid=provision-id]",
+            &format!("collar-{}", screen.name()),
+        )
+        .await;
         b.fill("[data-testid=provision-name]", "Pixel").await;
         b.click("[data-testid=provision]").await;
         b.find("[data-testid=device-secret]").await;
-        b.wait_until("dead letters", "document.querySelector('[data-testid=dead-letter]')").await;
+        b.wait_until(
+            "dead letters",
+            "document.querySelector('[data-testid=dead-letter]')",
+        )
+        .await;
         b.screenshot("operators").await;
         b.assert_console_clean(&[]).await;
         b.close().await;
@@ -201,14 +264,23 @@ async fn every_screen_on_a_desktop_and_a_phone() {
 }
 
 async fn count(pool: &deadpool_postgres::Pool, sql: &str) -> i64 {
-    pool.get().await.unwrap().query_one(sql, &[]).await.unwrap().get(0)
+    pool.get()
+        .await
+        .unwrap()
+        .query_one(sql, &[])
+        .await
+        .unwrap()
+        .get(0)
 }
 
 /// Polls `sql` until it returns at least `want`; fails the test after 20 s.
 async fn wait_for_count(pool: &deadpool_postgres::Pool, sql: &str, want: i64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while count(pool, sql).await < want {
-        assert!(tokio::time::Instant::now() < deadline, "{sql}: not {want} within 20 s");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{sql}: not {want} within 20 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -236,4 +236,21 @@ mod tests {
             "only the listed files"
         );
     }
+
+    #[test]
+    fn every_npm_package_in_the_lockfile_is_listed_with_its_licence_in_the_ui_guide() {
+        let lock: serde_json::Value =
+            serde_json::from_str(include_str!("../../web/package-lock.json")).unwrap();
+        let guide = include_str!("../../docs/ui.md");
+        let packages = lock["packages"].as_object().unwrap();
+        for (path, package) in packages.iter().filter(|(p, _)| !p.is_empty()) {
+            let name = path
+                .trim_start_matches("node_modules/")
+                .replace("/node_modules/", "/");
+            let version = package["version"].as_str().unwrap();
+            let licence = package["license"].as_str().unwrap_or("(none)");
+            let row = format!("| `{name}` | {version} | {licence}");
+            assert!(guide.contains(&row), "docs/ui.md lacks the row {row}");
+        }
+    }
 }

@@ -242,10 +242,10 @@ impl Browser {
     }
 
     pub async fn click(&self, css: &str) {
-        let el = self.find(css).await;
-        // Elements below the fold on a phone are scrolled to by the click itself; a notice
-        // or the map may briefly cover them, so try again shortly.
+        // Elements below the fold on a phone are scrolled to by the click itself; a notice may
+        // briefly cover one, or a screen be drawn again under it: find it again and retry.
         for attempt in 0.. {
+            let el = self.find(css).await;
             match el.click().await {
                 Ok(()) => return,
                 Err(e) if attempt < 40 => {
@@ -258,9 +258,21 @@ impl Browser {
     }
 
     pub async fn fill(&self, css: &str, text: &str) {
-        let el = self.find(css).await;
-        el.clear().await.unwrap();
-        el.send_keys(text).await.unwrap();
+        for attempt in 0.. {
+            let el = self.find(css).await;
+            let typed = match el.clear().await {
+                Ok(()) => el.send_keys(text).await,
+                Err(e) => Err(e),
+            };
+            match typed {
+                Ok(()) => return,
+                Err(e) if attempt < 20 => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("cannot type into {css}: {e}"),
+            }
+        }
     }
 
     pub async fn text(&self, css: &str) -> String {

@@ -34,6 +34,8 @@ function loadStyle(href) {
 
 let geoman = null;
 
+const TRAILS_FOR_ALL = 100;
+
 /** A div icon whose element carries the pet's tracker id (tests and the list find markers by it). */
 const PetIcon = L.DivIcon.extend({
   createIcon(old) {
@@ -93,6 +95,23 @@ export class MapView {
     this.fitted = false;
   }
 
+  /**
+   * Trails for every pet while there are few; beyond TRAILS_FOR_ALL only the selected pet's,
+   * which is also all a person can follow among hundreds.
+   */
+  trailShown(id) {
+    return this.petsVisible && (this.markers.size <= TRAILS_FOR_ALL || id === this.selected);
+  }
+
+  syncTrail(id) {
+    const trail = this.trails.get(id);
+    if (!trail) return;
+    const want = this.trailShown(id);
+    const has = this.map.hasLayer(trail);
+    if (want && !has) trail.addTo(this.map);
+    else if (!want && has) trail.remove();
+  }
+
   invalidate() {
     this.map.invalidateSize({ pan: false });
   }
@@ -132,6 +151,7 @@ export class MapView {
       if (!pet.fix) continue;
       this.addMarker(pet);
     }
+    for (const id of this.trails.keys()) this.syncTrail(id);
     if (!this.fitted) this.fitPets(pets);
   }
 
@@ -154,8 +174,8 @@ export class MapView {
       opacity: 0.55,
       color: '#1f6f5c',
     });
-    if (this.petsVisible) trail.addTo(this.map);
     this.trails.set(pet.id, trail);
+    this.syncTrail(pet.id);
     this.styleMarker(pet);
   }
 
@@ -184,7 +204,8 @@ export class MapView {
       if (ll.lat !== pet.fix.lat || ll.lng !== pet.fix.lon) {
         marker.setLatLng([pet.fix.lat, pet.fix.lon]);
         const trail = this.trails.get(id);
-        if (trail) trail.setLatLngs(pet.trail.map((p) => [p[0], p[1]]));
+        // A hidden trail is brought up to date when it is shown.
+        if (trail && this.trailShown(id)) trail.setLatLngs(pet.trail.map((p) => [p[0], p[1]]));
       }
       this.styleMarker(pet);
       if (this.follow && this.selected === id) this.panTo(pet.fix);
@@ -224,6 +245,12 @@ export class MapView {
       const old = this.markers.get(previous);
       if (old) old.setZIndexOffset(0);
     }
+    for (const pid of [previous, id]) {
+      const pet = pid && pets.get(pid);
+      const trail = pid && this.trails.get(pid);
+      if (pet && trail && this.trailShown(pid)) trail.setLatLngs(pet.trail.map((p) => [p[0], p[1]]));
+      if (pid) this.syncTrail(pid);
+    }
   }
 
   setFollow(on) {
@@ -235,15 +262,9 @@ export class MapView {
     if (this.petsVisible === visible) return;
     this.petsVisible = visible;
     for (const [id, marker] of this.markers) {
-      if (visible) {
-        marker.addTo(this.map);
-        const trail = this.trails.get(id);
-        if (trail) trail.addTo(this.map);
-      } else {
-        marker.remove();
-        const trail = this.trails.get(id);
-        if (trail) trail.remove();
-      }
+      if (visible) marker.addTo(this.map);
+      else marker.remove();
+      this.syncTrail(id);
     }
   }
 

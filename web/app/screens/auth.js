@@ -44,8 +44,14 @@ export function registerView() {
     onsubmit: (e) => {
       e.preventDefault();
       busy(button, error, async () => {
-        await register(email.value.trim(), password.value);
-        window.location.hash = '#/pets';
+        // The address says where the app will be once signed in, without a second drawing.
+        history.replaceState(null, '', '#/pets');
+        try {
+          await register(email.value.trim(), password.value);
+        } catch (err) {
+          history.replaceState(null, '', '#/register');
+          throw err;
+        }
       });
     },
   },

@@ -241,6 +241,7 @@ export function render(ctx, id) {
       return;
     }
     ctx.map.showTrack(track.lat, track.lon);
+    performance.mark('pettracker-track-drawn');
     t = track.ts[0];
     place();
     play.disabled = track.ts.length < 2;

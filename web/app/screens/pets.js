@@ -58,8 +58,30 @@ export function render(ctx) {
   const empty = h('p', { class: 'muted', dataset: { testid: 'no-pets' } }, 'No pets yet. Claim a collar with the code from its card.');
   const filter = h('input', { type: 'search', placeholder: 'Find a pet', 'aria-label': 'Find a pet', dataset: { testid: 'pet-filter' } });
   const rows = new Map();
+  // Only rows on screen are kept up to date as fixes arrive (a thousand pets report 200 times a
+  // second); a row scrolled into view catches up.
+  const visible = new Set();
+  const stale = new Set();
+  const observer = new IntersectionObserver((entries) => {
+    const now = Date.now();
+    for (const entry of entries) {
+      const id = entry.target.dataset.trackerId;
+      if (entry.isIntersecting) {
+        visible.add(id);
+        if (stale.delete(id)) {
+          const pet = state.pets.get(id);
+          if (pet) update(entry.target, pet, now);
+        }
+      } else {
+        visible.delete(id);
+      }
+    }
+  }, { root: ctx.panel });
 
   const rebuild = () => {
+    observer.disconnect();
+    visible.clear();
+    stale.clear();
     rows.clear();
     const needle = filter.value.trim().toLowerCase();
     const sorted = [...state.pets.values()].sort((a, b) => petName(a).localeCompare(petName(b)));
@@ -70,6 +92,7 @@ export function render(ctx) {
       const li = row(pet, ctx);
       update(li, pet, now);
       rows.set(pet.id, li);
+      observer.observe(li);
       items.push(li);
     }
     replace(list, items);
@@ -129,18 +152,23 @@ export function render(ctx) {
     for (const id of ids) {
       const li = rows.get(id);
       const pet = state.pets.get(id);
-      if (li && pet) update(li, pet, now);
+      if (!li || !pet) continue;
+      if (visible.has(id)) update(li, pet, now);
+      else stale.add(id);
     }
   });
   // Ages move on by themselves.
   const ticker = setInterval(() => {
     const now = Date.now();
-    for (const [id, li] of rows) {
+    for (const id of visible) {
       const pet = state.pets.get(id);
-      if (pet) update(li, pet, now);
+      const li = rows.get(id);
+      if (pet && li) update(li, pet, now);
     }
+    for (const id of rows.keys()) if (!visible.has(id)) stale.add(id);
   }, 5000);
   return () => {
+    observer.disconnect();
     offChanged();
     offUpdated();
     clearInterval(ticker);
