@@ -31,7 +31,7 @@ async fn stub_tiles() -> std::net::SocketAddr {
             for bx in 0..4u32 {
                 let (gx, gy) = (x * 4 + bx, y * 4 + by);
                 let h = gx.wrapping_mul(73_856_093) ^ gy.wrapping_mul(19_349_663) ^ z;
-                if h % 9 == 0 {
+                if h.is_multiple_of(9) {
                     svg += &format!(
                         r##"<rect x="{}" y="{}" width="64" height="64" fill="#cde8c4"/>"##,
                         bx * 64,
@@ -42,9 +42,10 @@ async fn stub_tiles() -> std::net::SocketAddr {
         }
         for i in 0..4u32 {
             let p = i * 64;
-            let w = if (x * 4 + i) % 4 == 0 { 9 } else { 5 };
+            // A wider avenue every 8 blocks.
+            let w = if (x * 4 + i).is_multiple_of(8) { 9 } else { 5 };
             svg += &format!(r##"<rect x="{}" y="0" width="{w}" height="256" fill="#ffffff"/>"##, p);
-            let w = if (y * 4 + i) % 4 == 0 { 9 } else { 5 };
+            let w = if (y * 4 + i).is_multiple_of(8) { 9 } else { 5 };
             svg += &format!(r##"<rect x="0" y="{}" width="256" height="{w}" fill="#ffffff"/>"##, p);
         }
         svg += "</svg>";
@@ -226,6 +227,8 @@ async fn every_screen_on_a_desktop_and_a_phone() {
             "document.querySelectorAll('[data-testid=alert][data-tracker-id=scout]').length >= 2",
         )
         .await;
+        b.click("[data-testid=alert][data-kind=geofence_exit] [data-testid=alert-where]")
+            .await;
         b.screenshot("alerts").await;
 
         b.open("#/apps").await;

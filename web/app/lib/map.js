@@ -305,6 +305,20 @@ export class MapView {
     if (followIt) this.panTo({ lat, lon });
   }
 
+  /** Marks a place (where an alert happened) and shows it. */
+  showSpot(lat, lon) {
+    this.clearSpot();
+    this.spot = L.circleMarker([lat, lon], {
+      renderer: this.canvas, radius: 9, color: '#b3261e', weight: 3, fillColor: '#b3261e', fillOpacity: 0.25, interactive: false,
+    }).addTo(this.map);
+    this.view(() => this.map.setView([lat, lon], Math.max(this.map.getZoom(), 16)));
+  }
+
+  clearSpot() {
+    if (this.spot) this.spot.remove();
+    this.spot = null;
+  }
+
   // --- zones -----------------------------------------------------------------------------
 
   /** Loads leaflet-geoman (drawing and editing) the first time zones are shown. */

@@ -22,10 +22,19 @@ export function render(ctx) {
     replace(list, shown.map((a) => {
       const pet = state.pets.get(a.tracker_id);
       const owner = pet && pet.role === 'owner';
+      const d = a.details || {};
+      const where = Number.isFinite(d.lat) && Number.isFinite(d.lon);
       return h('li', { class: `alert ${a.acked_at ? 'acked' : 'open'}`, dataset: { testid: 'alert', alertId: a.id, trackerId: a.tracker_id, kind: a.kind } },
         h('div', null, h('strong', null, alertText(a, petName(pet) || a.tracker_id))),
         h('div', { class: 'muted small' }, dateTime(a.at), a.acked_at ? ` · acknowledged ${dateTime(a.acked_at)}` : ''),
-        !a.acked_at && owner ? h('button', {
+        h('div', { class: 'row' },
+          where ? h('button', {
+            type: 'button',
+            class: 'small ghost',
+            dataset: { testid: 'alert-where' },
+            onclick: () => ctx.map.showSpot(d.lat, d.lon),
+          }, 'Where') : null,
+          !a.acked_at && owner ? h('button', {
           type: 'button',
           class: 'small',
           dataset: { testid: 'alert-ack' },
@@ -34,7 +43,7 @@ export function render(ctx) {
             Object.assign(a, acked);
             emit('alerts-changed', {});
           }),
-        }, 'Acknowledge') : null);
+        }, 'Acknowledge') : null));
     }));
   };
 
@@ -45,5 +54,8 @@ export function render(ctx) {
   onlyOpen.addEventListener('change', draw);
   draw();
   const off = on('alerts-changed', draw);
-  return off;
+  return () => {
+    off();
+    ctx.map.clearSpot();
+  };
 }
