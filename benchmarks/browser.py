@@ -180,10 +180,12 @@ def history(a):
         time.sleep(1)
         before, _ = heap(b)
         b.js(f"location.hash = '#/history/{a.tracker}'")
-        b.wait_for("document.querySelector('[data-testid=history-status]')?.dataset.points")
+        # The screen first shows today; once that is done, the long range.
+        b.wait_for("performance.getEntriesByName('pettracker-history-drawn').length", 300)
         t0 = b.js("performance.clearMarks(); return performance.now();")
         b.click(f"[data-testid=range-{a.days}-days]")
-        b.wait_for("performance.getEntriesByName('pettracker-history-drawn').length", 300)
+        b.wait_for("performance.getEntriesByName('pettracker-history-drawn').length"
+                   " && performance.getEntriesByName('pettracker-track-drawn').length", 300)
         drawn = b.js("return performance.getEntriesByName('pettracker-track-drawn')[0].startTime;") - t0
         with_summary = b.js("return performance.getEntriesByName('pettracker-history-drawn')[0].startTime;") - t0
         points = int(b.js("return document.querySelector('[data-testid=history-status]').dataset.points;"))

@@ -127,7 +127,7 @@ def main():
                          key=lambda e: ORDER.index(e["scenario"]) if e["scenario"] in ORDER else 99)
         with open("benchmarks/run.json") as f:
             previous = json.load(f)
-        again = f"{', '.join(sorted(ran))} re-run alone ({a.command}, started {a.started} at {m['commit']}"
+        again = f"{', '.join(sorted(ran))} run alone ({a.command}, started {a.started} at {m['commit']}"
         again += f", {a.note})" if a.note else ")"
         command, started = previous["command"], previous["started"]
         note = f"{previous['note']}; {again}" if previous.get("note") else again

@@ -366,6 +366,20 @@ async fn an_owner_registers_claims_a_collar_and_sees_it_move_on_the_live_map() {
             "document.querySelector('[data-testid=pet-marker][data-tracker-id=rex].selected')",
         )
         .await;
+
+    // Follow mode keeps the selected pet in view when it runs a kilometre off.
+    browser.open("#/pets").await;
+    browser.click("[data-testid=follow]").await;
+    device.fix(52.5300, 13.4200).await;
+    browser
+        .wait_until(
+            "Rex followed into view",
+            "(() => { const m = document.querySelector('[data-testid=pet-marker][data-tracker-id=rex]').getBoundingClientRect(); \
+               const v = document.querySelector('[data-testid=map]').getBoundingClientRect(); \
+               return document.querySelector('[data-testid=pet][data-tracker-id=rex]').dataset.livePoints === '3' \
+                 && m.left >= v.left && m.right <= v.right && m.top >= v.top && m.bottom <= v.bottom; })()",
+        )
+        .await;
     browser.assert_console_clean(&[]).await;
     browser.close().await;
     app.stop().await;
@@ -498,6 +512,7 @@ async fn a_safe_zone_drawn_on_the_map_raises_an_escape_alert_in_the_owners_and_a
     let rex = collar(&app, "rex", Some("Rex")).await;
     owner(&api, "ada@example.com", &[&rex]).await;
     api.register("bob@example.com").await;
+    api.register("carol@example.com").await;
     let mut device = ScriptedCollar::connect(&app, &rex).await;
     device.fix(52.5200, 13.4050).await;
 
@@ -516,6 +531,18 @@ async fn a_safe_zone_drawn_on_the_map_raises_an_escape_alert_in_the_owners_and_a
         "[...document.querySelectorAll('[data-testid=member]')].some(m => m.textContent.includes('bob@example.com'))",
     )
     .await;
+    // Carol too, then removed again.
+    ada.fill("[data-testid=invite-email]", "carol@example.com")
+        .await;
+    ada.click("[data-testid=invite]").await;
+    let carol = "[...document.querySelectorAll('[data-testid=member]')].find(m => m.textContent.includes('carol@example.com'))";
+    ada.wait_until("Carol listed", carol).await;
+    ada.js(
+        &format!("{carol}.querySelector('[data-testid=member-remove]').click();"),
+        vec![],
+    )
+    .await;
+    ada.wait_until("Carol removed", &format!("!{carol}")).await;
     let mut bob = Browser::start(Screen::Phone).await;
     bob.sign_in(&url, "bob@example.com", PASSWORD).await;
     bob.wait_until(
@@ -623,6 +650,12 @@ async fn a_safe_zone_drawn_on_the_map_raises_an_escape_alert_in_the_owners_and_a
         )
         .await;
     assert_eq!(buttons, 0);
+    // Bob leaves the shared pet: it is gone from his app and from Ada's member list.
+    bob.open("#/pets/rex").await;
+    bob.click("[data-testid=leave]").await;
+    bob.find("[data-testid=no-pets]:not([hidden])").await;
+    let (_, members) = api.get("/trackers/rex/members", &token).await;
+    assert_eq!(members["members"], json!([]), "{members}");
 
     ada.assert_console_clean(&[]).await;
     bob.assert_console_clean(&[]).await;
@@ -1152,6 +1185,115 @@ async fn signing_in_and_moving_between_screens_works_from_the_keyboard() {
             "document.querySelector('[data-testid=key-create]')",
         )
         .await;
+    browser.assert_console_clean(&[]).await;
+    browser.close().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_polygon_zone_is_drawn_renamed_reassigned_and_deleted() {
+    let (app, api, url) = app_with(|_| {}).await;
+    let rex = collar(&app, "rex", Some("Rex")).await;
+    let luna = collar(&app, "luna", Some("Luna")).await;
+    let token = owner(&api, "ada@example.com", &[&rex, &luna]).await;
+    let mut device = ScriptedCollar::connect(&app, &rex).await;
+    device.fix(52.5200, 13.4050).await;
+    let mut browser = Browser::start(Screen::Desktop).await;
+    browser.sign_in(&url, "ada@example.com", PASSWORD).await;
+    browser
+        .wait_until("Rex's marker", &marker_position("rex"))
+        .await;
+    browser.open("#/pets/rex").await;
+    browser.open("#/zones").await;
+    browser.click("[data-testid=draw-polygon]").await;
+    browser.find("[data-testid=drawing-hint]").await;
+    // Three corners around the middle of the map, then the first again to close it.
+    let map = browser
+        .js("const r = document.querySelector('[data-testid=map]').getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2];", vec![])
+        .await;
+    let (cx, cy) = (map[0].as_f64().unwrap(), map[1].as_f64().unwrap());
+    let mut mouse = MouseActions::new("mouse".to_owned());
+    for (dx, dy) in [(-80.0, -60.0), (90.0, -50.0), (20.0, 90.0), (-80.0, -60.0)] {
+        mouse = mouse
+            .then(PointerAction::MoveTo {
+                duration: Some(Duration::from_millis(100)),
+                x: cx + dx,
+                y: cy + dy,
+            })
+            .then(PointerAction::Down {
+                button: MOUSE_BUTTON_LEFT,
+            })
+            .then(PointerAction::Up {
+                button: MOUSE_BUTTON_LEFT,
+            })
+            .then(PointerAction::Pause {
+                duration: Duration::from_millis(150),
+            });
+    }
+    browser.client.perform_actions(mouse).await.unwrap();
+    browser.find("[data-testid=zone-new]").await;
+    browser.fill("[data-testid=zone-name-input]", "Park").await;
+    browser
+        .click("[data-testid=zone-pet][data-tracker-id=luna]")
+        .await;
+    browser.click("[data-testid=zone-save]").await;
+    browser
+        .wait_until(
+            "listed",
+            "[...document.querySelectorAll('[data-testid=zone-name]')].some(z => z.textContent === 'Park')",
+        )
+        .await;
+    let (_, zones) = api.get("/geofences", &token).await;
+    let zone = zones["geofences"][0].clone();
+    assert_eq!(zone["shape"]["type"], "Polygon", "{zone}");
+    assert_eq!(
+        zone["shape"]["coordinates"][0].as_array().unwrap().len(),
+        4,
+        "three corners, closed: {zone}"
+    );
+    let mut assigned: Vec<String> = serde_json::from_value(zone["trackers"].clone()).unwrap();
+    assigned.sort();
+    assert_eq!(assigned, ["luna", "rex"], "Rex was selected, Luna ticked");
+
+    // Edit: a new name, Rex no longer assigned; the shape is kept.
+    browser
+        .click("[data-testid=zone] [data-testid=zone-edit]")
+        .await;
+    browser
+        .fill("[data-testid=zone-name-input]", "Big park")
+        .await;
+    browser
+        .click("[data-testid=zone-pet][data-tracker-id=rex]")
+        .await;
+    browser.click("[data-testid=zone-save]").await;
+    browser
+        .wait_until(
+            "renamed",
+            "[...document.querySelectorAll('[data-testid=zone-name]')].some(z => z.textContent === 'Big park')",
+        )
+        .await;
+    let (_, zones) = api.get("/geofences", &token).await;
+    let edited = &zones["geofences"][0];
+    assert_eq!(edited["trackers"], json!(["luna"]), "{edited}");
+    assert_eq!(edited["shape"], zone["shape"], "{edited}");
+
+    // Delete takes a second click.
+    browser
+        .click("[data-testid=zone] [data-testid=zone-delete]")
+        .await;
+    let still = browser
+        .js(
+            "return document.querySelectorAll('[data-testid=zone]').length;",
+            vec![],
+        )
+        .await;
+    assert_eq!(still, 1);
+    browser
+        .click("[data-testid=zone] [data-testid=zone-delete]")
+        .await;
+    browser.find("[data-testid=no-zones]").await;
+    let (_, zones) = api.get("/geofences", &token).await;
+    assert_eq!(zones["geofences"], json!([]));
     browser.assert_console_clean(&[]).await;
     browser.close().await;
     app.stop().await;
