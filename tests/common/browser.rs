@@ -2,6 +2,7 @@
 //! chromedriver over WebDriver (fantoccini), with a fresh profile, nothing reaching other
 //! origins, and the console collected so a test can require it to stay free of errors.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -44,6 +45,9 @@ impl Screen {
 pub struct Browser {
     pub client: Client,
     driver: Child,
+    /// chromedriver's port, and the session, for ending it from `Drop` when a test panicked.
+    port: u16,
+    session: Option<String>,
     profile: PathBuf,
     pub screen: Screen,
     /// Console entries already read, kept for the final check.
@@ -100,6 +104,8 @@ impl Browser {
             let port = free_port();
             let mut driver = Command::new(CHROMEDRIVER)
                 .arg(format!("--port={port}"))
+                // Its own process group, with the browser it starts: `Drop` ends them all.
+                .process_group(0)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -152,9 +158,12 @@ impl Browser {
                 assert!(attempt < 3, "chromedriver did not start a session");
                 continue;
             };
+            let session = client.session_id().await.ok().flatten();
             let browser = Browser {
                 client,
                 driver,
+                port,
+                session,
                 profile: profile.clone(),
                 screen,
                 console: Vec::new(),
@@ -366,17 +375,40 @@ impl Browser {
     }
 
     /// Closes the browser; call [`Browser::assert_console_clean`] first.
-    pub async fn close(self) {
-        let Browser {
-            client,
-            mut driver,
-            profile,
-            ..
-        } = self;
-        let _ = client.close().await;
-        let _ = driver.kill();
-        let _ = driver.wait();
-        let _ = std::fs::remove_dir_all(profile);
+    pub async fn close(mut self) {
+        if self.client.clone().close().await.is_ok() {
+            self.session = None;
+        }
+    }
+}
+
+impl Drop for Browser {
+    /// Ends the session (chromedriver then quits chromium, which cleans up its profile), kills
+    /// whatever of the process group is left, and removes the profile, also when a test failed.
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            delete_session(self.port, &session);
+        }
+        let group = nix::unistd::Pid::from_raw(self.driver.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.driver.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+/// `DELETE /session/{id}` to chromedriver, blocking (for `Drop`), bounded by a timeout.
+fn delete_session(port: u16, session: &str) {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let request = format!(
+        "DELETE /session/{session} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    if stream.write_all(request.as_bytes()).is_ok() {
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
     }
 }
 
