@@ -106,6 +106,8 @@ impl Browser {
                 .arg(format!("--port={port}"))
                 // Its own process group, with the browser it starts: `Drop` ends them all.
                 .process_group(0)
+                // chromium's scratch directories go into the profile, removed with it.
+                .env("TMPDIR", &profile)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
