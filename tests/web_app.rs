@@ -34,21 +34,21 @@ async fn collar(app: &TestApp, id: &str, pet: Option<&str>) -> Provisioned {
         .unwrap()
 }
 
-/// Registers `email` and claims the collars; returns an access token.
-async fn owner(api: &Api, email: &str, collars: &[&Provisioned]) -> String {
-    api.register(email).await;
-    let token = api.login(email).await.0;
-    for c in collars {
-        let (status, body) = api
-            .post(
-                "/trackers/claim",
-                Some(&token),
-                json!({"tracker_id": c.tracker_id, "claim_code": c.claim_code}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-    }
-    token
+/// The app with Ada owning Rex's collar (a scripted collar or a simulated one drives it).
+async fn with_rex(
+    adjust: impl FnOnce(&mut pettracker::config::Config),
+) -> (TestApp, Api, String, Provisioned) {
+    let (app, api, url) = app_with(adjust).await;
+    let rex = collar(&app, "rex", Some("Rex")).await;
+    api.owner_of("ada@example.com", &[&rex]).await;
+    (app, api, url, rex)
+}
+
+/// The end of every browser test: nothing went wrong in the page, then everything stops.
+async fn finish(mut browser: Browser, app: TestApp) {
+    browser.assert_console_clean(&[]).await;
+    browser.close().await;
+    app.stop().await;
 }
 
 /// Where a marker is drawn on screen (its centre), or null.
@@ -288,7 +288,7 @@ async fn the_web_session_keeps_the_refresh_token_in_an_http_only_cookie_and_rota
 async fn an_owner_registers_claims_a_collar_and_sees_it_move_on_the_live_map() {
     let (app, _api, url) = app_with(|_| {}).await;
     let rex = collar(&app, "rex", Some("Rex")).await;
-    let mut browser = Browser::start(Screen::Desktop).await;
+    let browser = Browser::start(Screen::Desktop).await;
     browser.goto(&url).await;
     browser.click("[data-testid=to-register]").await;
     browser.fill("[data-testid=email]", "ada@example.com").await;
@@ -380,9 +380,7 @@ async fn an_owner_registers_claims_a_collar_and_sees_it_move_on_the_live_map() {
                  && m.left >= v.left && m.right <= v.right && m.top >= v.top && m.bottom <= v.bottom; })()",
         )
         .await;
-    browser.assert_console_clean(&[]).await;
-    browser.close().await;
-    app.stop().await;
+    finish(browser, app).await;
 }
 
 #[tokio::test]
@@ -510,7 +508,7 @@ async fn a_safe_zone_drawn_on_the_map_raises_an_escape_alert_in_the_owners_and_a
     })
     .await;
     let rex = collar(&app, "rex", Some("Rex")).await;
-    owner(&api, "ada@example.com", &[&rex]).await;
+    api.owner_of("ada@example.com", &[&rex]).await;
     api.register("bob@example.com").await;
     api.register("carol@example.com").await;
     let mut device = ScriptedCollar::connect(&app, &rex).await;
@@ -666,9 +664,7 @@ async fn a_safe_zone_drawn_on_the_map_raises_an_escape_alert_in_the_owners_and_a
 
 #[tokio::test]
 async fn a_buzzer_command_is_seen_through_to_succeeded_and_a_cancelled_light_is_retried() {
-    let (app, api, url) = app_with(|_| {}).await;
-    let rex = collar(&app, "rex", Some("Rex")).await;
-    owner(&api, "ada@example.com", &[&rex]).await;
+    let (app, _, url, rex) = with_rex(|_| {}).await;
     // The simulated collar of firmware-sim: it answers commands as real firmware does.
     let home = firmware_sim::BERLIN.homes(1, 7)[0];
     let mut config = firmware_sim::CollarConfig::new(
@@ -744,10 +740,8 @@ async fn a_buzzer_command_is_seen_through_to_succeeded_and_a_cancelled_light_is_
 
 #[tokio::test]
 async fn an_api_key_created_in_the_app_works_with_curl_until_it_is_revoked() {
-    let (app, api, url) = app_with(|_| {}).await;
-    let rex = collar(&app, "rex", Some("Rex")).await;
-    owner(&api, "ada@example.com", &[&rex]).await;
-    let mut browser = Browser::start(Screen::Desktop).await;
+    let (app, api, url, _) = with_rex(|_| {}).await;
+    let browser = Browser::start(Screen::Desktop).await;
     browser.sign_in(&url, "ada@example.com", PASSWORD).await;
     browser.open("#/apps").await;
     browser
@@ -789,9 +783,7 @@ async fn an_api_key_created_in_the_app_works_with_curl_until_it_is_revoked() {
     browser.find("[data-testid=no-keys]").await;
     let (code, _) = curl(key).await;
     assert_eq!(code, "401");
-    browser.assert_console_clean(&[]).await;
-    browser.close().await;
-    app.stop().await;
+    finish(browser, app).await;
 }
 
 #[tokio::test]
@@ -802,8 +794,8 @@ async fn a_second_user_sees_none_of_the_first_users_pets_anywhere_in_the_app() {
     .await;
     let rex = collar(&app, "rex", Some("Rexy")).await;
     let own = collar(&app, "bobs-own", Some("Fido")).await;
-    let ada = owner(&api, "ada@example.com", &[&rex]).await;
-    owner(&api, "bob@example.com", &[&own]).await;
+    let ada = api.owner_of("ada@example.com", &[&rex]).await;
+    api.owner_of("bob@example.com", &[&own]).await;
     // Ada's pet has a position, a zone, an alert (battery at 81% <= 90%) and a command.
     let mut device = ScriptedCollar::connect(&app, &rex).await;
     device.fix(52.52, 13.405).await;
@@ -822,7 +814,7 @@ async fn a_second_user_sees_none_of_the_first_users_pets_anywhere_in_the_app() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 
-    let mut browser = Browser::start(Screen::Desktop).await;
+    let browser = Browser::start(Screen::Desktop).await;
     browser.sign_in(&url, "bob@example.com", PASSWORD).await;
     // Rex moves while Bob watches; Bob's own pet reports after it on the same bus, so once
     // Bob's arrives, Rex's would have too.
@@ -851,9 +843,7 @@ async fn a_second_user_sees_none_of_the_first_users_pets_anywhere_in_the_app() {
     }
     browser.open("#/pets/rex").await;
     browser.find("[data-testid=pet-missing]").await;
-    browser.assert_console_clean(&[]).await;
-    browser.close().await;
-    app.stop().await;
+    finish(browser, app).await;
 }
 
 #[tokio::test]
@@ -864,7 +854,7 @@ async fn a_pet_named_like_markup_is_shown_as_text_everywhere() {
     })
     .await;
     let rex = collar(&app, "rex", Some(NAME)).await;
-    let ada = owner(&api, "ada@example.com", &[&rex]).await;
+    let ada = api.owner_of("ada@example.com", &[&rex]).await;
     let mut device = ScriptedCollar::connect(&app, &rex).await;
     device.fix(52.52, 13.405).await;
     app.wait_for_count("SELECT count(*) FROM alerts WHERE tracker_id = 'rex'", 1)
@@ -874,7 +864,7 @@ async fn a_pet_named_like_markup_is_shown_as_text_everywhere() {
         .await;
     assert_eq!(status, StatusCode::CREATED);
 
-    let mut browser = Browser::start(Screen::Desktop).await;
+    let browser = Browser::start(Screen::Desktop).await;
     browser.sign_in(&url, "ada@example.com", PASSWORD).await;
     let shown = browser
         .wait_until("the pet listed", "document.querySelector('[data-testid=pet][data-tracker-id=rex] .pet-name')?.textContent")
@@ -918,18 +908,14 @@ async fn a_pet_named_like_markup_is_shown_as_text_everywhere() {
         browser.client.get_alert_text().await.is_err(),
         "no alert() ran"
     );
-    browser.assert_console_clean(&[]).await;
-    browser.close().await;
-    app.stop().await;
+    finish(browser, app).await;
 }
 
 #[tokio::test]
 async fn the_session_is_renewed_before_it_expires_and_a_revoked_session_returns_to_sign_in() {
     // Access tokens of 3 s: the app renews every couple of seconds, and the live feed, which
     // the server closes when its token expires (4001), reconnects each time.
-    let (app, api, url) = app_with(|c| c.auth.access_token_ttl_secs = 3).await;
-    let rex = collar(&app, "rex", Some("Rex")).await;
-    owner(&api, "ada@example.com", &[&rex]).await;
+    let (app, _, url, rex) = with_rex(|c| c.auth.access_token_ttl_secs = 3).await;
     let mut browser = Browser::start(Screen::Desktop).await;
     browser.sign_in(&url, "ada@example.com", PASSWORD).await;
     let user = "(SELECT id FROM users WHERE email = 'ada@example.com')";
@@ -986,10 +972,8 @@ async fn the_session_is_renewed_before_it_expires_and_a_revoked_session_returns_
 #[tokio::test]
 async fn the_live_map_resumes_after_each_drop_with_no_fix_missed_or_shown_twice() {
     // The feed drops whenever the 2 s access token expires; fixes keep coming meanwhile.
-    let (app, api, url) = app_with(|c| c.auth.access_token_ttl_secs = 2).await;
-    let rex = collar(&app, "rex", Some("Rex")).await;
-    owner(&api, "ada@example.com", &[&rex]).await;
-    let mut browser = Browser::start(Screen::Desktop).await;
+    let (app, _, url, rex) = with_rex(|c| c.auth.access_token_ttl_secs = 2).await;
+    let browser = Browser::start(Screen::Desktop).await;
     browser.sign_in(&url, "ada@example.com", PASSWORD).await;
     let closed_before = token_expired_closes(&app).await;
     let mut device = ScriptedCollar::connect(&app, &rex).await;
@@ -1035,9 +1019,7 @@ async fn the_live_map_resumes_after_each_drop_with_no_fix_missed_or_shown_twice(
             &format!("document.querySelector('[data-testid=pet][data-tracker-id=rex]')?.dataset.livePoints === '{}'", FIXES + 1),
         )
         .await;
-    browser.assert_console_clean(&[]).await;
-    browser.close().await;
-    app.stop().await;
+    finish(browser, app).await;
 }
 
 /// Live sessions the server closed because their token expired, from /metrics (process-wide).
@@ -1059,7 +1041,7 @@ async fn an_operator_provisions_a_collar_sees_its_dead_letter_re_runs_it_and_rev
     let (app, api, url) =
         app_with(|c| c.auth.admin_emails = vec!["ops@example.com".to_owned()]).await;
     api.register("ops@example.com").await;
-    let mut browser = Browser::start(Screen::Desktop).await;
+    let browser = Browser::start(Screen::Desktop).await;
     browser.sign_in(&url, "ops@example.com", PASSWORD).await;
     browser.open("#/admin").await;
     browser.fill("[data-testid=provision-id]", "collar-9").await;
@@ -1112,16 +1094,14 @@ async fn an_operator_provisions_a_collar_sees_its_dead_letter_re_runs_it_and_rev
     browser
         .wait_until("revoked", "document.querySelector('[data-testid=admin-tracker][data-tracker-id=collar-9]')?.textContent.includes('revoked')")
         .await;
-    browser.assert_console_clean(&[]).await;
-    browser.close().await;
-    app.stop().await;
+    finish(browser, app).await;
 }
 
 #[tokio::test]
 async fn signing_in_and_moving_between_screens_works_from_the_keyboard() {
     let (app, api, url) = app_with(|_| {}).await;
     api.register("ada@example.com").await;
-    let mut browser = Browser::start(Screen::Desktop).await;
+    let browser = Browser::start(Screen::Desktop).await;
     browser.goto(&url).await;
     browser.find("[data-testid=email]").await;
     // The email field has the focus; Tab to the password, Enter submits.
@@ -1185,9 +1165,7 @@ async fn signing_in_and_moving_between_screens_works_from_the_keyboard() {
             "document.querySelector('[data-testid=key-create]')",
         )
         .await;
-    browser.assert_console_clean(&[]).await;
-    browser.close().await;
-    app.stop().await;
+    finish(browser, app).await;
 }
 
 #[tokio::test]
@@ -1195,10 +1173,10 @@ async fn a_polygon_zone_is_drawn_renamed_reassigned_and_deleted() {
     let (app, api, url) = app_with(|_| {}).await;
     let rex = collar(&app, "rex", Some("Rex")).await;
     let luna = collar(&app, "luna", Some("Luna")).await;
-    let token = owner(&api, "ada@example.com", &[&rex, &luna]).await;
+    let token = api.owner_of("ada@example.com", &[&rex, &luna]).await;
     let mut device = ScriptedCollar::connect(&app, &rex).await;
     device.fix(52.5200, 13.4050).await;
-    let mut browser = Browser::start(Screen::Desktop).await;
+    let browser = Browser::start(Screen::Desktop).await;
     browser.sign_in(&url, "ada@example.com", PASSWORD).await;
     browser
         .wait_until("Rex's marker", &marker_position("rex"))
@@ -1294,7 +1272,5 @@ async fn a_polygon_zone_is_drawn_renamed_reassigned_and_deleted() {
     browser.find("[data-testid=no-zones]").await;
     let (_, zones) = api.get("/geofences", &token).await;
     assert_eq!(zones["geofences"], json!([]));
-    browser.assert_console_clean(&[]).await;
-    browser.close().await;
-    app.stop().await;
+    finish(browser, app).await;
 }

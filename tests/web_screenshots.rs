@@ -12,9 +12,7 @@ use common::browser::{Browser, Screen};
 use common::collar::ScriptedCollar;
 use gateway::protocol::TrackerId;
 use gateway::testing::fresh_database;
-use pettracker::config::Config;
 use pettracker::demo::{self, DEMO_EMAIL, DEMO_PASSWORD, DemoOptions};
-use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use warp::Filter;
 
@@ -62,13 +60,7 @@ async fn every_screen_on_a_desktop_and_a_phone() {
     let tiles = stub_tiles().await;
     let db = fresh_database().await;
     let dir = std::env::temp_dir().join(format!("pettracker-ui-{}", db.name));
-    let mut config = Config::default();
-    config.http.addr = "127.0.0.1:0".parse().unwrap();
-    config.mqtt.addr = "127.0.0.1:0".parse().unwrap();
-    config.database.url = Some(SecretString::from(db.url.expose_secret().to_owned()));
-    config.database.pool_size = 4;
-    config.ingest.spool_dir = dir.join("spool");
-    config.ingest.batch_timeout_ms = 5;
+    let mut config = common::test_config(&db, &dir.join("spool"));
     config.alerts.geofence_dwell_secs = 0;
     config.alerts.geofence_dwell_fixes = 1;
     config.auth.admin_emails = vec!["ops@example.com".to_owned()];

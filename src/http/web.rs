@@ -75,7 +75,10 @@ pub fn routes(
     settings: Arc<WebSettings>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone + Send + Sync + 'static
 {
-    let with_settings = warp::any().map(move || settings.clone());
+    let with_settings = {
+        let settings = settings.clone();
+        warp::any().map(move || settings.clone())
+    };
     let if_none_match = warp::header::optional::<String>("if-none-match");
 
     let index = warp::path::end()
@@ -91,27 +94,8 @@ pub fn routes(
             },
         );
 
-    let assets = warp::path("assets")
-        .and(warp::path::tail())
-        .and(warp::get())
-        .and(with_settings.clone())
-        .and(if_none_match)
-        .and_then(
-            |tail: warp::path::Tail, settings: Arc<WebSettings>, etag: Option<String>| async move {
-                embedded::<App>(&settings, tail.as_str(), etag)
-            },
-        );
-
-    let vendor = warp::path("vendor")
-        .and(warp::path::tail())
-        .and(warp::get())
-        .and(with_settings.clone())
-        .and(if_none_match)
-        .and_then(
-            |tail: warp::path::Tail, settings: Arc<WebSettings>, etag: Option<String>| async move {
-                embedded::<Vendor>(&settings, tail.as_str(), etag)
-            },
-        );
+    let assets = folder::<App>("assets", settings.clone());
+    let vendor = folder::<Vendor>("vendor", settings.clone());
 
     let map = warp::path!("api" / "v1" / "map")
         .and(warp::get())
@@ -127,6 +111,24 @@ pub fn routes(
         });
 
     index.or(assets).unify().or(vendor).unify().or(map).unify()
+}
+
+/// `GET /<prefix>/<path>`: the files of `E`.
+fn folder<E: RustEmbed>(
+    prefix: &'static str,
+    settings: Arc<WebSettings>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone + Send + Sync + 'static
+{
+    warp::path(prefix)
+        .and(warp::path::tail())
+        .and(warp::get())
+        .and(warp::any().map(move || settings.clone()))
+        .and(warp::header::optional::<String>("if-none-match"))
+        .and_then(
+            |tail: warp::path::Tail, settings: Arc<WebSettings>, etag: Option<String>| async move {
+                embedded::<E>(&settings, tail.as_str(), etag)
+            },
+        )
 }
 
 /// A file of `E` by its path under the folder; hidden files and `..` are never looked up.

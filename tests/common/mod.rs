@@ -24,16 +24,23 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
-pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
-    let db = fresh_database().await;
-    let spool = std::env::temp_dir().join(format!("pettracker-app-spool-{}", db.name));
+/// What every test server starts from: free ports on 127.0.0.1, the test's own database, a
+/// small pool, and batches written within 5 ms.
+pub fn test_config(db: &TestDb, spool: &std::path::Path) -> Config {
     let mut config = Config::default();
     config.http.addr = "127.0.0.1:0".parse().unwrap();
     config.mqtt.addr = "127.0.0.1:0".parse().unwrap();
     config.database.url = Some(SecretString::from(db.url.expose_secret().to_owned()));
     config.database.pool_size = 4;
-    config.ingest.spool_dir = spool.clone();
+    config.ingest.spool_dir = spool.to_owned();
     config.ingest.batch_timeout_ms = 5;
+    config
+}
+
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let db = fresh_database().await;
+    let spool = std::env::temp_dir().join(format!("pettracker-app-spool-{}", db.name));
+    let mut config = test_config(&db, &spool);
     adjust(&mut config);
     let app = pettracker::app::spawn(config).await.unwrap();
     TestApp { app, db, spool }
