@@ -203,8 +203,8 @@ export function render(ctx, id) {
     place();
   });
 
-  const loadSummary = async (from, to) => {
-    const body = await api(`/trackers/${seg(id)}/summary${query({ from: new Date(from).toISOString(), to: new Date(to).toISOString() })}`);
+  const loadSummary = async (from, to, signal) => {
+    const body = await api(`/trackers/${seg(id)}/summary${query({ from: new Date(from).toISOString(), to: new Date(to).toISOString() })}`, { signal });
     const days = body.days;
     if (!days.length) {
       replace(summary, h('p', { class: 'muted' }, 'No fixes in this range.'));
@@ -223,6 +223,7 @@ export function render(ctx, id) {
     stop();
     if (controller) controller.abort();
     controller = new AbortController();
+    const mine = controller;
     const { from, to } = range();
     if (!(to > from)) throw new Error('The end of the range must be after its start.');
     if (to - from > 366 * DAY) throw new Error('At most 366 days at once.');
@@ -230,8 +231,10 @@ export function render(ctx, id) {
     const started = performance.now();
     track = null;
     ctx.map.clearTrack();
-    const loaded = await loadTrack(id, from, to, controller.signal);
-    const summaryDone = loadSummary(from, to).catch((err) => showError(error, err));
+    const loaded = await loadTrack(id, from, to, mine.signal);
+    const summaryDone = loadSummary(from, to, mine.signal).catch((err) => {
+      if (err.name !== 'AbortError') showError(error, err);
+    });
     track = loaded;
     if (track.ts.length === 0) {
       setText(status, 'No positions in this range.');
@@ -249,19 +252,27 @@ export function render(ctx, id) {
     setText(status, `${track.ts.length.toLocaleString()} points (${track.how}) in ${Math.round(performance.now() - started)} ms`);
     status.dataset.points = String(track.ts.length);
     await summaryDone;
-    performance.mark('pettracker-history-drawn');
+    if (mine === controller) performance.mark('pettracker-history-drawn');
+  };
+
+  // A new range may be asked for while one loads: the older load is abandoned, not waited for.
+  const run = () => {
+    showError(error, null);
+    load().catch((err) => {
+      if (err.name !== 'AbortError') showError(error, err);
+    });
   };
 
   const quick = (label, days, offset = 0) => h('button', {
     type: 'button',
     class: 'small ghost',
     dataset: { testid: `range-${label.toLowerCase().replace(/\s+/g, '-')}` },
-    onclick: (e) => {
+    onclick: () => {
       const end = new Date(today.getFullYear(), today.getMonth(), today.getDate() - offset);
       const start = new Date(end.getFullYear(), end.getMonth(), end.getDate() - (days - 1));
       fromInput.value = dayInput(start);
       toInput.value = dayInput(end);
-      busy(e.target, error, load);
+      run();
     },
   }, label);
 
@@ -271,7 +282,7 @@ export function render(ctx, id) {
       class: 'stack',
       onsubmit: (e) => {
         e.preventDefault();
-        busy(show, error, load);
+        run();
       },
     },
     field('Pet', select),
@@ -286,7 +297,7 @@ export function render(ctx, id) {
     summary,
     h('div', { class: 'card' }, h('h2', null, 'Export this range'), exports)));
 
-  busy(show, error, load);
+  run();
   return () => {
     stop();
     if (controller) controller.abort();
