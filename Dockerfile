@@ -1,5 +1,8 @@
 # Multi-stage build of pettracker and firmware-sim. Not exercised in CI (no Docker engine there).
 FROM rust:1.95-bookworm AS build
+# build.rs fetches the web app's libraries with npm (web/package-lock.json).
+RUN apt-get update && apt-get install -y --no-install-recommends nodejs npm \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked -p pettracker -p firmware-sim

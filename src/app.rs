@@ -212,6 +212,7 @@ pub async fn spawn(config: Config) -> anyhow::Result<RunningApp> {
         )),
         live: live_hub,
         alerts: alerts.clone(),
+        web: Arc::new(http::web::WebSettings::new(config.map.clone())),
     };
     crate::auth::warm_up();
     let pool = database.pool.clone();

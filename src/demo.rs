@@ -283,16 +283,17 @@ pub async fn ensure_owner(
 pub fn print_welcome(demo: &Demo, options: &DemoOptions) {
     let app = &demo.app;
     let http = app.http_addr;
+    println!("pettracker demo: open http://{http}/ and sign in as {DEMO_EMAIL} / {DEMO_PASSWORD}");
     println!(
-        "pettracker demo is running: {} simulated pets around {}, a fix every {:?}",
+        "  {} simulated pets around {}, a fix every {:?}, all owned by that account",
         demo.pets.len(),
         options.city.name,
         options.interval
     );
+    println!();
     println!("  health:  http://{http}/readyz");
     println!("  metrics: http://{http}/metrics");
     println!("  API:     http://{http}/api/v1  (docs/api.md; contract at /api/v1/openapi.json)");
-    println!("  login:   {DEMO_EMAIL} / {DEMO_PASSWORD}  (owns every demo pet)");
     println!(
         "  pets:    {} (homes and safe-zone radii)",
         options.dir.join("pets.json").display()

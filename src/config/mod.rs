@@ -7,12 +7,14 @@
 
 mod keys;
 mod load;
+mod map;
 mod parts;
 mod sections;
 mod validate;
 
 pub use keys::{Key, Kind, env_name, keys};
 pub use load::{ConfigError, Loader};
+pub use map::MapSettings;
 pub use sections::{
     AlertSettings, AuthConfig, CommandsConfig, Config, DatabaseConfig, HttpConfig, IngestSettings,
     LiveSettings, LogConfig, LogFormat, MqttConfig, StorageConfig,

@@ -28,6 +28,8 @@ pub struct Config {
     pub log: LogConfig,
     pub live: LiveSettings,
     pub alerts: AlertSettings,
+    /// The web app's basemap.
+    pub map: super::MapSettings,
 }
 
 /// Alert rules (see docs/live.md, *Alerts*): the `[alerts]` section, which the alert engine takes as it is.

@@ -246,6 +246,7 @@ fn sample(key: &Key) -> (&'static str, serde_json::Value) {
         Kind::Secret if name.starts_with("auth.") => "0123456789abcdef0123456789abcdef",
         Kind::Secret => "postgres://localhost/x",
         Kind::Str if name.ends_with("addr") => "127.0.0.1:9",
+        Kind::Str if name.ends_with("tile_url") => "https://t.example.org/{z}/{x}/{y}.png",
         Kind::Str if name.ends_with("timescaledb") => "off",
         Kind::Str if name.ends_with("format") => "json",
         Kind::Str if name.contains("tls_") || name.ends_with("_dir") => "/tmp/x",

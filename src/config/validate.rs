@@ -59,6 +59,9 @@ impl Config {
                 format!("{bad:?} is not an email address"),
             ));
         }
+        self.map
+            .validate()
+            .map_err(|(key, message)| fail(key, message))?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(fail(
                 "log.level",

@@ -227,7 +227,7 @@ pub fn routes(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Credentials {
+pub(super) struct Credentials {
     email: String,
     password: SecretString,
 }
@@ -267,6 +267,19 @@ async fn login(
     remote: Option<SocketAddr>,
     body: Credentials,
 ) -> Result<Response, ApiError> {
+    let user = check_login(&state, remote, &body).await?;
+    let refresh_token =
+        store::issue_refresh_token(&state.pool, user.id, state.auth.refresh_ttl).await?;
+    token_response(&state, user.id, user.is_admin, refresh_token)
+}
+
+/// The account whose email and password these are, within the login throttle; the one check
+/// of both ways to log in (this route, and the app's cookie session in [`super::session`]).
+pub(super) async fn check_login(
+    state: &HttpState,
+    remote: Option<SocketAddr>,
+    body: &Credentials,
+) -> Result<store::User, ApiError> {
     let email = Email::parse(&body.email)?;
     let throttle_key = LoginThrottle::key(&email.normalized(), remote.map(|a| a.ip()));
     // Checked before the password, so a throttled guesser costs us no hashing either.
@@ -287,9 +300,7 @@ async fn login(
         }
     };
     state.auth.throttle.record_success(&throttle_key);
-    let refresh_token =
-        store::issue_refresh_token(&state.pool, user.id, state.auth.refresh_ttl).await?;
-    token_response(&state, user.id, user.is_admin, refresh_token)
+    Ok(user)
 }
 
 fn token_response(

@@ -1,4 +1,4 @@
-//! The HTTP side: health checks, metrics, and the REST API under `/api/v1` (see docs/api/openapi.yaml).
+//! The HTTP side: health checks, metrics, the REST API under `/api/v1` (see docs/api/openapi.yaml), and the owner web app at `/`.
 
 pub mod admin;
 pub mod alerts;
@@ -10,7 +10,9 @@ pub mod geofences;
 pub mod limit;
 pub mod live;
 pub mod query;
+pub mod session;
 pub mod trackers;
+pub mod web;
 pub mod webhooks;
 
 use std::convert::Infallible;
@@ -47,6 +49,8 @@ pub struct HttpState {
     pub live: Arc<crate::live::Hub>,
     /// Told when geofences change, so the alert engine re-reads them.
     pub alerts: Arc<crate::alerts::AlertsHandle>,
+    /// The web app's map settings and page policy.
+    pub web: Arc<web::WebSettings>,
 }
 
 /// What the command routes need beyond the database.
@@ -155,12 +159,14 @@ pub fn routes(
         .or(api_unavailable)
         .or(openapi)
         .or(auth::routes(state.clone()))
+        .or(session::routes(state.clone()))
         .or(trackers::routes(state.clone()))
         .or(admin::routes(state.clone()))
         .or(commands::routes(state.clone()))
         .or(live::routes(state.clone()))
         .or(geofences::routes(state.clone()))
         .or(alerts::routes(state.clone()))
+        .or(web::routes(state.web.clone()))
         .or(webhooks::routes(state))
         .recover(handle_rejection)
 }
@@ -214,12 +220,6 @@ async fn handle_rejection(rejection: warp::Rejection) -> Result<warp::reply::Res
             "not_found",
             "no such route".to_owned(),
         )
-    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
-        (
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "method not allowed on this route".to_owned(),
-        )
     } else if let Some(err) = rejection.find::<warp::filters::body::BodyDeserializeError>() {
         (
             StatusCode::BAD_REQUEST,
@@ -246,6 +246,14 @@ async fn handle_rejection(rejection: warp::Rejection) -> Result<warp::reply::Res
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "the request body must be JSON".to_owned(),
+        )
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        // After the body problems: a route that matched the method and then refused the body
+        // says more than a sibling route on the same path with another method.
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed on this route".to_owned(),
         )
     } else if let Some(err) = rejection.find::<warp::reject::InvalidHeader>() {
         (StatusCode::BAD_REQUEST, "bad_request", err.to_string())

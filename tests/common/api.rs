@@ -91,6 +91,27 @@ impl Api {
         )
     }
 
+    /// Registers `email`, logs in and claims the collars; returns the access token.
+    pub async fn owner_of(
+        &self,
+        email: &str,
+        collars: &[&gateway::storage::trackers::Provisioned],
+    ) -> String {
+        self.register(email).await;
+        let token = self.login(email).await.0;
+        for c in collars {
+            let (status, body) = self
+                .post(
+                    "/trackers/claim",
+                    Some(&token),
+                    json!({"tracker_id": c.tracker_id, "claim_code": c.claim_code}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+        token
+    }
+
     pub async fn new_key(&self, bearer: &str, scope: &str) -> (i64, String) {
         let (status, body) = self
             .post(

@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod browser;
+pub mod collar;
 
 use std::time::Duration;
 
@@ -22,6 +24,20 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
+/// What every test server starts from: free ports on 127.0.0.1, the test's own database, small
+/// pools, and batches written within 5 ms.
+pub fn test_config(db: &TestDb, spool: &std::path::Path) -> Config {
+    let mut config = Config::default();
+    config.http.addr = "127.0.0.1:0".parse().unwrap();
+    config.mqtt.addr = "127.0.0.1:0".parse().unwrap();
+    config.database.url = Some(SecretString::from(db.url.expose_secret().to_owned()));
+    config.database.api_pool_size = 4;
+    config.database.ingest_pool_size = 4;
+    config.ingest.spool_dir = spool.to_owned();
+    config.ingest.batch_timeout_ms = 5;
+    config
+}
+
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     spawn_app_on(fresh_database().await, adjust).await
 }
@@ -29,14 +45,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
 /// The app on a database of the test's own making (an upgraded one, say).
 pub async fn spawn_app_on(db: TestDb, adjust: impl FnOnce(&mut Config)) -> TestApp {
     let spool = std::env::temp_dir().join(format!("pettracker-app-spool-{}", db.name));
-    let mut config = Config::default();
-    config.http.addr = "127.0.0.1:0".parse().unwrap();
-    config.mqtt.addr = "127.0.0.1:0".parse().unwrap();
-    config.database.url = Some(SecretString::from(db.url.expose_secret().to_owned()));
-    config.database.api_pool_size = 4;
-    config.database.ingest_pool_size = 4;
-    config.ingest.spool_dir = spool.clone();
-    config.ingest.batch_timeout_ms = 5;
+    let mut config = test_config(&db, &spool);
     adjust(&mut config);
     let app = pettracker::app::spawn(config).await.unwrap();
     TestApp { app, db, spool }
