@@ -37,11 +37,7 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
         return String::new();
     };
     mac.update(body);
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(mac.finalize().into_bytes())
 }
 
 /// The wait before attempt `attempts + 1`: `base` doubled per attempt, capped, then a random
