@@ -59,6 +59,12 @@ impl RunningApp {
 /// Binds every listener, opens and migrates the database, and starts serving in the background.
 /// Listen addresses with port 0 get a free port; the bound ones are in the result.
 pub async fn spawn(config: Config) -> anyhow::Result<RunningApp> {
+    spawn_with_clock(config, ingest::Clock::System).await
+}
+
+/// [`spawn`], with device times checked against `clock` (ingest and dead-letter retries): tests
+/// of the time rules hold a manual clock and move it instead of sleeping.
+pub async fn spawn_with_clock(config: Config, clock: ingest::Clock) -> anyhow::Result<RunningApp> {
     let http_listener = TcpListener::bind(config.http.addr).await.with_context(|| {
         format!(
             "cannot listen on {} for HTTP (change http.addr / PETTRACKER_HTTP_ADDR / --http-addr)",
@@ -95,6 +101,7 @@ pub async fn spawn(config: Config) -> anyhow::Result<RunningApp> {
         shutdown.clone(),
     );
     let mut ingest_config = config.ingest_config();
+    ingest_config.clock = clock.clone();
     ingest_config.live = gateway::live::LivePublisher::new(live_bus.clone());
     // Collars' command reports are applied to the server's commands in their batch.
     ingest_config.commands = Some(Arc::new(crate::commands::reports::Reports));
@@ -154,6 +161,7 @@ pub async fn spawn(config: Config) -> anyhow::Result<RunningApp> {
             default_ttl_secs: config.commands.default_ttl_secs,
         },
         limits: config.ingest_config().limits,
+        clock,
         rate_limit: Arc::new(http::limit::RateLimit::new(
             NonZeroU32::new(config.http.rate_limit_per_second).unwrap_or(NonZeroU32::MIN),
             NonZeroU32::new(config.http.rate_limit_burst).unwrap_or(NonZeroU32::MIN),

@@ -122,7 +122,7 @@ async fn every_valid_protocol_vector_is_stored_and_every_invalid_one_is_dead_let
         .collect();
     let mut cfg = config("vectors");
     // The vectors' time rules are stated against their own server clock.
-    cfg.clock = ingest::Clock::Fixed(vectors[0].now);
+    cfg.clock = ingest::Clock::manual(vectors[0].now);
     let p = start(&db.pool, cfg);
     let mut stored_times = std::collections::BTreeSet::new();
     let mut expected_dead = 0;

@@ -5,6 +5,7 @@ pub mod api;
 
 use std::time::Duration;
 
+use gateway::ingest::Clock;
 use gateway::protocol::TrackerId;
 use pettracker::app::RunningApp;
 use pettracker::config::Config;
@@ -26,8 +27,17 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     spawn_app_on(fresh_database().await, adjust).await
 }
 
+/// The app with its device-time clock in the test's hands (`Clock::manual`, then `advance`).
+pub async fn spawn_app_with_clock(clock: Clock, adjust: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_at(fresh_database().await, clock, adjust).await
+}
+
 /// The app on a database of the test's own making (an upgraded one, say).
 pub async fn spawn_app_on(db: TestDb, adjust: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_at(db, Clock::System, adjust).await
+}
+
+async fn spawn_app_at(db: TestDb, clock: Clock, adjust: impl FnOnce(&mut Config)) -> TestApp {
     let spool = std::env::temp_dir().join(format!("pettracker-app-spool-{}", db.name));
     let mut config = Config::default();
     config.http.addr = "127.0.0.1:0".parse().unwrap();
@@ -37,7 +47,9 @@ pub async fn spawn_app_on(db: TestDb, adjust: impl FnOnce(&mut Config)) -> TestA
     config.ingest.spool_dir = spool.clone();
     config.ingest.batch_timeout_ms = 5;
     adjust(&mut config);
-    let app = pettracker::app::spawn(config).await.unwrap();
+    let app = pettracker::app::spawn_with_clock(config, clock)
+        .await
+        .unwrap();
     TestApp { app, db, spool }
 }
 
