@@ -168,6 +168,29 @@ fn id(s: &str) -> TrackerId {
     TrackerId::parse(s).unwrap()
 }
 
+/// A QoS 1 publish's outcome was no PUBACK and the broker closing the connection (not a wait
+/// that ran out while the connection stayed open).
+fn assert_refused_and_closed(outcome: Result<(), String>, what: &str) {
+    match outcome {
+        Ok(()) => panic!("{what} was acknowledged"),
+        Err(e) if e == "timed out" => panic!("{what}: no PUBACK, but the connection stayed open"),
+        Err(_closed) => {}
+    }
+}
+
+/// Waits until `count` (read from the broker) is `want`; fails after 10 s.
+async fn wait_count(what: &str, want: usize, count: impl Fn() -> usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while count() != want {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: {} after 10 s, want {want}",
+            count()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_collar_with_its_own_credentials_connects_and_the_gateway_is_told() {
     let (handle, rec) = start(config()).await;
@@ -234,10 +257,8 @@ async fn a_publish_the_gateway_refuses_gets_no_puback_and_the_connection_is_clos
         .await
         .unwrap();
     let outcome = publish_qos1(&client, &mut events, "trackers/rex/telemetry").await;
-    assert!(
-        outcome.is_err(),
-        "a refused publish was acknowledged: the collar would drop a fix that was not stored"
-    );
+    // A PUBACK would make the collar drop a fix that was not stored; the close makes it re-send.
+    assert_refused_and_closed(outcome, "a refused publish");
     handle.shutdown().await;
 }
 
@@ -248,19 +269,13 @@ async fn a_collar_cannot_publish_on_another_trackers_topic() {
         .await
         .unwrap();
     let outcome = publish_qos1(&client, &mut events, "trackers/fido/telemetry").await;
-    assert!(
-        outcome.is_err(),
-        "publish as another tracker was acknowledged"
-    );
+    assert_refused_and_closed(outcome, "publish as another tracker");
     // Nor on a downlink topic of its own: only the server sends acks and commands.
     let (client, mut events) = connect(options(&handle, "rex", Some(SECRET)))
         .await
         .unwrap();
     let outcome = publish_qos1(&client, &mut events, "trackers/rex/commands").await;
-    assert!(
-        outcome.is_err(),
-        "publish on a downlink topic was acknowledged"
-    );
+    assert_refused_and_closed(outcome, "publish on a downlink topic");
     assert!(rec.publishes.lock().await.is_empty());
     handle.shutdown().await;
 }
@@ -371,8 +386,28 @@ async fn a_last_will_on_another_trackers_topic_is_refused_at_connect() {
         connect(o).await.is_err(),
         "a will as another tracker was accepted"
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(rec.publishes.lock().await.is_empty());
+    // A collar with a will on its own topic vanishes after it: its will is the only one the
+    // gateway gets.
+    let mut o = options(&handle, "rex", Some(SECRET));
+    o.set_last_will(LastWill::new(
+        "trackers/rex/online",
+        "{\"online\":false}",
+        QoS::AtLeastOnce,
+        false,
+    ));
+    drop(connect(o).await.unwrap());
+    rec.wait_events("the later will", |e| {
+        e.contains(&"accepted trackers/rex/online".to_string())
+    })
+    .await;
+    let topics: Vec<String> = rec
+        .publishes
+        .lock()
+        .await
+        .iter()
+        .map(|p| p.topic.clone())
+        .collect();
+    assert_eq!(topics, ["trackers/rex/online"]);
     handle.shutdown().await;
 }
 
@@ -385,9 +420,17 @@ async fn a_collar_that_reconnects_stays_online_when_its_old_session_ends() {
     let (_c2, _e2) = connect(options(&handle, "rex", Some(SECRET)))
         .await
         .unwrap();
-    // The first connection is taken over and closed by the broker.
+    // The first connection is taken over and closed by the broker; the gateway hears of the
+    // second session, and the broker counts the first one's end.
     let _ = next(&mut e1, |_| None::<()>).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    rec.wait_events("the second connect", |e| {
+        e.iter().filter(|e| *e == "connected rex").count() == 2
+    })
+    .await;
+    wait_count("connections after the takeover", 1, || {
+        handle.connected_count()
+    })
+    .await;
     let events = rec.events().await;
     let last = events
         .iter()

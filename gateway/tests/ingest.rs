@@ -429,7 +429,7 @@ async fn publishes_are_accepted_while_a_slow_replay_of_the_spool_is_under_way() 
         trigger,
         spool_dir: config.spool_dir.clone(),
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_a_backend_waiting_on_a_lock(&pool).await;
     for _ in 0..5 {
         send(&second)
             .await
@@ -448,6 +448,34 @@ async fn publishes_are_accepted_while_a_slow_replay_of_the_spool_is_under_way() 
     tokio::task::spawn_blocking(move || pg.stop().unwrap())
         .await
         .unwrap();
+}
+
+/// Waits until a session of the database waits for a lock (the replay, held up by the test's own
+/// lock); fails after 10 s.
+async fn wait_for_a_backend_waiting_on_a_lock(pool: &deadpool_postgres::Pool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = pool
+            .get()
+            .await
+            .unwrap()
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no session waits for the lock after 10 s: the replay never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn positions_count(pool: &deadpool_postgres::Pool) -> i64 {
