@@ -3,8 +3,7 @@
 
 mod common;
 
-use common::{connect, fix_json, options, spawn_app, wait_for};
-use rumqttc::{AsyncClient, EventLoop, Packet, QoS};
+use common::{connect, fix_json, options, publish_acked, spawn_app};
 
 /// The value of one series (`name` with its labels, as exposed), 0 when it is not there yet.
 async fn metric(app: &common::TestApp, series: &str) -> f64 {
@@ -17,14 +16,6 @@ async fn metric(app: &common::TestApp, series: &str) -> f64 {
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
         .map_or(0.0, |value| value.trim().parse().unwrap())
-}
-
-async fn publish(client: &AsyncClient, events: &mut EventLoop, payload: String) {
-    client
-        .publish("trackers/rex/telemetry", QoS::AtLeastOnce, false, payload)
-        .await
-        .unwrap();
-    wait_for(events, |p| matches!(p, Packet::PubAck(_)).then_some(())).await;
 }
 
 #[tokio::test]
@@ -46,10 +37,28 @@ async fn metrics_count_received_messages_stored_fixes_duplicates_and_dead_letter
         .unwrap();
     // Two fixes, one of them again (a re-send the database keeps once), and a broken message.
     let again = fix_json(9, 3.1);
-    publish(&client, &mut events, fix_json(8, 3.0)).await;
-    publish(&client, &mut events, again.clone()).await;
-    publish(&client, &mut events, again).await;
-    publish(&client, &mut events, "{\"lat\": oops".to_owned()).await;
+    publish_acked(
+        &client,
+        &mut events,
+        "trackers/rex/telemetry",
+        fix_json(8, 3.0),
+    )
+    .await;
+    publish_acked(
+        &client,
+        &mut events,
+        "trackers/rex/telemetry",
+        again.clone(),
+    )
+    .await;
+    publish_acked(&client, &mut events, "trackers/rex/telemetry", again).await;
+    publish_acked(
+        &client,
+        &mut events,
+        "trackers/rex/telemetry",
+        "{\"lat\": oops".to_owned(),
+    )
+    .await;
     // Each PUBACK came after its batch was committed, and the counters moved before that.
     let mut moved = Vec::new();
     for (s, before) in series.iter().zip(before) {

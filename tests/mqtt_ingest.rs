@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{connect, fix_json, options, spawn_app, wait_for};
+use common::{connect, fix_json, options, publish_acked, spawn_app, wait_for};
 use rumqttc::{ConnectReturnCode, ConnectionError, Event, Packet, QoS};
 
 #[tokio::test]
@@ -23,18 +23,12 @@ async fn a_collar_publishing_with_its_credentials_is_stored_and_acknowledged() {
     })
     .await;
 
-    client
-        .publish(
-            "trackers/rex/telemetry",
-            QoS::AtLeastOnce,
-            false,
-            fix_json(41, 52.52),
-        )
-        .await
-        .unwrap();
-    wait_for(&mut events, |p| {
-        matches!(p, Packet::PubAck(_)).then_some(())
-    })
+    publish_acked(
+        &client,
+        &mut events,
+        "trackers/rex/telemetry",
+        fix_json(41, 52.52),
+    )
     .await;
     // PUBACK means durably accepted: the row is there without waiting.
     assert_eq!(
@@ -126,18 +120,12 @@ async fn a_collar_cannot_publish_for_another_tracker() {
     let (client, mut events) = connect(options(t.mqtt_port(), "rex", "rex", &rex))
         .await
         .unwrap();
-    client
-        .publish(
-            "trackers/rex/telemetry",
-            QoS::AtLeastOnce,
-            false,
-            fix_json(2, 11.0),
-        )
-        .await
-        .unwrap();
-    wait_for(&mut events, |p| {
-        matches!(p, Packet::PubAck(_)).then_some(())
-    })
+    publish_acked(
+        &client,
+        &mut events,
+        "trackers/rex/telemetry",
+        fix_json(2, 11.0),
+    )
     .await;
     assert_eq!(
         t.count("SELECT count(*) FROM positions WHERE tracker_id IN ('rex', 'luna')")
@@ -214,18 +202,12 @@ async fn a_malformed_payload_is_dead_lettered_and_the_connection_keeps_working()
         matches!(p, Packet::PubAck(_)).then_some(())
     })
     .await;
-    client
-        .publish(
-            "trackers/rex/telemetry",
-            QoS::AtLeastOnce,
-            false,
-            fix_json(5, 1.0),
-        )
-        .await
-        .unwrap();
-    wait_for(&mut events, |p| {
-        matches!(p, Packet::PubAck(_)).then_some(())
-    })
+    publish_acked(
+        &client,
+        &mut events,
+        "trackers/rex/telemetry",
+        fix_json(5, 1.0),
+    )
     .await;
     assert_eq!(
         t.count("SELECT count(*) FROM dead_letters WHERE tracker_id = 'rex'")
@@ -350,18 +332,12 @@ async fn an_oversize_payload_is_dead_lettered_with_its_size_and_the_collar_stays
         matches!(p, Packet::PubAck(_)).then_some(())
     })
     .await;
-    client
-        .publish(
-            "trackers/rex/telemetry",
-            QoS::AtLeastOnce,
-            false,
-            fix_json(7, 52.7),
-        )
-        .await
-        .unwrap();
-    wait_for(&mut events, |p| {
-        matches!(p, Packet::PubAck(_)).then_some(())
-    })
+    publish_acked(
+        &client,
+        &mut events,
+        "trackers/rex/telemetry",
+        fix_json(7, 52.7),
+    )
     .await;
     t.wait_for_count("SELECT count(*) FROM positions WHERE tracker_id = 'rex'", 1)
         .await;

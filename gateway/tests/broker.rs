@@ -341,17 +341,23 @@ async fn the_server_publishes_to_a_subscribed_collar() {
     handle.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_last_will_reaches_the_gateway_marked_as_such_when_a_collar_vanishes() {
-    let (handle, rec) = start(config()).await;
-    let mut o = options(&handle, "rex", Some(SECRET));
+/// Options for rex with a last will on `topic`.
+fn with_will(handle: &BrokerHandle, topic: &str) -> MqttOptions {
+    let mut o = options(handle, "rex", Some(SECRET));
     o.set_last_will(LastWill::new(
-        "trackers/rex/online",
+        topic,
         "{\"online\":false}",
         QoS::AtLeastOnce,
         false,
     ));
-    let (client, events) = connect(o).await.unwrap();
+    o
+}
+
+/// Rex connects with a will on its own topic and vanishes; waits until the gateway has the will.
+async fn vanish_with_a_will(handle: &BrokerHandle, rec: &Recorder) {
+    let (client, events) = connect(with_will(handle, "trackers/rex/online"))
+        .await
+        .unwrap();
     // Dropping the event loop closes the socket without DISCONNECT: an ungraceful end.
     drop(events);
     drop(client);
@@ -359,6 +365,12 @@ async fn a_last_will_reaches_the_gateway_marked_as_such_when_a_collar_vanishes()
         e.contains(&"accepted trackers/rex/online".to_string())
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_last_will_reaches_the_gateway_marked_as_such_when_a_collar_vanishes() {
+    let (handle, rec) = start(config()).await;
+    vanish_with_a_will(&handle, &rec).await;
     let wills: Vec<_> = rec
         .publishes
         .lock()
@@ -375,31 +387,15 @@ async fn a_last_will_reaches_the_gateway_marked_as_such_when_a_collar_vanishes()
 #[tokio::test]
 async fn a_last_will_on_another_trackers_topic_is_refused_at_connect() {
     let (handle, rec) = start(config()).await;
-    let mut o = options(&handle, "rex", Some(SECRET));
-    o.set_last_will(LastWill::new(
-        "trackers/fido/online",
-        "{\"online\":false}",
-        QoS::AtLeastOnce,
-        false,
-    ));
     assert!(
-        connect(o).await.is_err(),
+        connect(with_will(&handle, "trackers/fido/online"))
+            .await
+            .is_err(),
         "a will as another tracker was accepted"
     );
     // A collar with a will on its own topic vanishes after it: its will is the only one the
     // gateway gets.
-    let mut o = options(&handle, "rex", Some(SECRET));
-    o.set_last_will(LastWill::new(
-        "trackers/rex/online",
-        "{\"online\":false}",
-        QoS::AtLeastOnce,
-        false,
-    ));
-    drop(connect(o).await.unwrap());
-    rec.wait_events("the later will", |e| {
-        e.contains(&"accepted trackers/rex/online".to_string())
-    })
-    .await;
+    vanish_with_a_will(&handle, &rec).await;
     let topics: Vec<String> = rec
         .publishes
         .lock()

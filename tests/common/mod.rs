@@ -10,7 +10,7 @@ use gateway::protocol::TrackerId;
 use pettracker::app::RunningApp;
 use pettracker::config::Config;
 use pettracker::testing::{TestDb, fresh_database};
-use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet};
+use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, QoS};
 use secrecy::{ExposeSecret, SecretString};
 
 pub struct TestApp {
@@ -140,6 +140,20 @@ pub async fn wait_for<T>(events: &mut EventLoop, mut want: impl FnMut(&Packet) -
     })
     .await
     .expect("not seen within 10 s")
+}
+
+/// Publishes at QoS 1 and waits for the PUBACK (the message is then committed or spooled).
+pub async fn publish_acked(
+    client: &AsyncClient,
+    events: &mut EventLoop,
+    topic: &str,
+    payload: impl Into<Vec<u8>>,
+) {
+    client
+        .publish(topic, QoS::AtLeastOnce, false, payload)
+        .await
+        .unwrap();
+    wait_for(events, |p| matches!(p, Packet::PubAck(_)).then_some(())).await;
 }
 
 pub fn fix_json(seq: u64, lat: f64) -> String {
