@@ -27,6 +27,8 @@ pub struct RunningApp {
     pub pool: deadpool_postgres::Pool,
     /// Tell it when geofences are changed outside the API (the demo creates safe zones).
     pub alerts: Arc<crate::alerts::AlertsHandle>,
+    /// The live feed's hub: who is subscribed to what (tests wait on a session's end with it).
+    pub live: Arc<crate::live::Hub>,
     trigger: ShutdownTrigger,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -166,7 +168,7 @@ pub async fn spawn_with_clock(config: Config, clock: ingest::Clock) -> anyhow::R
             NonZeroU32::new(config.http.rate_limit_per_second).unwrap_or(NonZeroU32::MIN),
             NonZeroU32::new(config.http.rate_limit_burst).unwrap_or(NonZeroU32::MIN),
         )),
-        live: live_hub,
+        live: live_hub.clone(),
         alerts: alerts.clone(),
     };
     crate::auth::warm_up();
@@ -191,6 +193,7 @@ pub async fn spawn_with_clock(config: Config, clock: ingest::Clock) -> anyhow::R
         mqtt_ws_addr,
         pool,
         alerts,
+        live: live_hub,
         trigger,
         task,
     })

@@ -399,10 +399,18 @@ async fn a_client_that_stops_reading_delays_neither_other_clients_nor_ingest() {
     // The reading client got every one, in order.
     assert_eq!(reading.await.unwrap(), (1..=total).collect::<Vec<_>>());
 
-    // The stalled client, which answered no ping, was closed as idle (4002), as too slow (4008),
-    // or dropped when a write stayed stuck; whichever happened, its feed has ended by the time
-    // it reads again, instead of holding anything up.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // The stalled client, which answers no ping, is closed as idle (4002), as too slow (4008),
+    // or dropped when a write stays stuck: the server ends its session while it still reads
+    // nothing (the reading client, done, has left too, so nobody is subscribed to rex)...
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while app.app.live.subscribers("rex") > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stalled client's session still runs after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ...and when it reads again, its feed is over.
     let ended = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             match stalled.next().await {
