@@ -6,7 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::api::{Api, assert_error};
-use common::{TestApp, connect, options, spawn_app_with, spawn_app_with_clock, wait_for};
+use common::{
+    TestApp, connect, eventually, options, spawn_app_with, spawn_app_with_clock, wait_for,
+};
 use gateway::ingest::Clock;
 use pettracker::config::Config;
 use reqwest::{Method, StatusCode};
@@ -102,22 +104,18 @@ async fn create(api: &Api, token: &str, tracker: &str, body: Value) -> Value {
     body
 }
 
-/// Polls the command until its status is `want`; fails after 10 s.
+/// Polls the command until its status is `want`.
 async fn wait_status(api: &Api, token: &str, id: &str, want: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually(&format!("command {id} {want}"), || async {
         let (status, body) = api.get(&format!("/commands/{id}"), token).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         if body["status"] == want {
-            return body;
+            Ok(body)
+        } else {
+            Err(body.to_string())
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "still {} after 10 s, want {want}: {body}",
-            body["status"]
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 fn history(command: &Value) -> Vec<(String, i64)> {

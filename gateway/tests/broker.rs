@@ -10,6 +10,7 @@ use bytes::Bytes;
 use gateway::broker::{self, BrokerConfig, BrokerError, BrokerHandle, DeviceHooks, DevicePublish};
 use gateway::broker::{Refused, TlsListener};
 use gateway::protocol::TrackerId;
+use gateway::testing::eventually;
 use rumqttc::{
     AsyncClient, ConnectReturnCode, Event, EventLoop, LastWill, MqttOptions, Packet, QoS,
     SubscribeReasonCode, TlsConfiguration, Transport,
@@ -71,17 +72,16 @@ impl Recorder {
 
     /// Waits until `pred` holds for the recorded events (hooks run on the broker's tasks).
     async fn wait_events(&self, what: &str, pred: impl Fn(&[String]) -> bool) -> Vec<String> {
-        for _ in 0..200 {
+        let pred = &pred;
+        eventually(what, || async move {
             let ev = self.events().await;
             if pred(&ev) {
-                return ev;
+                Ok(ev)
+            } else {
+                Err(format!("{ev:?}"))
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!(
-            "timed out waiting for {what}; events: {:?}",
-            self.events().await
-        );
+        })
+        .await
     }
 }
 
@@ -175,19 +175,6 @@ fn assert_refused_and_closed(outcome: Result<(), String>, what: &str) {
         Ok(()) => panic!("{what} was acknowledged"),
         Err(e) if e == "timed out" => panic!("{what}: no PUBACK, but the connection stayed open"),
         Err(_closed) => {}
-    }
-}
-
-/// Waits until `count` (read from the broker) is `want`; fails after 10 s.
-async fn wait_count(what: &str, want: usize, count: impl Fn() -> usize) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while count() != want {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: {} after 10 s, want {want}",
-            count()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -423,8 +410,11 @@ async fn a_collar_that_reconnects_stays_online_when_its_old_session_ends() {
         e.iter().filter(|e| *e == "connected rex").count() == 2
     })
     .await;
-    wait_count("connections after the takeover", 1, || {
-        handle.connected_count()
+    eventually("one connection after the takeover", || async {
+        match handle.connected_count() {
+            1 => Ok(()),
+            n => Err(format!("{n} connections")),
+        }
     })
     .await;
     let events = rec.events().await;

@@ -9,7 +9,7 @@ use gateway::ingest::{self, IngestConfig, IngestHandle};
 use gateway::protocol::TrackerId;
 use gateway::shutdown::{self, ShutdownTrigger};
 use gateway::storage::trackers;
-use gateway::testing::{TestDb, dedicated_cluster, fresh_database};
+use gateway::testing::{TestDb, dedicated_cluster, eventually, fresh_database};
 
 struct Pipeline {
     handle: IngestHandle,
@@ -451,10 +451,9 @@ async fn publishes_are_accepted_while_a_slow_replay_of_the_spool_is_under_way() 
 }
 
 /// Waits until a session of the database waits for a lock (the replay, held up by the test's own
-/// lock); fails after 10 s.
+/// lock).
 async fn wait_for_a_backend_waiting_on_a_lock(pool: &deadpool_postgres::Pool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually("the replay waiting for the test's lock", || async {
         let waiting: i64 = pool
             .get()
             .await
@@ -468,14 +467,12 @@ async fn wait_for_a_backend_waiting_on_a_lock(pool: &deadpool_postgres::Pool) {
             .unwrap()
             .get(0);
         if waiting > 0 {
-            return;
+            Ok(())
+        } else {
+            Err("no session waits for a lock".to_owned())
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no session waits for the lock after 10 s: the replay never started"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
 }
 
 async fn positions_count(pool: &deadpool_postgres::Pool) -> i64 {

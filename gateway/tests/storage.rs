@@ -1,7 +1,7 @@
 //! Storage against a real PostgreSQL: migrations, their safety rules, retention, and the private cluster.
 
 use gateway::storage::{self, Backend, History, StorageError, TimescalePreference};
-use gateway::testing::{dedicated_cluster, fresh_database};
+use gateway::testing::{dedicated_cluster, eventually, fresh_database};
 
 #[tokio::test]
 async fn migrating_a_migrated_database_changes_nothing() {
@@ -220,12 +220,11 @@ async fn an_unreachable_server_is_named_in_the_error() {
 }
 
 /// The pid of the session that has LISTENed on `channel` in `db`, once it is idle (listening),
-/// other than `not`; fails after 10 s.
+/// other than `not`.
 async fn listening_session(db: &gateway::testing::TestDb, channel: &str, not: Option<i32>) -> i32 {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let pid: Option<i32> = db
-            .pool
+    let listen = format!("LISTEN {channel}");
+    eventually("a new session listening", || async {
+        db.pool
             .get()
             .await
             .unwrap()
@@ -233,20 +232,14 @@ async fn listening_session(db: &gateway::testing::TestDb, channel: &str, not: Op
                 "SELECT pid FROM pg_stat_activity
                  WHERE datname = current_database() AND state = 'idle' AND query = $1
                    AND pid IS DISTINCT FROM $2",
-                &[&format!("LISTEN {channel}"), &not],
+                &[&listen, &not],
             )
             .await
             .unwrap()
-            .map(|row| row.get(0));
-        if let Some(pid) = pid {
-            return pid;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no new session listens on {channel} after 10 s"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+            .map(|row| row.get(0))
+            .ok_or_else(|| format!("no session but {not:?} ran `{listen}`"))
+    })
+    .await
 }
 
 #[tokio::test]

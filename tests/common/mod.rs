@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use gateway::ingest::Clock;
 use gateway::protocol::TrackerId;
+pub use gateway::testing::eventually;
 use pettracker::app::RunningApp;
 use pettracker::config::Config;
 use pettracker::testing::{TestDb, fresh_database};
@@ -77,20 +78,15 @@ impl TestApp {
             .get(0)
     }
 
-    /// Polls `sql` until it returns `want`; fails the test after 10 s.
+    /// Polls `sql` until it returns `want`.
     pub async fn wait_for_count(&self, sql: &str, want: i64) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let got = self.count(sql).await;
-            if got == want {
-                return;
+        eventually(&format!("{sql} = {want}"), || async {
+            match self.count(sql).await {
+                got if got == want => Ok(()),
+                got => Err(got.to_string()),
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{sql}: {got}, want {want}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
+        .await;
     }
 
     pub async fn stop(self) {
