@@ -29,6 +29,8 @@ pub struct RunningApp {
     pub pool: deadpool_postgres::Pool,
     /// Tell it when geofences are changed outside the API (the demo creates safe zones).
     pub alerts: Arc<crate::alerts::AlertsHandle>,
+    /// The live feed's hub: who is subscribed to what (tests wait on a session's end with it).
+    pub live: Arc<crate::live::Hub>,
     /// Shared (weakly) with the task waiting for a database that was away at start, which
     /// stops the server if the database it finds cannot be used.
     trigger: Arc<ShutdownTrigger>,
@@ -67,6 +69,12 @@ impl RunningApp {
 /// `/healthz`, `/readyz` says what is missing, collars are told "server unavailable", and the
 /// migrations run when the database comes; then the parts that need it start.
 pub async fn spawn(config: Config) -> anyhow::Result<RunningApp> {
+    spawn_with_clock(config, ingest::Clock::System).await
+}
+
+/// [`spawn`], with device times checked against `clock` (ingest and dead-letter retries): tests
+/// of the time rules hold a manual clock and move it instead of sleeping.
+pub async fn spawn_with_clock(config: Config, clock: ingest::Clock) -> anyhow::Result<RunningApp> {
     let http_listener = TcpListener::bind(config.http.addr).await.with_context(|| {
         format!(
             "cannot listen on {} for HTTP (change http.addr / PETTRACKER_HTTP_ADDR / --http-addr)",
@@ -143,6 +151,7 @@ pub async fn spawn(config: Config) -> anyhow::Result<RunningApp> {
         })));
     }
     let mut ingest_config = config.ingest_config();
+    ingest_config.clock = clock.clone();
     ingest_config.live = gateway::live::LivePublisher::new(live_bus.clone());
     // Collars' command reports are applied to the server's commands in their batch.
     ingest_config.commands = Some(Arc::new(crate::commands::reports::Reports));
@@ -206,11 +215,12 @@ pub async fn spawn(config: Config) -> anyhow::Result<RunningApp> {
             default_ttl_secs: config.commands.default_ttl_secs,
         },
         limits: config.ingest_config().limits,
+        clock,
         rate_limit: Arc::new(http::limit::RateLimit::new(
             NonZeroU32::new(config.http.rate_limit_per_second).unwrap_or(NonZeroU32::MIN),
             NonZeroU32::new(config.http.rate_limit_burst).unwrap_or(NonZeroU32::MIN),
         )),
-        live: live_hub,
+        live: live_hub.clone(),
         alerts: alerts.clone(),
         web: Arc::new(http::web::WebSettings::new(config.map.clone())),
     };
@@ -237,6 +247,7 @@ pub async fn spawn(config: Config) -> anyhow::Result<RunningApp> {
         mqtt_ws_addr,
         pool,
         alerts,
+        live: live_hub,
         trigger,
         task,
     })
@@ -314,10 +325,11 @@ async fn await_database(
     trigger: std::sync::Weak<ShutdownTrigger>,
     mut shutdown: Shutdown,
 ) {
-    let mut delay = Duration::from_millis(200);
+    let mut backoff =
+        gateway::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         tokio::select! {
-            () = tokio::time::sleep(delay) => {}
+            () = backoff.wait() => {}
             () = shutdown.recv() => return,
         }
         match migrator.migrate().await {
@@ -329,7 +341,6 @@ async fn await_database(
             }
             Err(err) if err.is_retriable() => {
                 tracing::debug!(%err, "the database is still not available");
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
             Err(err) => {
                 tracing::error!(%err, "the database cannot be used; stopping");

@@ -121,14 +121,15 @@ pub struct RetryOutcome {
 }
 
 /// Runs unresolved dead letters matching `q` (at most `q.limit`, oldest first) through decoding
-/// and validation again, with today's rules: what passes is written like any ingested message
-/// and the dead letter marked resolved; what fails again gets the new reason.
+/// and validation again, with today's rules and `clock`'s time: what passes is written like any
+/// ingested message and the dead letter marked resolved; what fails again gets the new reason.
 pub async fn retry(
     pool: &Pool,
     reader: Reader,
     q: &DeadLetterQuery,
     only: Option<i64>,
     limits: &gateway::protocol::ValidationLimits,
+    clock: &gateway::ingest::Clock,
 ) -> Result<Vec<RetryOutcome>, StorageError> {
     use gateway::ingest::{Envelope, Inbound, decode};
 
@@ -178,7 +179,7 @@ pub async fn retry(
                     inbound: Inbound::Publish(publish),
                     done: None,
                 };
-                let mut decoded = decode::decode(envelope, Utc::now(), limits);
+                let mut decoded = decode::decode(envelope, clock.now(), limits);
                 let refused = std::mem::take(&mut decoded.rows.dead_letters);
                 if !decoded.rows.is_empty() {
                     gateway::storage::ingest::write_batch(

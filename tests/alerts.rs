@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use common::api::{Api, assert_error};
-use common::{TestApp, connect, options, spawn_app_with};
+use common::{TestApp, connect, eventually, options, spawn_app_with};
 use futures::{SinkExt, StreamExt};
 use gateway::protocol::TrackerId;
 use gateway::storage::trackers::{Provisioned, provision};
@@ -72,19 +72,19 @@ async fn publish(client: &AsyncClient, tracker: &str, fixes: Vec<Value>) {
         .unwrap();
 }
 
-/// Polls the alert list until it has `want` alerts; fails the test after 10 s.
+/// Polls the alert list until it has `want` alerts.
 async fn alerts_until(api: &Api, token: &str, query: &str, want: usize) -> Vec<Value> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually(&format!("{want} alerts{query}"), || async {
         let (status, body) = api.get(&format!("/alerts{query}"), token).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         let alerts = body["alerts"].as_array().unwrap().clone();
         if alerts.len() >= want {
-            return alerts;
+            Ok(alerts)
+        } else {
+            Err(body.to_string())
         }
-        assert!(tokio::time::Instant::now() < deadline, "{body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 /// Publishes a marker fix far in the zone and waits until the engine has used it (its position

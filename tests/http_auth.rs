@@ -214,13 +214,33 @@ async fn logging_out_revokes_the_refresh_token() {
 
 #[tokio::test]
 async fn an_expired_access_token_is_refused_with_401() {
-    let app = spawn_app_with(|c| c.auth.access_token_ttl_secs = 1).await;
+    const SECRET: &str = "a token secret of the test's own, 32+ bytes long";
+    let app = spawn_app_with(|c| {
+        c.auth.token_secret = Some(SECRET.into());
+        c.auth.access_token_ttl_secs = 60;
+    })
+    .await;
     let api = Api::new(&app);
     api.register("ada@example.com").await;
     let (access, _) = api.login("ada@example.com").await;
     assert_eq!(api.get("/me", &access).await.0, StatusCode::OK);
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    let (status, headers, body) = api.call(Method::GET, "/me", Some(&access), None).await;
+    // The token lives as long as configured...
+    let mut auth = pettracker::config::Config::default().auth;
+    auth.token_secret = Some(SECRET.into());
+    let mut claims = pettracker::auth::AuthKeys::from_config(&auth)
+        .verify_access_token(&access)
+        .expect("the server signs with the configured secret");
+    assert_eq!(claims.exp - claims.iat, 60);
+    // ...and the same token, issued a second longer ago than that, is refused.
+    claims.iat -= 61;
+    claims.exp -= 61;
+    let expired = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let (status, headers, body) = api.call(Method::GET, "/me", Some(&expired), None).await;
     assert_error(status, &body, 401, "unauthorized");
     assert_eq!(headers["www-authenticate"], "Bearer");
     app.stop().await;

@@ -561,8 +561,21 @@ async fn the_summary_gives_points_distance_and_time_moving_per_day_counting_only
     let api = Api::new(&app);
     let (_, ada) = user(&api, "ada@example.com").await;
     let rex = collar(&app, "rex").await;
-    let claimed_at = claimed_at(claim(&api, &ada, &rex).await);
+    claimed_at(claim(&api, &ada, &rex).await);
+    // The claim is dated to yesterday noon, so that every fix below falls on the day the test
+    // means, whatever the time of day the test runs at.
+    let claimed_at = (Utc::now().date_naive() - TimeDelta::days(1))
+        .and_hms_opt(12, 0, 0)
+        .unwrap()
+        .and_utc();
     let client = app.app.pool.get().await.unwrap();
+    client
+        .execute(
+            "UPDATE trackers SET claimed_at = $1 WHERE tracker_id = 'rex'",
+            &[&claimed_at],
+        )
+        .await
+        .unwrap();
     let next_day = claimed_at + TimeDelta::days(1);
     for (t, lat) in [
         (claimed_at - TimeDelta::seconds(1), 40.0), // the previous owner's: not counted

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use common::api::Api;
-use common::{TestApp, connect, options, spawn_app, spawn_app_with};
+use common::{TestApp, connect, eventually, options, spawn_app, spawn_app_with};
 use futures::{SinkExt, StreamExt};
 use gateway::protocol::TrackerId;
 use gateway::storage::trackers::{Provisioned, provision};
@@ -399,10 +399,17 @@ async fn a_client_that_stops_reading_delays_neither_other_clients_nor_ingest() {
     // The reading client got every one, in order.
     assert_eq!(reading.await.unwrap(), (1..=total).collect::<Vec<_>>());
 
-    // The stalled client, which answered no ping, was closed as idle (4002), as too slow (4008),
-    // or dropped when a write stayed stuck; whichever happened, its feed has ended by the time
-    // it reads again, instead of holding anything up.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // The stalled client, which answers no ping, is closed as idle (4002), as too slow (4008),
+    // or dropped when a write stays stuck: the server ends its session while it still reads
+    // nothing (the reading client, done, has left too, so nobody is subscribed to rex)...
+    eventually("the server ending the stalled client's session", || async {
+        match app.app.live.subscribers("rex") {
+            0 => Ok(()),
+            n => Err(format!("{n} sessions subscribed to rex")),
+        }
+    })
+    .await;
+    // ...and when it reads again, its feed is over.
     let ended = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             match stalled.next().await {

@@ -4,8 +4,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{connect, fix_json, options, spawn_app, wait_for};
-use rumqttc::{ConnectReturnCode, ConnectionError, Packet, QoS};
+use common::{connect, fix_json, options, publish_acked, spawn_app, wait_for};
+use rumqttc::{ConnectReturnCode, ConnectionError, Event, Packet, QoS};
 
 #[tokio::test]
 async fn a_collar_publishing_with_its_credentials_is_stored_and_acknowledged() {
@@ -23,18 +23,12 @@ async fn a_collar_publishing_with_its_credentials_is_stored_and_acknowledged() {
     })
     .await;
 
-    client
-        .publish(
-            "trackers/rex/telemetry",
-            QoS::AtLeastOnce,
-            false,
-            fix_json(41, 52.52),
-        )
-        .await
-        .unwrap();
-    wait_for(&mut events, |p| {
-        matches!(p, Packet::PubAck(_)).then_some(())
-    })
+    publish_acked(
+        &client,
+        &mut events,
+        "trackers/rex/telemetry",
+        fix_json(41, 52.52),
+    )
     .await;
     // PUBACK means durably accepted: the row is there without waiting.
     assert_eq!(
@@ -110,21 +104,34 @@ async fn a_collar_cannot_publish_for_another_tracker() {
         )
         .await
         .unwrap();
-    // The broker refuses it (and may close the connection); either way nothing is stored for luna.
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        while events.poll().await.is_ok() {}
+    // The broker refuses it without a PUBACK and closes the connection.
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => return "acknowledged",
+                Ok(_) => {}
+                Err(_) => return "closed",
+            }
+        }
     })
     .await;
-    client
-        .publish(
-            "trackers/rex/telemetry",
-            QoS::AtLeastOnce,
-            false,
-            fix_json(2, 11.0),
-        )
+    assert_eq!(ended, Ok("closed"), "the refused publish's connection");
+    // Rex's own fix, sent after it, is stored; nothing is for luna.
+    let (client, mut events) = connect(options(t.mqtt_port(), "rex", "rex", &rex))
         .await
-        .ok();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+        .unwrap();
+    publish_acked(
+        &client,
+        &mut events,
+        "trackers/rex/telemetry",
+        fix_json(2, 11.0),
+    )
+    .await;
+    assert_eq!(
+        t.count("SELECT count(*) FROM positions WHERE tracker_id IN ('rex', 'luna')")
+            .await,
+        1
+    );
     assert_eq!(
         t.count("SELECT count(*) FROM positions WHERE tracker_id = 'luna'")
             .await,
@@ -195,18 +202,12 @@ async fn a_malformed_payload_is_dead_lettered_and_the_connection_keeps_working()
         matches!(p, Packet::PubAck(_)).then_some(())
     })
     .await;
-    client
-        .publish(
-            "trackers/rex/telemetry",
-            QoS::AtLeastOnce,
-            false,
-            fix_json(5, 1.0),
-        )
-        .await
-        .unwrap();
-    wait_for(&mut events, |p| {
-        matches!(p, Packet::PubAck(_)).then_some(())
-    })
+    publish_acked(
+        &client,
+        &mut events,
+        "trackers/rex/telemetry",
+        fix_json(5, 1.0),
+    )
     .await;
     assert_eq!(
         t.count("SELECT count(*) FROM dead_letters WHERE tracker_id = 'rex'")
@@ -248,36 +249,6 @@ async fn a_revoked_collar_is_disconnected_and_cannot_reconnect() {
         1,
     )
     .await;
-    t.stop().await;
-}
-
-#[tokio::test]
-async fn metrics_count_stored_fixes() {
-    let t = spawn_app().await;
-    let secret = t.provision("rex").await;
-    let (client, mut events) = connect(options(t.mqtt_port(), "rex", "rex", &secret))
-        .await
-        .unwrap();
-    client
-        .publish(
-            "trackers/rex/telemetry",
-            QoS::AtLeastOnce,
-            false,
-            fix_json(9, 3.0),
-        )
-        .await
-        .unwrap();
-    wait_for(&mut events, |p| {
-        matches!(p, Packet::PubAck(_)).then_some(())
-    })
-    .await;
-    let text = reqwest::get(format!("http://{}/metrics", t.app.http_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(text.contains("pettracker_fixes_stored_total"), "{text}");
     t.stop().await;
 }
 
@@ -361,18 +332,12 @@ async fn an_oversize_payload_is_dead_lettered_with_its_size_and_the_collar_stays
         matches!(p, Packet::PubAck(_)).then_some(())
     })
     .await;
-    client
-        .publish(
-            "trackers/rex/telemetry",
-            QoS::AtLeastOnce,
-            false,
-            fix_json(7, 52.7),
-        )
-        .await
-        .unwrap();
-    wait_for(&mut events, |p| {
-        matches!(p, Packet::PubAck(_)).then_some(())
-    })
+    publish_acked(
+        &client,
+        &mut events,
+        "trackers/rex/telemetry",
+        fix_json(7, 52.7),
+    )
     .await;
     t.wait_for_count("SELECT count(*) FROM positions WHERE tracker_id = 'rex'", 1)
         .await;

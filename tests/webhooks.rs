@@ -112,12 +112,7 @@ async fn an_alert_webhook_is_signed_and_retried_with_backoff_until_the_receiver_
     for (signature, body) in &received {
         let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
         mac.update(body);
-        let want: String = mac
-            .finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let want = hex::encode(mac.finalize().into_bytes());
         assert_eq!(signature, &format!("sha256={want}"));
     }
     let body: Value = serde_json::from_slice(&received[2].1).unwrap();

@@ -3,6 +3,8 @@
 //! Only [`protocol`] is always built; the rest is the server (feature `server`, on by default),
 //! so firmware and the simulator can depend on the contract without the broker and the database.
 
+#[cfg(feature = "backoff")]
+pub mod backoff;
 #[cfg(feature = "server")]
 pub mod broker;
 #[cfg(feature = "server")]

@@ -5,7 +5,8 @@
 //! (nextest runs each test in its own process, so starting one per process would be slow).
 //! Each database is cloned from a template migrated once per schema history, so tests run in
 //! parallel. This crate's tests get the device side's schema ([`fresh_database`]); the server's
-//! tests pass the whole history ([`fresh_database_with`]).
+//! tests pass the whole history ([`fresh_database_with`]). And [`eventually`]: how a test waits
+//! for what it cannot be told of directly, instead of sleeping.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -321,5 +322,27 @@ pub async fn closed_by_server(socket: &mut tokio::net::TcpStream) -> Result<(), 
         Ok(Ok(0)) | Ok(Err(_)) => Ok(()),
         Ok(Ok(n)) => Err(format!("the server answered {:02x?}", &buf[..n])),
         Err(_) => Err("still open after 10 s".into()),
+    }
+}
+
+/// How long [`eventually`] waits: far longer than anything takes on a loaded machine, so that only
+/// a real failure runs out of it.
+pub const EVENTUALLY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Asks `probe` every 20 ms until it gives `Ok`, and returns that; after [`EVENTUALLY`] the test
+/// fails naming `what` and what the probe last saw (its `Err`).
+pub async fn eventually<T, Fut>(what: &str, mut probe: impl FnMut() -> Fut) -> T
+where
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + EVENTUALLY;
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(seen) if tokio::time::Instant::now() >= deadline => {
+                panic!("{what}: not after {EVENTUALLY:?}; last seen: {seen}")
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
     }
 }

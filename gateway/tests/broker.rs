@@ -10,7 +10,7 @@ use bytes::Bytes;
 use gateway::broker::{self, BrokerConfig, BrokerError, BrokerHandle, DeviceHooks, DevicePublish};
 use gateway::broker::{Authentication, Refused, TlsListener};
 use gateway::protocol::TrackerId;
-use gateway::testing::closed_by_server;
+use gateway::testing::{closed_by_server, eventually};
 use rumqttc::{
     AsyncClient, ConnectReturnCode, Event, EventLoop, LastWill, MqttOptions, Packet, QoS,
     SubscribeReasonCode, TlsConfiguration, Transport,
@@ -86,17 +86,16 @@ impl Recorder {
 
     /// Waits until `pred` holds for the recorded events (hooks run on the broker's tasks).
     async fn wait_events(&self, what: &str, pred: impl Fn(&[String]) -> bool) -> Vec<String> {
-        for _ in 0..200 {
+        let pred = &pred;
+        eventually(what, || async move {
             let ev = self.events().await;
             if pred(&ev) {
-                return ev;
+                Ok(ev)
+            } else {
+                Err(format!("{ev:?}"))
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!(
-            "timed out waiting for {what}; events: {:?}",
-            self.events().await
-        );
+        })
+        .await
     }
 }
 
@@ -184,6 +183,16 @@ fn id(s: &str) -> TrackerId {
     TrackerId::parse(s).unwrap()
 }
 
+/// A QoS 1 publish's outcome was no PUBACK and the broker closing the connection (not a wait
+/// that ran out while the connection stayed open).
+fn assert_refused_and_closed(outcome: Result<(), String>, what: &str) {
+    match outcome {
+        Ok(()) => panic!("{what} was acknowledged"),
+        Err(e) if e == "timed out" => panic!("{what}: no PUBACK, but the connection stayed open"),
+        Err(_closed) => {}
+    }
+}
+
 #[tokio::test]
 async fn a_collar_with_its_own_credentials_connects_and_the_gateway_is_told() {
     let (handle, rec) = start(config()).await;
@@ -250,10 +259,8 @@ async fn a_publish_the_gateway_refuses_gets_no_puback_and_the_connection_is_clos
         .await
         .unwrap();
     let outcome = publish_qos1(&client, &mut events, "trackers/rex/telemetry").await;
-    assert!(
-        outcome.is_err(),
-        "a refused publish was acknowledged: the collar would drop a fix that was not stored"
-    );
+    // A PUBACK would make the collar drop a fix that was not stored; the close makes it re-send.
+    assert_refused_and_closed(outcome, "a refused publish");
     handle.shutdown().await;
 }
 
@@ -264,19 +271,13 @@ async fn a_collar_cannot_publish_on_another_trackers_topic() {
         .await
         .unwrap();
     let outcome = publish_qos1(&client, &mut events, "trackers/fido/telemetry").await;
-    assert!(
-        outcome.is_err(),
-        "publish as another tracker was acknowledged"
-    );
+    assert_refused_and_closed(outcome, "publish as another tracker");
     // Nor on a downlink topic of its own: only the server sends acks and commands.
     let (client, mut events) = connect(options(&handle, "rex", Some(SECRET)))
         .await
         .unwrap();
     let outcome = publish_qos1(&client, &mut events, "trackers/rex/commands").await;
-    assert!(
-        outcome.is_err(),
-        "publish on a downlink topic was acknowledged"
-    );
+    assert_refused_and_closed(outcome, "publish on a downlink topic");
     assert!(rec.publishes.lock().await.is_empty());
     handle.shutdown().await;
 }
@@ -342,17 +343,23 @@ async fn the_server_publishes_to_a_subscribed_collar() {
     handle.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_last_will_reaches_the_gateway_marked_as_such_when_a_collar_vanishes() {
-    let (handle, rec) = start(config()).await;
-    let mut o = options(&handle, "rex", Some(SECRET));
+/// Options for rex with a last will on `topic`.
+fn with_will(handle: &BrokerHandle, topic: &str) -> MqttOptions {
+    let mut o = options(handle, "rex", Some(SECRET));
     o.set_last_will(LastWill::new(
-        "trackers/rex/online",
+        topic,
         "{\"online\":false}",
         QoS::AtLeastOnce,
         false,
     ));
-    let (client, events) = connect(o).await.unwrap();
+    o
+}
+
+/// Rex connects with a will on its own topic and vanishes; waits until the gateway has the will.
+async fn vanish_with_a_will(handle: &BrokerHandle, rec: &Recorder) {
+    let (client, events) = connect(with_will(handle, "trackers/rex/online"))
+        .await
+        .unwrap();
     // Dropping the event loop closes the socket without DISCONNECT: an ungraceful end.
     drop(events);
     drop(client);
@@ -360,6 +367,12 @@ async fn a_last_will_reaches_the_gateway_marked_as_such_when_a_collar_vanishes()
         e.contains(&"accepted trackers/rex/online".to_string())
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_last_will_reaches_the_gateway_marked_as_such_when_a_collar_vanishes() {
+    let (handle, rec) = start(config()).await;
+    vanish_with_a_will(&handle, &rec).await;
     let wills: Vec<_> = rec
         .publishes
         .lock()
@@ -376,19 +389,23 @@ async fn a_last_will_reaches_the_gateway_marked_as_such_when_a_collar_vanishes()
 #[tokio::test]
 async fn a_last_will_on_another_trackers_topic_is_refused_at_connect() {
     let (handle, rec) = start(config()).await;
-    let mut o = options(&handle, "rex", Some(SECRET));
-    o.set_last_will(LastWill::new(
-        "trackers/fido/online",
-        "{\"online\":false}",
-        QoS::AtLeastOnce,
-        false,
-    ));
     assert!(
-        connect(o).await.is_err(),
+        connect(with_will(&handle, "trackers/fido/online"))
+            .await
+            .is_err(),
         "a will as another tracker was accepted"
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(rec.publishes.lock().await.is_empty());
+    // A collar with a will on its own topic vanishes after it: its will is the only one the
+    // gateway gets.
+    vanish_with_a_will(&handle, &rec).await;
+    let topics: Vec<String> = rec
+        .publishes
+        .lock()
+        .await
+        .iter()
+        .map(|p| p.topic.clone())
+        .collect();
+    assert_eq!(topics, ["trackers/rex/online"]);
     handle.shutdown().await;
 }
 
@@ -401,9 +418,20 @@ async fn a_collar_that_reconnects_stays_online_when_its_old_session_ends() {
     let (_c2, _e2) = connect(options(&handle, "rex", Some(SECRET)))
         .await
         .unwrap();
-    // The first connection is taken over and closed by the broker.
+    // The first connection is taken over and closed by the broker; the gateway hears of the
+    // second session, and the broker counts the first one's end.
     let _ = next(&mut e1, |_| None::<()>).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    rec.wait_events("the second connect", |e| {
+        e.iter().filter(|e| *e == "connected rex").count() == 2
+    })
+    .await;
+    eventually("one connection after the takeover", || async {
+        match handle.connected_count() {
+            1 => Ok(()),
+            n => Err(format!("{n} connections")),
+        }
+    })
+    .await;
     let events = rec.events().await;
     let last = events
         .iter()

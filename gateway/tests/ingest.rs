@@ -9,7 +9,7 @@ use gateway::ingest::{self, IngestConfig, IngestHandle};
 use gateway::protocol::TrackerId;
 use gateway::shutdown::{self, ShutdownTrigger};
 use gateway::storage::trackers;
-use gateway::testing::{TestDb, dedicated_cluster, fresh_database};
+use gateway::testing::{TestDb, dedicated_cluster, eventually, fresh_database};
 
 struct Pipeline {
     handle: IngestHandle,
@@ -122,7 +122,7 @@ async fn every_valid_protocol_vector_is_stored_and_every_invalid_one_is_dead_let
         .collect();
     let mut cfg = config("vectors");
     // The vectors' time rules are stated against their own server clock.
-    cfg.clock = ingest::Clock::Fixed(vectors[0].now);
+    cfg.clock = ingest::Clock::manual(vectors[0].now);
     let p = start(&db.pool, cfg);
     let mut stored_times = std::collections::BTreeSet::new();
     let mut expected_dead = 0;
@@ -429,7 +429,7 @@ async fn publishes_are_accepted_while_a_slow_replay_of_the_spool_is_under_way() 
         trigger,
         spool_dir: config.spool_dir.clone(),
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_a_backend_waiting_on_a_lock(&pool).await;
     for _ in 0..5 {
         send(&second)
             .await
@@ -448,6 +448,31 @@ async fn publishes_are_accepted_while_a_slow_replay_of_the_spool_is_under_way() 
     tokio::task::spawn_blocking(move || pg.stop().unwrap())
         .await
         .unwrap();
+}
+
+/// Waits until a session of the database waits for a lock (the replay, held up by the test's own
+/// lock).
+async fn wait_for_a_backend_waiting_on_a_lock(pool: &deadpool_postgres::Pool) {
+    eventually("the replay waiting for the test's lock", || async {
+        let waiting: i64 = pool
+            .get()
+            .await
+            .unwrap()
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            Ok(())
+        } else {
+            Err("no session waits for a lock".to_owned())
+        }
+    })
+    .await;
 }
 
 async fn positions_count(pool: &deadpool_postgres::Pool) -> i64 {

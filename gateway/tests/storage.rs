@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use gateway::storage::{self, Backend, History, StorageError, TimescalePreference, retention};
-use gateway::testing::{dedicated_cluster, fresh_database};
+use gateway::testing::{dedicated_cluster, eventually, fresh_database};
 
 #[tokio::test]
 async fn migrating_a_migrated_database_changes_nothing() {
@@ -233,4 +233,56 @@ async fn an_unreachable_server_is_named_in_the_error() {
     let err = storage::connect(&url, 1).await.unwrap_err().to_string();
     assert!(err.contains(&format!("127.0.0.1:{port}/db")), "{err}");
     assert!(!err.contains("secretpw"), "{err}");
+}
+
+/// The pid of the session that has LISTENed on `channel` in `db`, once it is idle (listening),
+/// other than `not`.
+async fn listening_session(db: &gateway::testing::TestDb, channel: &str, not: Option<i32>) -> i32 {
+    let listen = format!("LISTEN {channel}");
+    eventually("a new session listening", || async {
+        db.pool
+            .get()
+            .await
+            .unwrap()
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity
+                 WHERE datname = current_database() AND state = 'idle' AND query = $1
+                   AND pid IS DISTINCT FROM $2",
+                &[&listen, &not],
+            )
+            .await
+            .unwrap()
+            .map(|row| row.get(0))
+            .ok_or_else(|| format!("no session but {not:?} ran `{listen}`"))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_listener_whose_connection_is_killed_listens_again_and_hears_what_comes_after() {
+    use gateway::storage::notify;
+    const CHANNEL: &str = "pettracker_test_channel";
+    let db = fresh_database().await;
+    let (_stop, shutdown) = gateway::shutdown::channel();
+    let mut heard = notify::listen(db.url.clone(), CHANNEL, shutdown);
+    let client = db.pool.get().await.unwrap();
+    let mut pid = None;
+    // Several times in a row: the listener comes back after each loss, not only the first.
+    for round in 0..3 {
+        let now = listening_session(&db, CHANNEL, pid).await;
+        client
+            .execute(
+                "SELECT pg_notify($1, $2)",
+                &[&CHANNEL, &format!("round {round}")],
+            )
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), heard.recv()).await;
+        assert_eq!(got, Ok(Some(format!("round {round}"))));
+        client
+            .execute("SELECT pg_terminate_backend($1)", &[&now])
+            .await
+            .unwrap();
+        pid = Some(now);
+    }
 }

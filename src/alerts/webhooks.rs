@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
+use gateway::backoff::Backoff;
 use gateway::shutdown::Shutdown;
 use gateway::storage::{StorageError, pool_error_reason};
 use hmac::{Hmac, Mac};
-use rand::Rng;
+
 use serde::Serialize;
 use sha2::Sha256;
 
@@ -37,19 +38,13 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
         return String::new();
     };
     mac.update(body);
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(mac.finalize().into_bytes())
 }
 
 /// The wait before attempt `attempts + 1`: `base` doubled per attempt, capped, then a random
 /// 50-100% of it so that many failed deliveries do not retry in step.
 pub fn backoff(base: Duration, attempts: i32) -> Duration {
-    let exp = base.saturating_mul(1u32 << attempts.clamp(0, 20));
-    let capped = exp.min(MAX_BACKOFF);
-    capped.mul_f64(rand::rng().random_range(0.5..=1.0))
+    Backoff::new(base, MAX_BACKOFF).delay(u32::try_from(attempts).unwrap_or(0))
 }
 
 /// A webhook as its owner sees it (the secret only at creation).

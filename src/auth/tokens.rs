@@ -125,7 +125,7 @@ fn unix_now() -> u64 {
 pub fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::rng().fill_bytes(&mut buf);
-    hex(&buf)
+    hex::encode(buf)
 }
 
 /// A new refresh token: 256 random bits.
@@ -140,15 +140,7 @@ pub fn new_api_key() -> String {
 
 /// The stored form of a refresh token or API key: SHA-256, lower-case hex.
 pub fn hash_token(token: &str) -> String {
-    hex(&Sha256::digest(token.as_bytes()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::new(), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
+    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 #[cfg(test)]

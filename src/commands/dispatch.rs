@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use deadpool_postgres::Pool;
+use gateway::backoff::Backoff;
 use gateway::broker::{Authentication, BrokerHandle, DeviceHooks, DevicePublish, Refused};
 use gateway::protocol::{self, Command, CommandId, CommandType, TrackerId};
 use gateway::shutdown::Shutdown;
 use gateway::storage::{StorageError, pool_error_reason};
-use rand::Rng;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -40,12 +40,13 @@ impl DispatchConfig {
         (self.resend_after / 4).clamp(Duration::from_millis(20), Duration::from_secs(1))
     }
 
-    /// The wait after send number `sends` (1-based): doubling, ±20% jitter so a fleet that
-    /// reconnects together does not get its re-sends together.
+    /// The wait after send number `sends` (1-based): doubling up to 1,024 times `resend_after`,
+    /// up to 20% shorter at random so a fleet that reconnects together does not get its re-sends
+    /// together.
     fn backoff(self, sends: i32) -> Duration {
-        let doubling = 2u32.saturating_pow(u32::try_from(sends.max(1) - 1).unwrap_or(0).min(10));
-        let base = self.resend_after.saturating_mul(doubling);
-        base.mul_f64(rand::rng().random_range(0.8..1.2))
+        Backoff::new(self.resend_after, self.resend_after.saturating_mul(1024))
+            .with_jitter(0.2)
+            .delay(u32::try_from(sends.saturating_sub(1)).unwrap_or(0))
     }
 }
 
@@ -285,14 +286,11 @@ mod tests {
         };
         for (sends, base) in [(1, 10.0), (2, 20.0), (3, 40.0)] {
             let wait = c.backoff(sends).as_secs_f64();
-            assert!((base * 0.8..=base * 1.2).contains(&wait), "{sends}: {wait}");
+            assert!((base * 0.8..=base).contains(&wait), "{sends}: {wait}");
         }
         // The doubling stops at 1,024 times the first wait.
         let longest = c.backoff(i32::MAX).as_secs_f64();
-        assert!(
-            (10_240.0 * 0.8..=10_240.0 * 1.2).contains(&longest),
-            "{longest}"
-        );
+        assert!((10_240.0 * 0.8..=10_240.0).contains(&longest), "{longest}");
         assert_eq!(c.tick(), Duration::from_secs(1));
     }
 

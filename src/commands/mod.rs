@@ -254,8 +254,7 @@ async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, StorageError> 
 /// A new command id: short, unguessable, printable (the protocol allows 1-64 characters).
 fn new_id() -> String {
     let bytes: [u8; 12] = rand::random();
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("cmd-{hex}")
+    format!("cmd-{}", hex::encode(bytes))
 }
 
 /// Who asked for a command.

@@ -127,10 +127,17 @@ async fn retry_one(state: HttpState, caller: Caller, id: i64) -> Result<Response
         after: None,
         limit: 1,
     };
-    let outcome = dead_letters::retry(&state.pool, reader(&caller), &q, Some(id), &state.limits)
-        .await?
-        .pop()
-        .ok_or(ApiError::NotFound)?;
+    let outcome = dead_letters::retry(
+        &state.pool,
+        reader(&caller),
+        &q,
+        Some(id),
+        &state.limits,
+        &state.clock,
+    )
+    .await?
+    .pop()
+    .ok_or(ApiError::NotFound)?;
     Ok(json(&outcome, StatusCode::OK))
 }
 
@@ -158,8 +165,15 @@ async fn retry_many(
         after: None,
         limit,
     };
-    let results =
-        dead_letters::retry(&state.pool, reader(&caller), &q, None, &state.limits).await?;
+    let results = dead_letters::retry(
+        &state.pool,
+        reader(&caller),
+        &q,
+        None,
+        &state.limits,
+        &state.clock,
+    )
+    .await?;
     let stored = results.iter().filter(|r| r.stored).count();
     Ok(json(
         &serde_json::json!({ "retried": results.len(), "stored": stored, "results": results }),

@@ -41,8 +41,10 @@ pub struct HttpState {
     pub auth: Arc<AuthKeys>,
     /// Wakes the command dispatcher and gives new commands their default lifetime.
     pub commands: CommandSettings,
-    /// The validation rules of ingest, for re-running dead letters.
+    /// The validation rules of ingest, for re-running dead letters...
     pub limits: gateway::protocol::ValidationLimits,
+    /// ...and the clock ingest checks device times against (a test's own, to move time on).
+    pub clock: gateway::ingest::Clock,
     /// Requests per credential; checked once the caller is known.
     pub rate_limit: Arc<limit::RateLimit>,
     /// The live feed's hub (`GET /api/v1/live`).

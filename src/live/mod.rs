@@ -128,6 +128,11 @@ impl Hub {
         entry.recent.iter().cloned().collect()
     }
 
+    /// How many sessions get `tracker`'s events now.
+    pub fn subscribers(&self, tracker: &str) -> usize {
+        self.lock().get(tracker).map_or(0, |e| e.subscribers.len())
+    }
+
     pub fn unsubscribe(&self, session: u64, tracker: &str) {
         let mut trackers = self.lock();
         if let Some(entry) = trackers.get_mut(tracker) {

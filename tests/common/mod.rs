@@ -7,11 +7,13 @@ pub mod collar;
 
 use std::time::Duration;
 
+use gateway::ingest::Clock;
 use gateway::protocol::TrackerId;
+pub use gateway::testing::eventually;
 use pettracker::app::RunningApp;
 use pettracker::config::Config;
 use pettracker::testing::{TestDb, fresh_database};
-use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet};
+use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, QoS};
 use secrecy::{ExposeSecret, SecretString};
 
 pub struct TestApp {
@@ -42,12 +44,23 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     spawn_app_on(fresh_database().await, adjust).await
 }
 
+/// The app with its device-time clock in the test's hands (`Clock::manual`, then `advance`).
+pub async fn spawn_app_with_clock(clock: Clock, adjust: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_at(fresh_database().await, clock, adjust).await
+}
+
 /// The app on a database of the test's own making (an upgraded one, say).
 pub async fn spawn_app_on(db: TestDb, adjust: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_at(db, Clock::System, adjust).await
+}
+
+async fn spawn_app_at(db: TestDb, clock: Clock, adjust: impl FnOnce(&mut Config)) -> TestApp {
     let spool = std::env::temp_dir().join(format!("pettracker-app-spool-{}", db.name));
     let mut config = test_config(&db, &spool);
     adjust(&mut config);
-    let app = pettracker::app::spawn(config).await.unwrap();
+    let app = pettracker::app::spawn_with_clock(config, clock)
+        .await
+        .unwrap();
     TestApp { app, db, spool }
 }
 
@@ -75,20 +88,15 @@ impl TestApp {
             .get(0)
     }
 
-    /// Polls `sql` until it returns `want`; fails the test after 10 s.
+    /// Polls `sql` until it returns `want`.
     pub async fn wait_for_count(&self, sql: &str, want: i64) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let got = self.count(sql).await;
-            if got == want {
-                return;
+        eventually(&format!("{sql} = {want}"), || async {
+            match self.count(sql).await {
+                got if got == want => Ok(()),
+                got => Err(got.to_string()),
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{sql}: {got}, want {want}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
+        .await;
     }
 
     pub async fn stop(self) {
@@ -138,6 +146,20 @@ pub async fn wait_for<T>(events: &mut EventLoop, mut want: impl FnMut(&Packet) -
     })
     .await
     .expect("not seen within 10 s")
+}
+
+/// Publishes at QoS 1 and waits for the PUBACK (the message is then committed or spooled).
+pub async fn publish_acked(
+    client: &AsyncClient,
+    events: &mut EventLoop,
+    topic: &str,
+    payload: impl Into<Vec<u8>>,
+) {
+    client
+        .publish(topic, QoS::AtLeastOnce, false, payload)
+        .await
+        .unwrap();
+    wait_for(events, |p| matches!(p, Packet::PubAck(_)).then_some(())).await;
 }
 
 pub fn fix_json(seq: u64, lat: f64) -> String {

@@ -15,6 +15,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::Utc;
+use gateway::backoff::Backoff;
 use gateway::protocol::{
     DeviceTopic, Encoding, MAX_FIXES_PER_MESSAGE, Presence, RawFix, RawStatus, TopicKind,
     decode_ack, decode_command, encode_online, encode_status, encode_telemetry, topics,
@@ -99,9 +100,9 @@ enum Ended {
     OutOfCoverage,
 }
 
-/// Reconnecting starts this soon after a lost connection and doubles up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(500);
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Reconnecting after a lost connection: from half a second, doubling up to a minute; a
+/// CONNACK starts it over.
+const RECONNECT: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
 
 pub(crate) struct Collar {
     cfg: CollarConfig,
@@ -140,7 +141,7 @@ impl Collar {
 
     /// Runs until `stop` turns true: connects, reports, reconnects with backoff.
     pub(crate) async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = RECONNECT;
         let mut next_outage = self.schedule_outage();
         let id = self.cfg.credential.tracker_id.clone();
         loop {
@@ -160,11 +161,7 @@ impl Collar {
             self.connected = false;
             let wait = match ended {
                 Ended::Stop => return,
-                Ended::Lost => {
-                    let wait = backoff.mul_f64(0.5 + self.rng.random::<f64>());
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    wait
-                }
+                Ended::Lost => backoff.next_delay_with(&mut self.rng),
                 Ended::OutOfCoverage => {
                     let mean = self.cfg.coverage.mean_length.as_secs_f64();
                     next_outage = self.schedule_outage();
@@ -202,7 +199,7 @@ impl Collar {
         mut events: EventLoop,
         stop: &mut watch::Receiver<bool>,
         outage: Option<Instant>,
-        backoff: &mut Duration,
+        backoff: &mut Backoff,
     ) -> Ended {
         let flap = self
             .cfg
@@ -235,7 +232,7 @@ impl Collar {
                 event = events.poll() => match event {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         self.connected = true;
-                        *backoff = FIRST_BACKOFF;
+                        backoff.reset();
                         CollarStats::add(&self.stats.connects, 1);
                         self.report_status(client, true);
                         self.resend_all(client);

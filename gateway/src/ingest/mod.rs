@@ -64,19 +64,34 @@ pub struct IngestConfig {
     pub database: storage::Ready,
 }
 
-/// Where "now" comes from.
-#[derive(Debug, Clone, Copy, Default)]
+/// Where "now" comes from: the system, or a clock a test holds and moves.
+#[derive(Debug, Clone, Default)]
 pub enum Clock {
     #[default]
     System,
-    Fixed(chrono::DateTime<Utc>),
+    /// Stands still until [`Clock::advance`] moves it; clones share it, so a test moves the
+    /// clock of the server it started.
+    Manual(Arc<std::sync::Mutex<chrono::DateTime<Utc>>>),
 }
 
 impl Clock {
-    pub fn now(self) -> chrono::DateTime<Utc> {
+    /// A clock standing at `at` until it is moved.
+    pub fn manual(at: chrono::DateTime<Utc>) -> Clock {
+        Clock::Manual(Arc::new(std::sync::Mutex::new(at)))
+    }
+
+    pub fn now(&self) -> chrono::DateTime<Utc> {
         match self {
             Clock::System => Utc::now(),
-            Clock::Fixed(t) => t,
+            Clock::Manual(at) => *at.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+        }
+    }
+
+    /// Moves a manual clock (and its clones) on by `by`; the system clock moves by itself.
+    pub fn advance(&self, by: chrono::TimeDelta) {
+        if let Clock::Manual(at) = self {
+            let mut at = at.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            *at += by;
         }
     }
 }

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
-use rand::Rng;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::backoff::Backoff;
 use crate::storage::ingest::{BatchRows, CommandReports, DeadLetterRow, WriteOutcome, write_batch};
 use crate::storage::{StorageError, pool_error_reason};
 
@@ -95,32 +95,38 @@ impl Writer {
     /// Writes with jittered backoff for retriable errors. A batch the database refuses for its
     /// content is stored as dead letters instead, so one bad row never blocks ingest.
     async fn write_with_retry(&self, rows: &BatchRows) -> Result<Stored, ()> {
-        let mut delay = Duration::from_millis(50);
-        for attempt in 1..=self.attempts {
-            match write_once(&self.pool, rows, self.commands.as_deref()).await {
-                Ok(_) => return Ok(Stored::AsSent),
-                Err(err) if err.is_retriable() => {
-                    events::write_retry();
-                    tracing::warn!(%err, attempt, "batch write failed; will retry");
-                    if attempt < self.attempts {
-                        let jitter = rand::rng().random_range(0.5..1.5);
-                        tokio::time::sleep(delay.mul_f64(jitter)).await;
-                        delay *= 2;
-                    }
-                }
-                Err(err) => {
-                    tracing::error!(%err, "database refused a batch; storing it as dead letters");
-                    let dead = as_dead_letters(rows, &err.to_string());
-                    return write_once(&self.pool, &dead, None)
-                        .await
-                        .map(|_| Stored::AsDeadLetters)
-                        .map_err(|_| ());
-                }
+        let attempt = || async {
+            let result = write_once(&self.pool, rows, self.commands.as_deref()).await;
+            if let Err(err) = &result
+                && err.is_retriable()
+            {
+                events::write_retry();
+                tracing::warn!(%err, "batch write failed");
+            }
+            result
+        };
+        match WRITE_BACKOFF
+            .retry(self.attempts, attempt, StorageError::is_retriable)
+            .await
+        {
+            Ok(_) => Ok(Stored::AsSent),
+            // Out of attempts: the caller spools the batch.
+            Err(err) if err.is_retriable() => Err(()),
+            Err(err) => {
+                tracing::error!(%err, "database refused a batch; storing it as dead letters");
+                let dead = as_dead_letters(rows, &err.to_string());
+                write_once(&self.pool, &dead, None)
+                    .await
+                    .map(|_| Stored::AsDeadLetters)
+                    .map_err(|_| ())
             }
         }
-        Err(())
     }
 }
+
+/// Between the attempts at one batch: brief, since a publisher waits for its PUBACK meanwhile
+/// and the spool takes the batch when the attempts run out.
+const WRITE_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
 
 /// Commits the spool to the database in order, on a task of its own, shared by all writers.
 ///

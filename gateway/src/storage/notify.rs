@@ -7,6 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::mpsc;
 use tokio_postgres::AsyncMessage;
 
+use crate::backoff::Backoff;
 use crate::shutdown::Shutdown;
 
 /// Sent by `trackers::revoke`; the payload is the tracker id. Servers disconnect that collar.
@@ -20,9 +21,9 @@ pub fn listen(
 ) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel(1024);
     tokio::spawn(async move {
-        let mut delay = Duration::from_millis(200);
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         loop {
-            let session = listen_once(&url, channel, &tx);
+            let session = listen_once(&url, channel, &tx, &mut backoff);
             tokio::select! {
                 result = session => {
                     if let Err(err) = result {
@@ -35,19 +36,21 @@ pub fn listen(
                 return;
             }
             tokio::select! {
-                () = tokio::time::sleep(delay) => {}
+                () = backoff.wait() => {}
                 () = shutdown.recv() => return,
             }
-            delay = (delay * 2).min(Duration::from_secs(10));
         }
     });
     rx
 }
 
+/// One session: connects, LISTENs (a good session from then on: `backoff` starts over), and
+/// forwards notifications until the connection ends.
 async fn listen_once(
     url: &SecretString,
     channel: &str,
     tx: &mpsc::Sender<String>,
+    backoff: &mut Backoff,
 ) -> Result<(), tokio_postgres::Error> {
     let (client, mut connection) =
         tokio_postgres::connect(url.expose_secret(), tokio_postgres::NoTls).await?;
@@ -67,6 +70,7 @@ async fn listen_once(
             }
         }
     }
+    backoff.reset();
     while let Some(message) = messages.next().await {
         if let AsyncMessage::Notification(n) = message?
             && tx.send(n.payload().to_owned()).await.is_err()

@@ -41,20 +41,13 @@ fn random_token(len: usize, alphabet: &[u8]) -> String {
 
 /// The stored form of a device secret.
 pub fn hash_secret(secret: &[u8]) -> String {
-    let digest = Sha256::digest(secret);
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+    format!("sha256:{}", hex::encode(Sha256::digest(secret)))
 }
 
 /// Compares in constant time, so response timing says nothing about how much of a guess was right.
 fn secret_matches(stored: &str, secret: &[u8]) -> bool {
-    let candidate = hash_secret(secret);
-    stored.len() == candidate.len()
-        && stored
-            .bytes()
-            .zip(candidate.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+    use subtle::ConstantTimeEq;
+    bool::from(stored.as_bytes().ct_eq(hash_secret(secret).as_bytes()))
 }
 
 /// The stored form of a claim code: argon2id with the crate's default (OWASP-recommended)

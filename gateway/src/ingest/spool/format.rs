@@ -78,7 +78,8 @@ struct Presence {
 struct DeadLetter {
     tracker_id: Option<String>,
     topic: String,
-    #[serde(with = "hex_bytes")]
+    /// Lower-case hex, as every version has written it.
+    #[serde(with = "hex")]
     payload: Vec<u8>,
     reason: String,
     received_at: DateTime<Utc>,
@@ -93,7 +94,8 @@ struct CommandResult {
     reason: Option<String>,
     received_at: DateTime<Utc>,
     topic: String,
-    #[serde(with = "hex_bytes")]
+    /// Lower-case hex, as every version has written it.
+    #[serde(with = "hex")]
     payload: Vec<u8>,
 }
 
@@ -292,31 +294,6 @@ impl CommandResult {
             topic: self.topic,
             payload: self.payload,
         })
-    }
-}
-
-/// Payloads as lower-case hex, as version 0 wrote them.
-mod hex_bytes {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        s.serialize_str(&hex)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let hex = String::deserialize(d)?;
-        if hex.len() % 2 != 0 {
-            return Err(serde::de::Error::custom("odd-length hex"));
-        }
-        (0..hex.len())
-            .step_by(2)
-            .map(|i| {
-                hex.get(i..i + 2)
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| serde::de::Error::custom("invalid hex"))
-            })
-            .collect()
     }
 }
 

@@ -132,16 +132,9 @@ pub fn try_test_vectors() -> Result<Vec<TestVector>, String> {
 }
 
 /// Hex digits, optionally separated by whitespace for readability.
-fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    let digits: Vec<u8> = hex
-        .bytes()
-        .filter(|b| !b.is_ascii_whitespace())
-        .map(|b| (b as char).to_digit(16).and_then(|d| u8::try_from(d).ok()))
-        .collect::<Option<_>>()?;
-    if !digits.len().is_multiple_of(2) {
-        return None;
-    }
-    Some(digits.chunks(2).map(|p| p[0] << 4 | p[1]).collect())
+fn decode_hex(spaced: &str) -> Option<Vec<u8>> {
+    let digits: String = spaced.split_ascii_whitespace().collect();
+    hex::decode(digits).ok()
 }
 
 impl TestVector {
@@ -151,8 +144,8 @@ impl TestVector {
             PayloadForm::Text => String::from_utf8_lossy(&self.payload).into_owned(),
             PayloadForm::Hex => self
                 .payload
-                .iter()
-                .map(|b| format!("{b:02x}"))
+                .chunks(1)
+                .map(hex::encode)
                 .collect::<Vec<_>>()
                 .join(" "),
         }

@@ -96,10 +96,7 @@ fn diagnostic(value: &ciborium::Value) -> String {
         }
         Value::Float(f) => format!("{f:?}"),
         Value::Text(s) => serde_json::to_string(s).unwrap(),
-        Value::Bytes(b) => format!(
-            "h'{}'",
-            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
-        ),
+        Value::Bytes(b) => format!("h'{}'", hex::encode(b)),
         Value::Bool(b) => b.to_string(),
         Value::Null => "null".into(),
         Value::Tag(t, v) => format!("{t}({})", diagnostic(v)),

@@ -1,0 +1,69 @@
+//! `/metrics` counts what ingest did, exactly. The recorder is global to a process, so these
+//! tests have a test binary of their own: no other test's fixes move the counters they read.
+
+mod common;
+
+use common::{connect, fix_json, options, publish_acked, spawn_app};
+
+/// The value of one series (`name` with its labels, as exposed), 0 when it is not there yet.
+async fn metric(app: &common::TestApp, series: &str) -> f64 {
+    let text = reqwest::get(format!("http://{}/metrics", app.app.http_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |value| value.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn metrics_count_received_messages_stored_fixes_duplicates_and_dead_letters() {
+    let t = spawn_app().await;
+    let secret = t.provision("rex").await;
+    let series = [
+        "pettracker_messages_received_total{topic=\"telemetry\"}",
+        "pettracker_fixes_stored_total",
+        "pettracker_fixes_duplicate_total",
+        "pettracker_dead_letters_total",
+    ];
+    let mut before = Vec::new();
+    for s in series {
+        before.push(metric(&t, s).await);
+    }
+    let (client, mut events) = connect(options(t.mqtt_port(), "rex", "rex", &secret))
+        .await
+        .unwrap();
+    // Two fixes, one of them again (a re-send the database keeps once), and a broken message.
+    let again = fix_json(9, 3.1);
+    publish_acked(
+        &client,
+        &mut events,
+        "trackers/rex/telemetry",
+        fix_json(8, 3.0),
+    )
+    .await;
+    publish_acked(
+        &client,
+        &mut events,
+        "trackers/rex/telemetry",
+        again.clone(),
+    )
+    .await;
+    publish_acked(&client, &mut events, "trackers/rex/telemetry", again).await;
+    publish_acked(
+        &client,
+        &mut events,
+        "trackers/rex/telemetry",
+        "{\"lat\": oops".to_owned(),
+    )
+    .await;
+    // Each PUBACK came after its batch was committed, and the counters moved before that.
+    let mut moved = Vec::new();
+    for (s, before) in series.iter().zip(before) {
+        moved.push(metric(&t, s).await - before);
+    }
+    assert_eq!(moved, [4.0, 2.0, 1.0, 1.0], "{series:?}");
+    t.stop().await;
+}
