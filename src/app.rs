@@ -91,7 +91,7 @@ pub async fn spawn(config: Config) -> anyhow::Result<RunningApp> {
     );
     crate::alerts::webhooks::start(
         database.pool.clone(),
-        config.alerts.webhook_retry_base(),
+        config.alerts.webhook_delivery(),
         shutdown.clone(),
     );
     let mut ingest_config = config.ingest_config();
@@ -158,6 +158,7 @@ pub async fn spawn(config: Config) -> anyhow::Result<RunningApp> {
         )),
         live: live_hub,
         alerts: alerts.clone(),
+        webhook_egress: config.alerts.webhook_egress(),
     };
     crate::auth::warm_up();
     let pool = database.pool.clone();

@@ -10,6 +10,7 @@
 //! - Offline once a claimed tracker has been silent longer than `offline_after_secs`; back online
 //!   on the next thing it says.
 
+pub mod egress;
 pub mod store;
 pub mod webhooks;
 pub mod zone;
@@ -417,7 +418,7 @@ mod tests {
             geofence_dwell_fixes: 2,
             geofence_margin_m: 10,
             max_fix_age_secs: 300,
-            webhook_retry_base_ms: 1_000,
+            ..AlertSettings::default()
         }
     }
 

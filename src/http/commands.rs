@@ -211,14 +211,17 @@ async fn list(
             Some("status"),
         ));
     }
+    let since = time_param(&query, "since")?;
+    let limit = limit_param(&query, DEFAULT_LIST, MAX_LIST)?;
+    // Last: a malformed tracker id answers an empty list only once the rest is known good.
     let Some(tracker) = tracker_filter(&query) else {
         return Ok(json(&serde_json::json!({ "commands": [] }), StatusCode::OK));
     };
     let q = ListQuery {
         tracker,
         status,
-        since: time_param(&query, "since")?,
-        limit: limit_param(&query, DEFAULT_LIST, MAX_LIST)?,
+        since,
+        limit,
     };
     let viewer = match caller.api_key_id {
         Some(key_id) => Viewer::ApiKey {

@@ -37,6 +37,26 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     TestApp { app, db, spool }
 }
 
+/// Another app process on the database of `first`, as a second server of one deployment.
+pub async fn spawn_app_beside(first: &TestApp, adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let db = TestDb {
+        name: first.db.name.clone(),
+        url: first.db.url.clone(),
+        pool: first.db.pool.clone(),
+    };
+    let spool = std::env::temp_dir().join(format!("pettracker-app-spool-{}-2", db.name));
+    let mut config = Config::default();
+    config.http.addr = "127.0.0.1:0".parse().unwrap();
+    config.mqtt.addr = "127.0.0.1:0".parse().unwrap();
+    config.database.url = Some(SecretString::from(db.url.expose_secret().to_owned()));
+    config.database.pool_size = 4;
+    config.ingest.spool_dir = spool.clone();
+    config.ingest.batch_timeout_ms = 5;
+    adjust(&mut config);
+    let app = pettracker::app::spawn(config).await.unwrap();
+    TestApp { app, db, spool }
+}
+
 impl TestApp {
     pub fn mqtt_port(&self) -> u16 {
         self.app.mqtt_addr.expect("MQTT listener").port()
