@@ -100,6 +100,9 @@ pub fn day_or_time_param(
     time_param(query, key).map_err(|_| time_error(key, DAY_OR_RFC_3339))
 }
 
+/// A parser of one time parameter: [`time_param`] or [`day_or_time_param`].
+pub type TimeParser = fn(&HashMap<String, String>, &str) -> Result<Option<DateTime<Utc>>, ApiError>;
+
 /// A `from`/`to` range of a history-like request, both in range and `from < to`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Span {
@@ -112,7 +115,7 @@ pub struct Span {
 /// `max_len` is refused naming `from`.
 pub fn span(
     query: &HashMap<String, String>,
-    parse: fn(&HashMap<String, String>, &str) -> Result<Option<DateTime<Utc>>, ApiError>,
+    parse: TimeParser,
     default_to: DateTime<Utc>,
     default_len: TimeDelta,
     max_len: TimeDelta,
