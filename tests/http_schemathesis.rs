@@ -71,6 +71,8 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_the_document() {
         .args(["--max-examples", &max_examples.to_string()])
         .args(["--max-time", &max_time.to_string()])
         .args(["--seed", "15"])
+        // Nothing left behind in the work tree.
+        .args(["--generation-database", "none"])
         .args(["--workers", "2"])
         .args(["--request-timeout", "30"])
         .arg("--report-dir")
