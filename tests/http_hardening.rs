@@ -227,6 +227,44 @@ async fn a_control_character_in_any_text_field_of_any_body_is_a_400_naming_that_
 }
 
 #[tokio::test]
+async fn a_control_character_in_any_path_parameter_is_a_404_like_any_other_unknown_id() {
+    let app = spawn_app().await;
+    let (api, token) = signed_in(&app).await;
+    let mut swept = 0;
+    for op in operations() {
+        if !op.template.contains('{') {
+            continue;
+        }
+        let body = op.op["requestBody"]["content"]["application/json"]
+            .get("schema")
+            .map(|schema| serde_json::to_vec(&example(schema)).unwrap());
+        for bad in ["%00", "x%00y", "%1B", "%7F"] {
+            // Every parameter at once: whichever the route reads first must refuse it.
+            let mut path = op.template.clone();
+            while let (Some(open), Some(close)) = (path.find('{'), path.find('}')) {
+                path.replace_range(open..=close, bad);
+            }
+            let op = Operation {
+                path,
+                method: op.method.clone(),
+                template: op.template.clone(),
+                public: op.public,
+                op: op.op.clone(),
+            };
+            let (status, _, answer) = send(&api, &op, &token, "", body.clone()).await;
+            let what = format!("{} {}: {status} {answer}", op.method, op.path);
+            assert!(
+                [StatusCode::NOT_FOUND, StatusCode::FORBIDDEN].contains(&status),
+                "{what}"
+            );
+            swept += 1;
+        }
+    }
+    assert!(swept >= 4 * 20, "only {swept} swept");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_body_over_16_kib_is_a_413_on_every_route_that_takes_one() {
     let app = spawn_app().await;
     let (api, token) = signed_in(&app).await;
