@@ -19,7 +19,7 @@ struct NewWebhook {
 
 /// An absolute http(s) URL of at most 2000 characters whose host the server may call
 /// ([`crate::alerts::egress`]).
-async fn check_url(state: &HttpState, raw: &str) -> Result<String, ApiError> {
+fn check_url(state: &HttpState, raw: &str) -> Result<String, ApiError> {
     let bad = || {
         ApiError::bad_request(
             "url must be an absolute http:// or https:// URL of at most 2000 characters",
@@ -33,14 +33,13 @@ async fn check_url(state: &HttpState, raw: &str) -> Result<String, ApiError> {
     state
         .webhook_egress
         .check(&url)
-        .await
         .map_err(|why| ApiError::bad_request(why, Some("url")))?;
     Ok(url.to_string())
 }
 
 async fn create(state: HttpState, caller: Caller, body: NewWebhook) -> Result<Response, ApiError> {
     caller.require_write()?;
-    let url = check_url(&state, &body.url).await?;
+    let url = check_url(&state, &body.url)?;
     let view = webhooks::create(&state.pool, caller.user_id, &url).await?;
     Ok(json(&view, StatusCode::CREATED))
 }
