@@ -108,7 +108,7 @@ impl Config {
             ("alerts.geofence_margin_m", alerts.geofence_margin_m, 0..=10_000, ""),
             ("alerts.max_fix_age_secs", alerts.max_fix_age_secs, 1..=604_800, ""),
             ("alerts.webhook_retry_base_ms", alerts.webhook_retry_base_ms, 1..=3_600_000, ""),
-            ("alerts.webhook_timeout_ms", alerts.webhook_timeout_ms, 100..=60_000, ""),
+            ("alerts.webhook_timeout_ms", alerts.webhook_timeout_ms, 1..=60_000, ""),
             ("alerts.webhook_concurrency", alerts.webhook_concurrency as u64, 1..=1_000, ""),
         ]
     }
