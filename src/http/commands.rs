@@ -171,8 +171,7 @@ async fn visible(
     caller: &Caller,
     id: &str,
 ) -> Result<(CommandView, Role), ApiError> {
-    // Anything but a command id (1-64 printable characters) names no command; a NUL would not
-    // even reach the database.
+    // Anything but a command id (1-64 printable characters) names no command: no query for it.
     gateway::protocol::CommandId::parse(id).map_err(|_| ApiError::NotFound)?;
     let command = commands::get(&state.pool, id)
         .await?
