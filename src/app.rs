@@ -143,7 +143,7 @@ pub async fn spawn_with_clock(config: Config, clock: ingest::Clock) -> anyhow::R
     {
         let (pool, base, stop) = (
             database.pool.clone(),
-            config.alerts.webhook_retry_base(),
+            config.alerts.webhook_delivery(),
             shutdown.clone(),
         );
         tokio::spawn(until_ready(Box::pin(async move {
@@ -223,6 +223,7 @@ pub async fn spawn_with_clock(config: Config, clock: ingest::Clock) -> anyhow::R
         live: live_hub.clone(),
         alerts: alerts.clone(),
         web: Arc::new(http::web::WebSettings::new(config.map.clone())),
+        webhook_egress: config.alerts.webhook_egress(),
     };
     crate::auth::warm_up();
     let pool = database.pool.clone();

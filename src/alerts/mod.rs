@@ -14,6 +14,7 @@
 //! - Offline once a claimed tracker has been silent longer than `offline_after_secs`; back online
 //!   on the next thing it says.
 
+pub mod egress;
 pub mod feed;
 pub mod store;
 pub mod webhooks;
@@ -484,8 +485,8 @@ mod tests {
             geofence_dwell_fixes: 2,
             geofence_margin_m: 10,
             max_fix_age_secs: 300,
-            webhook_retry_base_ms: 1_000,
             queue_capacity: 100,
+            ..AlertSettings::default()
         }
     }
 

@@ -1,13 +1,17 @@
 //! Webhook delivery: every alert goes, as a signed JSON POST, to the webhooks of the tracker's owner and members, retried with jittered exponential backoff until it succeeds or the attempts run out.
 //!
 //! Deliveries are rows (`webhook_deliveries`), so they survive restarts and their status is
-//! visible through the API. A worker claims due rows with `FOR UPDATE SKIP LOCKED` and a lease,
-//! so several server processes can share the work without sending one twice at the same time.
+//! visible through the API. A worker claims due rows with `FOR UPDATE SKIP LOCKED`, leasing each
+//! for twice the attempt timeout, and sends everything it claimed at once: every attempt ends
+//! (or times out) while its lease holds, so no other process can claim and send it meanwhile.
+//! The lease's end is also its token: an outcome is recorded only while the row still carries
+//! it. Targets are checked by [`super::egress`]: public addresses only, after resolution too.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
+use futures::StreamExt;
 use gateway::backoff::Backoff;
 use gateway::shutdown::Shutdown;
 use gateway::storage::{StorageError, pool_error_reason};
@@ -16,12 +20,25 @@ use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::Sha256;
 
+use super::egress::Egress;
+
+/// How the delivery worker works; from the `[alerts]` settings.
+#[derive(Debug, Clone, Copy)]
+pub struct DeliverySettings {
+    /// First wait before a retry; doubles per attempt, jittered.
+    pub retry_base: Duration,
+    /// How long one attempt may take. A claimed delivery is leased for twice this.
+    pub timeout: Duration,
+    /// Deliveries sent at once by this process (and claimed at once: all are sent at once).
+    pub concurrency: usize,
+    /// Which addresses may be reached.
+    pub egress: Egress,
+}
+
 /// Attempts before a delivery is given up as failed.
 pub const MAX_ATTEMPTS: i32 = 8;
 /// Longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
-/// How long one attempt may take; also the lease on a claimed delivery.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Header carrying `sha256=<hex HMAC-SHA256 of the body>`.
 pub const SIGNATURE_HEADER: &str = "x-pettracker-signature";
 
@@ -186,18 +203,20 @@ struct Due {
     url: String,
     secret: String,
     body: serde_json::Value,
+    /// The end of our lease, as stored: the token that proves the row is still ours.
+    lease_until: DateTime<Utc>,
 }
 
-/// Claims up to 20 due deliveries, leasing them for one attempt's time.
-async fn claim(pool: &Pool) -> Result<Vec<Due>, StorageError> {
-    let lease = ATTEMPT_TIMEOUT.as_secs_f64() * 2.0;
+/// Claims up to `limit` due deliveries, leasing each for `lease`.
+async fn claim(pool: &Pool, limit: i64, lease: Duration) -> Result<Vec<Due>, StorageError> {
+    let lease = lease.as_secs_f64();
     let rows = client(pool)
         .await?
         .query(
             "WITH due AS (
                  SELECT id FROM webhook_deliveries
                  WHERE status = 'pending' AND next_attempt_at <= now()
-                 ORDER BY next_attempt_at LIMIT 20 FOR UPDATE SKIP LOCKED)
+                 ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED)
              UPDATE webhook_deliveries d SET next_attempt_at = now() + make_interval(secs => $1)
              FROM due, webhooks w, alerts a
              WHERE d.id = due.id AND w.id = d.webhook_id AND a.id = d.alert_id
@@ -205,8 +224,9 @@ async fn claim(pool: &Pool) -> Result<Vec<Due>, StorageError> {
                  json_build_object('type', 'alert', 'alert', json_build_object(
                      'id', a.id, 'tracker_id', a.tracker_id, 'kind', a.kind,
                      'geofence_id', a.geofence_id, 'at', a.at, 'details', a.details,
-                     'created_at', a.created_at))::jsonb",
-            &[&lease],
+                     'created_at', a.created_at))::jsonb,
+                 d.next_attempt_at",
+            &[&lease, &limit],
         )
         .await
         .map_err(StorageError::query("claiming webhook deliveries"))?;
@@ -218,26 +238,29 @@ async fn claim(pool: &Pool) -> Result<Vec<Due>, StorageError> {
             url: r.get(2),
             secret: r.get(3),
             body: r.get(4),
+            lease_until: r.get(5),
         })
         .collect())
 }
 
+/// Records an attempt's outcome, if the lease is still ours; `false` if it was not (the
+/// delivery was claimed again after our lease ran out, and that claim's outcome counts).
 async fn record(
     pool: &Pool,
     due: &Due,
     outcome: Result<u16, String>,
     retry_base: Duration,
-) -> Result<(), StorageError> {
+) -> Result<bool, StorageError> {
     let attempts = due.attempts + 1;
     let client = client(pool).await?;
-    match outcome {
+    let updated = match outcome {
         Ok(status) if (200..300).contains(&status) => {
             client
                 .execute(
                     "UPDATE webhook_deliveries SET status = 'delivered', attempts = $2,
                          last_status = $3, last_error = NULL, delivered_at = now()
-                     WHERE id = $1",
-                    &[&due.id, &attempts, &i32::from(status)],
+                     WHERE id = $1 AND status = 'pending' AND next_attempt_at = $4",
+                    &[&due.id, &attempts, &i32::from(status), &due.lease_until],
                 )
                 .await
         }
@@ -253,20 +276,30 @@ async fn record(
                     "UPDATE webhook_deliveries SET attempts = $2, last_status = $3, last_error = $4,
                          status = CASE WHEN $5 THEN 'failed' ELSE 'pending' END,
                          next_attempt_at = now() + make_interval(secs => $6)
-                     WHERE id = $1",
-                    &[&due.id, &attempts, &status, &error, &give_up, &wait],
+                     WHERE id = $1 AND status = 'pending' AND next_attempt_at = $7",
+                    &[
+                        &due.id,
+                        &attempts,
+                        &status,
+                        &error,
+                        &give_up,
+                        &wait,
+                        &due.lease_until,
+                    ],
                 )
                 .await
         }
     }
     .map_err(StorageError::query("recording a webhook delivery"))?;
-    Ok(())
+    Ok(updated == 1)
 }
 
-async fn attempt(http: &reqwest::Client, due: &Due) -> Result<u16, String> {
+async fn attempt(http: &reqwest::Client, egress: Egress, due: &Due) -> Result<u16, String> {
+    let url = reqwest::Url::parse(&due.url).map_err(|e| format!("invalid url: {e}"))?;
+    egress.check_literal(&url)?;
     let body = serde_json::to_vec(&due.body).map_err(|e| e.to_string())?;
     let response = http
-        .post(&due.url)
+        .post(url)
         .header("content-type", "application/json")
         .header(
             SIGNATURE_HEADER,
@@ -276,16 +309,47 @@ async fn attempt(http: &reqwest::Client, due: &Due) -> Result<u16, String> {
         .body(body)
         .send()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| error_chain(&e))?;
     Ok(response.status().as_u16())
 }
 
+/// An error with its causes: reqwest's own message ("error sending request") hides why, such
+/// as the resolver's refusal of a private address.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Sends one claimed delivery and records the outcome.
+async fn deliver(pool: &Pool, http: &reqwest::Client, settings: &DeliverySettings, due: Due) {
+    let outcome = attempt(http, settings.egress, &due).await;
+    let delivered = matches!(outcome, Ok(s) if (200..300).contains(&s));
+    super::events::webhook_attempt(delivered);
+    match record(pool, &due, outcome, settings.retry_base).await {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            delivery = due.id,
+            "a webhook delivery's lease ran out before its outcome was recorded"
+        ),
+        Err(err) => tracing::warn!(%err, "cannot record a webhook delivery"),
+    }
+}
+
 /// Runs the delivery worker until shutdown.
-pub fn start(pool: Pool, retry_base: Duration, mut shutdown: Shutdown) {
+pub fn start(pool: Pool, settings: DeliverySettings, mut shutdown: Shutdown) {
     tokio::spawn(async move {
         let http = match reqwest::Client::builder()
-            .timeout(ATTEMPT_TIMEOUT)
+            .timeout(settings.timeout)
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy would resolve names itself, past the resolver's checks.
+            .no_proxy()
+            .dns_resolver(settings.egress.resolver())
             .build()
         {
             Ok(http) => http,
@@ -294,27 +358,26 @@ pub fn start(pool: Pool, retry_base: Duration, mut shutdown: Shutdown) {
                 return;
             }
         };
+        let concurrency = settings.concurrency.max(1);
+        let limit = i64::try_from(concurrency).unwrap_or(i64::MAX);
+        let lease = settings.timeout.saturating_mul(2);
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 () = shutdown.recv() => return,
             }
-            let due = match claim(&pool).await {
+            let due = match claim(&pool, limit, lease).await {
                 Ok(due) => due,
                 Err(err) => {
                     tracing::warn!(%err, "cannot claim webhook deliveries");
                     continue;
                 }
             };
-            for d in &due {
-                let outcome = attempt(&http, d).await;
-                let delivered = matches!(outcome, Ok(s) if (200..300).contains(&s));
-                super::events::webhook_attempt(delivered);
-                if let Err(err) = record(&pool, d, outcome, retry_base).await {
-                    tracing::warn!(%err, "cannot record a webhook delivery");
-                }
-            }
+            // All at once: each attempt ends within the timeout, well inside its lease.
+            futures::stream::iter(due)
+                .for_each_concurrent(concurrency, |d| deliver(&pool, &http, &settings, d))
+                .await;
         }
     });
 }

@@ -4,7 +4,9 @@
 //! - [`store`] keeps users, refresh tokens and API keys in PostgreSQL (secrets only hashed).
 //! - [`tokens`] signs and checks access tokens and makes the random secrets.
 //! - [`throttle`] slows repeated login failures.
+//! - [`admission`] bounds the password hashing of registrations and logins.
 
+pub mod admission;
 pub mod password;
 pub mod store;
 pub mod throttle;

@@ -11,6 +11,9 @@ use rand::RngCore;
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
+use std::num::NonZeroU32;
+
+use super::admission::PasswordGate;
 use super::{LoginThrottle, Scope};
 use crate::config::AuthConfig;
 
@@ -39,6 +42,8 @@ pub struct AuthKeys {
     /// Lower-cased `auth.admin_emails`.
     admin_emails: Vec<String>,
     pub throttle: LoginThrottle,
+    /// Bounds the argon2 work of registrations and logins: per address, and in all.
+    pub passwords: PasswordGate,
 }
 
 impl std::fmt::Debug for AuthKeys {
@@ -82,6 +87,13 @@ impl AuthKeys {
                 .map(|e| e.trim().to_lowercase())
                 .collect(),
             throttle: LoginThrottle::new(),
+            // Validation keeps both counts at least 1; the fallback only makes this total.
+            passwords: PasswordGate::new(
+                config.hash_concurrency,
+                Duration::from_millis(config.hash_wait_ms),
+                NonZeroU32::new(config.address_attempts_per_minute).unwrap_or(NonZeroU32::MIN),
+                NonZeroU32::new(config.address_attempts_burst).unwrap_or(NonZeroU32::MIN),
+            ),
         }
     }
 

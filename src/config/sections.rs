@@ -53,6 +53,14 @@ pub struct AlertSettings {
     /// Committed fixes, status reports and connections waiting for the engine. A batch that
     /// does not fit is not lost: the engine reads its trackers' news back from the database.
     pub queue_capacity: usize,
+    /// How long one webhook delivery attempt may take; a claimed delivery is leased for twice this.
+    pub webhook_timeout_ms: u64,
+    /// Webhook deliveries one process sends at once.
+    pub webhook_concurrency: usize,
+    /// Lets webhooks point at loopback addresses (127.0.0.0/8, ::1, localhost), for development
+    /// and tests. Off: users could otherwise make the server call services only it can reach.
+    /// Private, link-local and other internal addresses are refused either way.
+    pub webhook_allow_loopback: bool,
 }
 
 impl Default for AlertSettings {
@@ -66,6 +74,9 @@ impl Default for AlertSettings {
             max_fix_age_secs: 300,
             webhook_retry_base_ms: 1_000,
             queue_capacity: 50_000,
+            webhook_timeout_ms: 10_000,
+            webhook_concurrency: 16,
+            webhook_allow_loopback: false,
         }
     }
 }
@@ -99,6 +110,23 @@ impl AlertSettings {
 
     pub fn webhook_retry_base(&self) -> Duration {
         Duration::from_millis(self.webhook_retry_base_ms)
+    }
+
+    /// Where webhooks may point.
+    pub fn webhook_egress(&self) -> crate::alerts::egress::Egress {
+        crate::alerts::egress::Egress {
+            allow_loopback: self.webhook_allow_loopback,
+        }
+    }
+
+    /// What the webhook delivery worker takes.
+    pub fn webhook_delivery(&self) -> crate::alerts::webhooks::DeliverySettings {
+        crate::alerts::webhooks::DeliverySettings {
+            retry_base: self.webhook_retry_base(),
+            timeout: Duration::from_millis(self.webhook_timeout_ms),
+            concurrency: self.webhook_concurrency,
+            egress: self.webhook_egress(),
+        }
     }
 }
 
@@ -320,6 +348,17 @@ pub struct AuthConfig {
     pub refresh_token_ttl_days: u32,
     /// Users registering with one of these emails (compared case-insensitively) become admins.
     pub admin_emails: Vec<String>,
+    /// Password hashes (argon2, 19 MiB each) computed at once; 0: one per core. Bounds the
+    /// memory and blocking threads a flood of registrations or logins can take.
+    pub hash_concurrency: usize,
+    /// How long a registration or login waits for a free hashing slot before it is answered 503.
+    pub hash_wait_ms: u64,
+    /// Registrations and logins one client address (an IPv6 /64) may make per minute, whatever
+    /// the email; beyond it they are answered 429. Behind a reverse proxy every client shares
+    /// the proxy's address: raise it there.
+    pub address_attempts_per_minute: u32,
+    /// Registrations and logins one address may make at once after being idle.
+    pub address_attempts_burst: u32,
 }
 
 impl Default for AuthConfig {
@@ -329,6 +368,10 @@ impl Default for AuthConfig {
             access_token_ttl_secs: 900,
             refresh_token_ttl_days: 30,
             admin_emails: Vec::new(),
+            hash_concurrency: 0,
+            hash_wait_ms: 2_000,
+            address_attempts_per_minute: 30,
+            address_attempts_burst: 30,
         }
     }
 }

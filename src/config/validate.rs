@@ -102,6 +102,10 @@ impl Config {
             ("auth.access_token_ttl_secs", self.auth.access_token_ttl_secs, 1..=86_400,
              ": access tokens cannot be revoked, so they must stay short-lived"),
             ("auth.refresh_token_ttl_days", u64::from(self.auth.refresh_token_ttl_days), 1..=365, ""),
+            ("auth.hash_concurrency", self.auth.hash_concurrency as u64, 0..=1024, ""),
+            ("auth.hash_wait_ms", self.auth.hash_wait_ms, 1..=60_000, ""),
+            ("auth.address_attempts_per_minute", u64::from(self.auth.address_attempts_per_minute), 1..=UNBOUNDED, ""),
+            ("auth.address_attempts_burst", u64::from(self.auth.address_attempts_burst), 1..=UNBOUNDED, ""),
             ("live.queue_capacity", live.queue_capacity as u64, 1..=100_000, ""),
             ("live.bus_capacity", live.bus_capacity as u64, 1..=1_000_000, ""),
             ("live.ping_interval_secs", live.ping_interval_secs, 1..=3_600, ""),
@@ -114,6 +118,8 @@ impl Config {
             ("alerts.max_fix_age_secs", alerts.max_fix_age_secs, 1..=604_800, ""),
             ("alerts.webhook_retry_base_ms", alerts.webhook_retry_base_ms, 1..=3_600_000, ""),
             ("alerts.queue_capacity", alerts.queue_capacity as u64, 1..=10_000_000, ""),
+            ("alerts.webhook_timeout_ms", alerts.webhook_timeout_ms, 1..=60_000, ""),
+            ("alerts.webhook_concurrency", alerts.webhook_concurrency as u64, 1..=1_000, ""),
         ]
     }
 }

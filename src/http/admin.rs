@@ -16,7 +16,7 @@ use warp::{Filter, Rejection, Reply};
 use super::auth::{Caller, json_body, with_caller};
 use super::error::ApiError;
 use super::fields;
-use super::query::{limit_param, only_known, time_param, tracker_filter};
+use super::query::{check_time, limit_param, only_known, time_param, tracker_filter};
 use super::{HttpState, json_with_status as json, respond};
 use crate::dead_letters::{self, DeadLetterQuery, Reader};
 
@@ -159,9 +159,10 @@ async fn retry_many(
         Some(Ok(t)) => Some(t),
         Some(Err(_)) => return Err(ApiError::bad_request("no such tracker", Some("tracker"))),
     };
+    let since = body.since.map(|t| check_time(t, "since")).transpose()?;
     let q = DeadLetterQuery {
         tracker,
-        since: body.since,
+        since,
         after: None,
         limit,
     };
@@ -212,7 +213,19 @@ async fn list(
     caller.require_admin()?;
     only_known(&query, &["after", "limit"])?;
     let limit = limit_param(&query, DEFAULT_TRACKER_PAGE, MAX_TRACKER_PAGE)?;
-    let after = query.get("after").map(String::as_str);
+    // A page starts after a tracker id this server gave out; anything else cannot be one.
+    let after = query
+        .get("after")
+        .map(|raw| {
+            TrackerId::parse(raw).map_err(|_| {
+                ApiError::bad_request(
+                    "after is the next_after of the previous page (a tracker id)",
+                    Some("after"),
+                )
+            })
+        })
+        .transpose()?;
+    let after = after.as_ref().map(TrackerId::as_str);
     let mut trackers = crate::fleet::list_page(&state.pool, after, limit + 1).await?;
     let more = trackers.len() as i64 > limit;
     trackers.truncate(limit as usize);
@@ -246,12 +259,7 @@ async fn dead_letters(
 ) -> Result<Response, ApiError> {
     only_known(&query, &["tracker", "since", "after", "limit"])?;
     let reader = reader(&caller);
-    let Some(tracker) = tracker_filter(&query) else {
-        return Ok(json(
-            &serde_json::json!({ "dead_letters": [] }),
-            StatusCode::OK,
-        ));
-    };
+    let since = time_param(&query, "since")?;
     let after = query
         .get("after")
         .map(|raw| {
@@ -263,11 +271,19 @@ async fn dead_letters(
             })
         })
         .transpose()?;
+    let limit = limit_param(&query, dead_letters::DEFAULT_PAGE, dead_letters::MAX_PAGE)?;
+    // Last: a malformed tracker id answers an empty list only once the rest is known good.
+    let Some(tracker) = tracker_filter(&query) else {
+        return Ok(json(
+            &serde_json::json!({ "dead_letters": [] }),
+            StatusCode::OK,
+        ));
+    };
     let q = DeadLetterQuery {
         tracker,
-        since: time_param(&query, "since")?,
+        since,
         after,
-        limit: limit_param(&query, dead_letters::DEFAULT_PAGE, dead_letters::MAX_PAGE)?,
+        limit,
     };
     let list = dead_letters::list(&state.pool, reader, &q).await?;
     Ok(json(

@@ -141,6 +141,11 @@ fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     deserializer
         .end()
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}"), None))?;
+    // Read again as a tree, whatever `T` keeps of it: the body is small (MAX_JSON_BODY) and
+    // already known to be valid JSON, and this way no route can forget the check.
+    let tree: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}"), None))?;
+    fields::no_control_characters(&tree)?;
     Ok(value)
 }
 
@@ -154,8 +159,9 @@ pub fn routes(
     let register = warp::path!("api" / "v1" / "auth" / "register")
         .and(warp::post())
         .and(state_only.clone())
+        .and(warp::addr::remote())
         .and(json_body::<Credentials>())
-        .then(|state, body| async move { respond(register(state, body).await) })
+        .then(|state, remote, body| async move { respond(register(state, remote, body).await) })
         .boxed();
 
     let login = warp::path!("api" / "v1" / "auth" / "login")
@@ -245,11 +251,20 @@ struct NewApiKey {
     scope: Scope,
 }
 
-async fn register(state: HttpState, body: Credentials) -> Result<Response, ApiError> {
+async fn register(
+    state: HttpState,
+    remote: Option<SocketAddr>,
+    body: Credentials,
+) -> Result<Response, ApiError> {
+    state.auth.passwords.admit(remote.map(|a| a.ip()))?;
     let email = Email::parse(&body.email)?;
     let password = Password::parse(&body.password, &email)?;
     let is_admin = state.auth.is_admin_email(&email.normalized());
-    let user = store::create_user(&state.pool, &email, &password, is_admin).await?;
+    let user = {
+        // Held while the password is hashed (inside create_user), so hashes never pile up.
+        let _permit = state.auth.passwords.permit().await?;
+        store::create_user(&state.pool, &email, &password, is_admin).await?
+    };
     if is_admin {
         tracing::info!(
             user_id = user.id,
@@ -280,6 +295,9 @@ pub(super) async fn check_login(
     remote: Option<SocketAddr>,
     body: &Credentials,
 ) -> Result<store::User, ApiError> {
+    // Every attempt counts against the address, whatever the email: rotating emails must not
+    // get around the throttle below, which counts failures per (email, address).
+    state.auth.passwords.admit(remote.map(|a| a.ip()))?;
     let email = Email::parse(&body.email)?;
     let throttle_key = LoginThrottle::key(&email.normalized(), remote.map(|a| a.ip()));
     // Checked before the password, so a throttled guesser costs us no hashing either.
@@ -290,7 +308,10 @@ pub(super) async fn check_login(
     }
     let credentials = store::find_credentials(&state.pool, &email).await?;
     let stored = credentials.as_ref().map(|c| c.password_hash.clone());
-    let valid = crate::auth::verify_password(stored, &body.password).await?;
+    let valid = {
+        let _permit = state.auth.passwords.permit().await?;
+        crate::auth::verify_password(stored, &body.password).await?
+    };
     let user = match credentials {
         Some(c) if valid => c.user,
         // One answer for an unknown email and a wrong password: which one it was stays secret.

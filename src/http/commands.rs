@@ -174,6 +174,8 @@ async fn visible(
     caller: &Caller,
     id: &str,
 ) -> Result<(CommandView, Role), ApiError> {
+    // Anything but a command id (1-64 printable characters) names no command: no query for it.
+    gateway::protocol::CommandId::parse(id).map_err(|_| ApiError::NotFound)?;
     let command = commands::get(&state.pool, id)
         .await?
         .ok_or(ApiError::NotFound)?;
@@ -208,6 +210,9 @@ async fn list(
             )
         })?),
     };
+    let since = time_param(&query, "since")?;
+    let limit = limit_param(&query, DEFAULT_LIST, MAX_LIST)?;
+    // Last: a malformed tracker id answers an empty list only once the rest is known good.
     let Some(tracker) = tracker_filter(&query) else {
         // Names no tracker the caller sees: nothing to list.
         return Ok(json(&serde_json::json!({ "commands": [] }), StatusCode::OK));
@@ -215,8 +220,8 @@ async fn list(
     let q = ListQuery {
         tracker,
         status,
-        since: time_param(&query, "since")?,
-        limit: limit_param(&query, DEFAULT_LIST, MAX_LIST)?,
+        since,
+        limit,
     };
     let viewer = match caller.api_key_id {
         Some(key_id) => Viewer::ApiKey {

@@ -39,6 +39,10 @@ pub enum ApiError {
     /// Sent with `Retry-After`.
     #[error("too many requests; retry after {retry_after_secs} seconds")]
     TooManyRequests { retry_after_secs: u64 },
+    /// The server is too busy for this now (e.g. every password-hashing slot is taken); sent
+    /// with `Retry-After`.
+    #[error("the server is busy; retry after {retry_after_secs} seconds")]
+    Unavailable { retry_after_secs: u64 },
     /// Our fault. The detail goes to the log, never to the client.
     #[error("internal error: {0}")]
     Internal(String),
@@ -63,6 +67,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -77,6 +82,7 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::Unprocessable { .. } => "unprocessable",
             ApiError::TooManyRequests { .. } => "too_many_requests",
+            ApiError::Unavailable { .. } => "unavailable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -98,7 +104,8 @@ impl ApiError {
             ApiError::Unauthorized(_) => {
                 headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ApiError::TooManyRequests { retry_after_secs } => {
+            ApiError::TooManyRequests { retry_after_secs }
+            | ApiError::Unavailable { retry_after_secs } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             _ => {}
@@ -136,6 +143,22 @@ impl From<AccountError> for ApiError {
             AccountError::NotFound => ApiError::NotFound,
             AccountError::Storage(e) => ApiError::Internal(e.to_string()),
             AccountError::Internal(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+impl From<crate::auth::admission::Refusal> for ApiError {
+    fn from(refusal: crate::auth::admission::Refusal) -> Self {
+        use crate::auth::admission::Refusal;
+        // Whole seconds, rounded up: `Retry-After: 0` would invite an immediate retry.
+        let secs = |wait: std::time::Duration| wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        match refusal {
+            Refusal::Address(wait) => ApiError::TooManyRequests {
+                retry_after_secs: secs(wait).max(1),
+            },
+            Refusal::Busy(wait) => ApiError::Unavailable {
+                retry_after_secs: secs(wait).max(1),
+            },
         }
     }
 }

@@ -6,6 +6,8 @@ pub mod auth;
 pub mod commands;
 pub mod error;
 pub mod fields;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod geofences;
 pub mod limit;
 pub mod live;
@@ -53,6 +55,8 @@ pub struct HttpState {
     pub alerts: Arc<crate::alerts::AlertsHandle>,
     /// The web app's map settings and page policy.
     pub web: Arc<web::WebSettings>,
+    /// Where webhook URLs may point (`alerts.webhook_allow_loopback`).
+    pub webhook_egress: crate::alerts::egress::Egress,
 }
 
 /// What the command routes need beyond the database.
@@ -155,7 +159,7 @@ pub fn routes(
             Err(err) => error::ApiError::Internal(err.clone()).to_response(),
         });
 
-    healthz
+    let routes = healthz
         .or(readyz)
         .or(metrics_route)
         .or(api_unavailable)
@@ -170,7 +174,60 @@ pub fn routes(
         .or(alerts::routes(state.clone()))
         .or(web::routes(state.web.clone()))
         .or(webhooks::routes(state))
-        .recover(handle_rejection)
+        .recover(handle_rejection);
+    warp::path::full()
+        .and(routes)
+        .map(|path: warp::path::FullPath, reply| with_allow(path.as_str(), reply))
+}
+
+/// Adds the `Allow` header every 405 must carry (RFC 9110, 15.5.6).
+fn with_allow(path: &str, reply: impl warp::Reply) -> warp::reply::Response {
+    let mut response = reply.into_response();
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED
+        && let Ok(allow) = warp::http::HeaderValue::from_str(&allowed_methods(path))
+    {
+        response
+            .headers_mut()
+            .insert(warp::http::header::ALLOW, allow);
+    }
+    response
+}
+
+/// The methods `path` answers: for the API, those its document lists for every path template
+/// that matches (`/trackers/claim` matches `/trackers/{id}` too, and warp tries both); the
+/// health checks, metrics and pages answer GET only.
+pub fn allowed_methods(path: &str) -> String {
+    const OPERATIONS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
+    let mut allowed: Vec<&str> = Vec::new();
+    if let (Some(api_path), Ok(doc)) = (path.strip_prefix("/api/v1"), openapi_json())
+        && let Some(paths) = doc["paths"].as_object()
+    {
+        let segments: Vec<&str> = api_path.split('/').collect();
+        for (template, item) in paths {
+            let matches = template.split('/').count() == segments.len()
+                && template
+                    .split('/')
+                    .zip(&segments)
+                    .all(|(t, s)| t == *s || (t.starts_with('{') && !s.is_empty()));
+            if !matches {
+                continue;
+            }
+            for method in OPERATIONS {
+                if item.get(method).is_some() && !allowed.contains(&method) {
+                    allowed.push(method);
+                }
+            }
+        }
+    }
+    if allowed.is_empty() {
+        allowed.push("get");
+    }
+    allowed.sort_by_key(|m| OPERATIONS.iter().position(|o| o == m));
+    allowed
+        .iter()
+        .map(|m| m.to_uppercase())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Hands each request a clone of the shared state.
@@ -216,19 +273,10 @@ async fn handle_rejection(rejection: warp::Rejection) -> Result<warp::reply::Res
     if let Some(err) = rejection.find::<ApiError>() {
         return Ok(err.to_response());
     }
-    let (status, code, message) = if rejection.is_not_found() {
-        (
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such route".to_owned(),
-        )
-    } else if let Some(err) = rejection.find::<warp::filters::body::BodyDeserializeError>() {
-        (
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("invalid JSON body: {err}"),
-        )
-    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+    // Most specific first. A request is tried against every route, so its rejection combines
+    // each route's: a body too large for POST /geofences also carries GET /geofences' "method
+    // not allowed" and other paths' "not found", which must not win.
+    let (status, code, message) = if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
         (
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
@@ -249,18 +297,30 @@ async fn handle_rejection(rejection: warp::Rejection) -> Result<warp::reply::Res
             "unsupported_media_type",
             "the request body must be JSON".to_owned(),
         )
-    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
-        // After the body problems: a route that matched the method and then refused the body
-        // says more than a sibling route on the same path with another method.
+    } else if let Some(err) = rejection.find::<warp::filters::body::BodyDeserializeError>() {
         (
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "method not allowed on this route".to_owned(),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("invalid JSON body: {err}"),
         )
     } else if let Some(err) = rejection.find::<warp::reject::InvalidHeader>() {
         (StatusCode::BAD_REQUEST, "bad_request", err.to_string())
     } else if let Some(err) = rejection.find::<warp::reject::MissingHeader>() {
         (StatusCode::BAD_REQUEST, "bad_request", err.to_string())
+    } else if let Some(err) = rejection.find::<warp::reject::InvalidQuery>() {
+        (StatusCode::BAD_REQUEST, "bad_request", err.to_string())
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed on this route".to_owned(),
+        )
+    } else if rejection.is_not_found() {
+        (
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such route".to_owned(),
+        )
     } else {
         (
             StatusCode::BAD_REQUEST,

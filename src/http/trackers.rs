@@ -16,7 +16,10 @@ use warp::{Filter, Rejection, Reply};
 use super::auth::{Caller, json_body, with_caller};
 use super::error::ApiError;
 use super::fields;
-use super::query::{limit_param, only_known, time_param};
+use super::query::{
+    Span, check_time, day_or_time_param, earliest, latest, limit_param, only_known, span,
+    time_param,
+};
 use super::{HttpState, json_with_status as json, respond};
 use crate::trackers::{self, ClaimError, Cursor, MemberError, Role};
 
@@ -208,7 +211,11 @@ async fn claim(state: HttpState, caller: Caller, body: ClaimRequest) -> Result<R
         )
     };
     let tracker = TrackerId::parse(&body.tracker_id).map_err(|_| not_claimable())?;
-    match trackers::claim(&state.pool, caller.user_id, &tracker, &body.claim_code).await {
+    // Checking a claim code is an argon2 verification: it takes a hashing permit like a login.
+    let permit = state.auth.passwords.permit().await?;
+    let claimed = trackers::claim(&state.pool, caller.user_id, &tracker, &body.claim_code).await;
+    drop(permit);
+    match claimed {
         Ok(view) => Ok(json(&view, StatusCode::OK)),
         Err(ClaimError::NotClaimable) => Err(not_claimable()),
         Err(ClaimError::Storage(e)) => Err(e.into()),
@@ -250,30 +257,70 @@ async fn release(state: HttpState, caller: Caller, id: String) -> Result<Respons
 const MIN_SIMPLIFY_M: f64 = 1.0;
 const MAX_SIMPLIFY_M: f64 = 5_000.0;
 
-async fn positions(
-    state: HttpState,
-    caller: Caller,
-    id: String,
-    query: HashMap<String, String>,
-) -> Result<Response, ApiError> {
+/// The longest range one export may cover.
+const MAX_EXPORT_DAYS: i64 = 366;
+
+/// The longest range one summary request may cover.
+const MAX_SUMMARY_DAYS: i64 = 366;
+
+/// What `GET .../positions` asks for, checked before the database is touched.
+#[derive(Debug, Clone, Copy)]
+pub enum PositionsRequest {
+    /// A page of fixes (optionally one per bucket).
+    Page(trackers::HistoryQuery),
+    /// The whole range, simplified with a tolerance in metres.
+    Simplified {
+        span: Span,
+        bucket: Option<TimeDelta>,
+        tolerance_m: f64,
+    },
+    /// The whole range as a file.
+    Export {
+        span: Span,
+        format: crate::export::Format,
+    },
+}
+
+/// Parses the query of `GET .../positions`; `now` gives the default range (the last 24 hours).
+pub fn positions_request(
+    query: &HashMap<String, String>,
+    now: DateTime<Utc>,
+) -> Result<PositionsRequest, ApiError> {
     only_known(
-        &query,
+        query,
         &[
             "from", "to", "limit", "cursor", "bucket", "format", "simplify",
         ],
     )?;
-    let tracker = tracker_id(&id)?;
-    role(&state, &caller, &tracker).await?;
-    let to = time_param(&query, "to")?.unwrap_or_else(|| Utc::now() + TimeDelta::hours(1));
-    let from = time_param(&query, "from")?.unwrap_or(to - TimeDelta::hours(24));
-    if from >= to {
-        return Err(ApiError::bad_request(
-            "from must be before to",
-            Some("from"),
-        ));
-    }
+    // Longer spans are allowed for pages (they are paged), not for exports.
+    let unbounded = latest().signed_duration_since(earliest());
+    let span = span(
+        query,
+        time_param,
+        now + TimeDelta::hours(1),
+        TimeDelta::hours(24),
+        unbounded,
+    )?;
     if let Some(raw) = query.get("format") {
-        return export(state, tracker, from, to, raw, &query);
+        let format = crate::export::Format::parse(raw).ok_or_else(|| {
+            ApiError::bad_request("format is one of csv, geojson, gpx", Some("format"))
+        })?;
+        if let Some(other) = ["limit", "cursor", "bucket", "simplify"]
+            .iter()
+            .find(|k| query.contains_key(**k))
+        {
+            return Err(ApiError::bad_request(
+                format!("{other} does not apply to an export, which covers the whole range"),
+                Some(other),
+            ));
+        }
+        if span.to.signed_duration_since(span.from) > TimeDelta::days(MAX_EXPORT_DAYS) {
+            return Err(ApiError::bad_request(
+                format!("an export covers at most {MAX_EXPORT_DAYS} days"),
+                Some("from"),
+            ));
+        }
+        return Ok(PositionsRequest::Export { span, format });
     }
     let simplify = query
         .get("simplify")
@@ -300,16 +347,18 @@ async fn positions(
             Some(other),
         ));
     }
-    let limit = limit_param(&query, trackers::DEFAULT_PAGE, trackers::MAX_PAGE)?;
+    let limit = limit_param(query, trackers::DEFAULT_PAGE, trackers::MAX_PAGE)?;
     let cursor = query
         .get("cursor")
         .map(|raw| {
-            Cursor::parse(raw).ok_or_else(|| {
-                ApiError::bad_request(
-                    "cursor is not one this server gave out; pass next_cursor unchanged",
-                    Some("cursor"),
-                )
-            })
+            Cursor::parse(raw)
+                .filter(|c| check_time(c.0, "cursor").is_ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "cursor is not one this server gave out; pass next_cursor unchanged",
+                        Some("cursor"),
+                    )
+                })
         })
         .transpose()?;
     let bucket = query
@@ -324,8 +373,45 @@ async fn positions(
         })
         .transpose()?;
     if let Some(tolerance_m) = simplify {
-        return match trackers::simplified(&state.pool, &tracker, from, to, bucket, tolerance_m)
-            .await?
+        return Ok(PositionsRequest::Simplified {
+            span,
+            bucket,
+            tolerance_m,
+        });
+    }
+    Ok(PositionsRequest::Page(trackers::HistoryQuery {
+        from: span.from,
+        to: span.to,
+        cursor,
+        limit,
+        bucket,
+    }))
+}
+
+async fn positions(
+    state: HttpState,
+    caller: Caller,
+    id: String,
+    query: HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    let request = positions_request(&query, Utc::now())?;
+    let tracker = tracker_id(&id)?;
+    role(&state, &caller, &tracker).await?;
+    match request {
+        PositionsRequest::Export { span, format } => Ok(export(state, tracker, span, format)),
+        PositionsRequest::Simplified {
+            span,
+            bucket,
+            tolerance_m,
+        } => match trackers::simplified(
+            &state.pool,
+            &tracker,
+            span.from,
+            span.to,
+            bucket,
+            tolerance_m,
+        )
+        .await?
         {
             Some(track) => Ok(json(&track, StatusCode::OK)),
             None => Err(ApiError::Unprocessable {
@@ -335,35 +421,25 @@ async fn positions(
                 ),
                 field: Some("from".to_owned()),
             }),
-        };
+        },
+        PositionsRequest::Page(q) => {
+            let page = trackers::positions(&state.pool, &tracker, q).await?;
+            Ok(json(&page, StatusCode::OK))
+        }
     }
-    let q = trackers::HistoryQuery {
-        from,
-        to,
-        cursor,
-        limit,
-        bucket,
-    };
-    let page = trackers::positions(&state.pool, &tracker, q).await?;
-    Ok(json(&page, StatusCode::OK))
 }
 
-/// A day (`2026-11-24`, midnight UTC) or an RFC 3339 time.
-fn day_param(
-    query: &HashMap<String, String>,
-    key: &str,
-) -> Result<Option<DateTime<Utc>>, ApiError> {
-    if let Some(day) = query
-        .get(key)
-        .and_then(|raw| chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d").ok())
-    {
-        return Ok(day.and_hms_opt(0, 0, 0).map(|t| t.and_utc()));
-    }
-    time_param(query, key)
+/// Parses the query of `GET .../summary`: days or times; by default the last 31 days.
+pub fn summary_span(query: &HashMap<String, String>, now: DateTime<Utc>) -> Result<Span, ApiError> {
+    only_known(query, &["from", "to"])?;
+    span(
+        query,
+        day_or_time_param,
+        now + TimeDelta::days(1),
+        TimeDelta::days(31),
+        TimeDelta::days(MAX_SUMMARY_DAYS),
+    )
 }
-
-/// The longest range one summary request may cover.
-const MAX_SUMMARY_DAYS: i64 = 366;
 
 async fn summary(
     state: HttpState,
@@ -371,67 +447,30 @@ async fn summary(
     id: String,
     query: HashMap<String, String>,
 ) -> Result<Response, ApiError> {
-    only_known(&query, &["from", "to"])?;
+    let span = summary_span(&query, Utc::now())?;
     let tracker = tracker_id(&id)?;
     role(&state, &caller, &tracker).await?;
-    let to = day_param(&query, "to")?.unwrap_or_else(|| Utc::now() + TimeDelta::days(1));
-    let from = day_param(&query, "from")?.unwrap_or(to - TimeDelta::days(31));
-    if from >= to {
-        return Err(ApiError::bad_request(
-            "from must be before to",
-            Some("from"),
-        ));
-    }
-    if to - from > TimeDelta::days(MAX_SUMMARY_DAYS) {
-        return Err(ApiError::bad_request(
-            format!("at most {MAX_SUMMARY_DAYS} days per request"),
-            Some("from"),
-        ));
-    }
-    let days = trackers::summary(&state.pool, &tracker, from, to).await?;
+    let days = trackers::summary(&state.pool, &tracker, span.from, span.to).await?;
     Ok(json(
         &serde_json::json!({ "tracker_id": tracker.as_str(), "days": days }),
         StatusCode::OK,
     ))
 }
 
-/// The longest range one export may cover.
-const MAX_EXPORT_DAYS: i64 = 366;
-
 /// The whole range as CSV, GeoJSON or GPX, streamed; paging and downsampling do not apply.
 fn export(
     state: HttpState,
     tracker: TrackerId,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    raw: &str,
-    query: &HashMap<String, String>,
-) -> Result<Response, ApiError> {
-    let format = crate::export::Format::parse(raw).ok_or_else(|| {
-        ApiError::bad_request("format is one of csv, geojson, gpx", Some("format"))
-    })?;
-    if let Some(other) = ["limit", "cursor", "bucket", "simplify"]
-        .iter()
-        .find(|k| query.contains_key(**k))
-    {
-        return Err(ApiError::bad_request(
-            format!("{other} does not apply to an export, which covers the whole range"),
-            Some(other),
-        ));
-    }
-    if to - from > TimeDelta::days(MAX_EXPORT_DAYS) {
-        return Err(ApiError::bad_request(
-            format!("an export covers at most {MAX_EXPORT_DAYS} days"),
-            Some("from"),
-        ));
-    }
+    span: Span,
+    format: crate::export::Format,
+) -> Response {
     let filename = format!(
         "{}-{}.{}",
         tracker.as_str(),
-        from.format("%Y%m%dT%H%M%SZ"),
+        span.from.format("%Y%m%dT%H%M%SZ"),
         format.extension()
     );
-    let rx = crate::export::stream(state.pool.clone(), tracker, from, to, format);
+    let rx = crate::export::stream(state.pool.clone(), tracker, span.from, span.to, format);
     let body = warp::reply::stream(tokio_stream::wrappers::ReceiverStream::new(rx));
     let reply = warp::reply::with_header(body, "content-type", format.content_type());
     let reply = warp::reply::with_header(
@@ -439,7 +478,7 @@ fn export(
         "content-disposition",
         format!("attachment; filename=\"{filename}\""),
     );
-    Ok(reply.into_response())
+    reply.into_response()
 }
 
 async fn members(state: HttpState, caller: Caller, id: String) -> Result<Response, ApiError> {

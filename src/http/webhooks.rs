@@ -17,7 +17,9 @@ struct NewWebhook {
     url: String,
 }
 
-fn check_url(raw: &str) -> Result<String, ApiError> {
+/// An absolute http(s) URL of at most 2000 characters whose host the server may call
+/// ([`crate::alerts::egress`]).
+fn check_url(state: &HttpState, raw: &str) -> Result<String, ApiError> {
     let bad = || {
         ApiError::bad_request(
             "url must be an absolute http:// or https:// URL of at most 2000 characters",
@@ -28,12 +30,16 @@ fn check_url(raw: &str) -> Result<String, ApiError> {
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() || raw.len() > 2000 {
         return Err(bad());
     }
+    state
+        .webhook_egress
+        .check(&url)
+        .map_err(|why| ApiError::bad_request(why, Some("url")))?;
     Ok(url.to_string())
 }
 
 async fn create(state: HttpState, caller: Caller, body: NewWebhook) -> Result<Response, ApiError> {
     caller.require_write()?;
-    let url = check_url(&body.url)?;
+    let url = check_url(&state, &body.url)?;
     let view = webhooks::create(&state.pool, caller.user_id, &url).await?;
     Ok(json(&view, StatusCode::CREATED))
 }

@@ -64,6 +64,20 @@ async fn spawn_app_at(db: TestDb, clock: Clock, adjust: impl FnOnce(&mut Config)
     TestApp { app, db, spool }
 }
 
+/// Another app process on the database of `first`, as a second server of one deployment.
+pub async fn spawn_app_beside(first: &TestApp, adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let db = TestDb {
+        name: first.db.name.clone(),
+        url: first.db.url.clone(),
+        pool: first.db.pool.clone(),
+    };
+    let spool = std::env::temp_dir().join(format!("pettracker-app-spool-{}-2", db.name));
+    let mut config = test_config(&db, &spool);
+    adjust(&mut config);
+    let app = pettracker::app::spawn(config).await.unwrap();
+    TestApp { app, db, spool }
+}
+
 impl TestApp {
     pub fn mqtt_port(&self) -> u16 {
         self.app.mqtt_addr.expect("MQTT listener").port()
