@@ -224,6 +224,9 @@ pub async fn spawn_with_clock(config: Config, clock: ingest::Clock) -> anyhow::R
         alerts: alerts.clone(),
         web: Arc::new(http::web::WebSettings::new(config.map.clone())),
         webhook_egress: config.alerts.webhook_egress(),
+        broker_auth: Arc::new(http::broker_auth::BrokerAuth::from_config(
+            &config.broker_auth,
+        )),
     };
     crate::auth::warm_up();
     let pool = database.pool.clone();

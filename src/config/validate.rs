@@ -53,6 +53,25 @@ impl Config {
                 ));
             }
         }
+        if let Some(secret) = &self.broker_auth.secret {
+            let len = secrecy::ExposeSecret::expose_secret(secret).len();
+            if len < MIN_TOKEN_SECRET_BYTES {
+                return Err(fail(
+                    "broker_auth.secret",
+                    format!(
+                        "is {len} bytes; it must be at least {MIN_TOKEN_SECRET_BYTES} (e.g. `openssl rand -hex 32`)"
+                    ),
+                ));
+            }
+        }
+        if gateway::protocol::TrackerId::parse(&self.broker_auth.service_username).is_ok() {
+            return Err(fail(
+                "broker_auth.service_username",
+                "is a valid tracker id, so a collar could take it; use a name with a character \
+                 tracker ids cannot hold, such as '.' (default pettracker.server)"
+                    .to_owned(),
+            ));
+        }
         if let Some(bad) = self.auth.admin_emails.iter().find(|e| !e.contains('@')) {
             return Err(fail(
                 "auth.admin_emails",
