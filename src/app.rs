@@ -20,9 +20,9 @@ use std::collections::HashMap;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::leadership::{self, Job, Leadership, Standing};
 use crate::database::Database;
 use crate::http::{self, HttpState};
+use crate::leadership::{self, Job, Leadership, Standing};
 
 /// A server started by [`spawn`]: its bound addresses and the means to stop it.
 pub struct RunningApp {

@@ -38,10 +38,7 @@ async fn call(
     body: Value,
 ) -> (StatusCode, String, Value) {
     let mut request = reqwest::Client::new()
-        .post(format!(
-            "http://{}/api/v1/broker/{path}",
-            app.app.http_addr
-        ))
+        .post(format!("http://{}/api/v1/broker/{path}", app.app.http_addr))
         .json(&body);
     if let Some(secret) = secret {
         request = request.bearer_auth(secret);
@@ -119,7 +116,11 @@ async fn a_wrong_or_missing_shared_secret_is_refused_before_anything_is_checked(
     for secret in [None, Some("wrong"), Some(&SHARED[1..])] {
         for path in ["emqx/authenticate", "rmqtt/authenticate"] {
             let (status, _, answer) = call(&app, path, secret, body.clone()).await;
-            assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} {secret:?}: {answer}");
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{path} {secret:?}: {answer}"
+            );
             assert_eq!(answer["error"], "unauthorized", "{answer}");
         }
         let (status, _, _) = call(
@@ -240,7 +241,10 @@ async fn the_service_signs_in_with_its_password_and_reads_every_collars_uplink()
 #[tokio::test]
 async fn without_a_service_password_nobody_signs_in_as_the_service() {
     let app = spawn_app_with(|c| c.broker_auth.secret = Some(SecretString::from(SHARED))).await;
-    assert_eq!(emqx_connect(&app, "x", "pettracker.server", "").await, "deny");
+    assert_eq!(
+        emqx_connect(&app, "x", "pettracker.server", "").await,
+        "deny"
+    );
     app.app.shutdown().await.unwrap();
 }
 

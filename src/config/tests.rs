@@ -110,7 +110,10 @@ fn a_broker_secret_too_short_or_a_service_name_a_collar_could_take_is_refused() 
     let err = load("", &[("PETTRACKER_BROKER_AUTH_SECRET", "hunter2")])
         .unwrap_err()
         .to_string();
-    assert!(err.contains("broker_auth.secret") && !err.contains("hunter2"), "{err}");
+    assert!(
+        err.contains("broker_auth.secret") && !err.contains("hunter2"),
+        "{err}"
+    );
     let err = load("[broker_auth]\nservice_username = \"rex\"\n", &[])
         .unwrap_err()
         .to_string();

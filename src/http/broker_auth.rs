@@ -202,7 +202,9 @@ pub fn routes(
         .and(with_state(state))
         .and(json_body::<AuthorizeRequest>())
         .then(|broker: Broker, state: HttpState, body| async move {
-            broker.answer(authorize(&state.broker_auth, &body)).into_response()
+            broker
+                .answer(authorize(&state.broker_auth, &body))
+                .into_response()
         })
         .boxed();
 
@@ -267,5 +269,9 @@ fn authorize(auth: &BrokerAuth, req: &AuthorizeRequest) -> bool {
 
 /// The start of a value a client chose, for logs.
 fn preview(s: &str) -> String {
-    s.chars().take(80).collect::<String>().escape_debug().to_string()
+    s.chars()
+        .take(80)
+        .collect::<String>()
+        .escape_debug()
+        .to_string()
 }

@@ -25,7 +25,10 @@ pub enum IdentityError {
 
 /// The tracker a collar's CONNECT speaks for: client id = username = tracker id
 /// (docs/protocol.md). Its secret is checked separately, against the database.
-pub fn device_identity(client_id: &str, username: Option<&str>) -> Result<TrackerId, IdentityError> {
+pub fn device_identity(
+    client_id: &str,
+    username: Option<&str>,
+) -> Result<TrackerId, IdentityError> {
     let tracker = TrackerId::parse(client_id).map_err(|_| IdentityError::ClientIdNotATracker)?;
     match username {
         None => Err(IdentityError::NoUsername),
@@ -117,11 +120,23 @@ mod tests {
     fn a_device_may_only_touch_its_own_topics() {
         let rex = id("rex");
         assert!(device_may(&rex, Action::Publish, "trackers/rex/telemetry"));
-        assert!(!device_may(&rex, Action::Publish, "trackers/fido/telemetry"));
+        assert!(!device_may(
+            &rex,
+            Action::Publish,
+            "trackers/fido/telemetry"
+        ));
         assert!(!device_may(&rex, Action::Publish, "trackers/rex/commands"));
         assert!(device_may(&rex, Action::Subscribe, "trackers/rex/commands"));
-        assert!(!device_may(&rex, Action::Subscribe, "trackers/fido/commands"));
-        assert!(!device_may(&rex, Action::Subscribe, "trackers/rex/telemetry"));
+        assert!(!device_may(
+            &rex,
+            Action::Subscribe,
+            "trackers/fido/commands"
+        ));
+        assert!(!device_may(
+            &rex,
+            Action::Subscribe,
+            "trackers/rex/telemetry"
+        ));
     }
 
     #[test]

@@ -36,12 +36,12 @@ use tokio::task::JoinHandle;
 
 use tokio_rustls::TlsAcceptor;
 
+use super::access::{self, Action, IdentityError};
 use super::front::{self, Transport};
 use super::{
     Authentication, BrokerConfig, BrokerError, DeviceHooks, DevicePublish, METRIC_ACL_DENIED,
     METRIC_AUTH_FAILED, METRIC_CONNECTED, TlsListener,
 };
-use super::access::{self, Action, IdentityError};
 use crate::protocol::{DeviceTopic, TrackerId};
 
 /// The client id the broker itself publishes as (acks, commands).
@@ -564,8 +564,9 @@ impl Handler for Hooks {
             },
             Parameter::ClientSubscribeCheckAcl(s, sub) => {
                 let allowed = st.open
-                    || TrackerId::parse(&s.id.client_id)
-                        .is_ok_and(|t| access::device_may(&t, Action::Subscribe, &sub.topic_filter));
+                    || TrackerId::parse(&s.id.client_id).is_ok_and(|t| {
+                        access::device_may(&t, Action::Subscribe, &sub.topic_filter)
+                    });
                 let result = if allowed {
                     SubscribeAclResult::new_success(sub.opts.qos(), None)
                 } else {
