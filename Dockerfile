@@ -10,7 +10,7 @@ RUN cargo build --release --locked -p pettracker -p firmware-sim
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --home /var/lib/pettracker --create-home pettracker
+    && useradd --system --uid 10001 --user-group --home /var/lib/pettracker --create-home pettracker
 COPY --from=build /src/target/release/pettracker /src/target/release/firmware-sim /usr/local/bin/
 COPY broker-config /etc/pettracker
 USER pettracker

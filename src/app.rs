@@ -16,9 +16,13 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use std::collections::HashMap;
+use tokio::sync::watch;
+
 use crate::config::Config;
 use crate::database::Database;
 use crate::http::{self, HttpState};
+use crate::leadership::{self, Job, Leadership, Standing};
 
 /// A server started by [`spawn`]: its bound addresses and the means to stop it.
 pub struct RunningApp {
@@ -31,6 +35,8 @@ pub struct RunningApp {
     pub alerts: Arc<crate::alerts::AlertsHandle>,
     /// The live feed's hub: who is subscribed to what (tests wait on a session's end with it).
     pub live: Arc<crate::live::Hub>,
+    /// Whether this process leads each fleet-wide job ([`RunningApp::standing`]).
+    standings: HashMap<Job, watch::Receiver<Standing>>,
     /// Shared (weakly) with the task waiting for a database that was away at start, which
     /// stops the server if the database it finds cannot be used.
     trigger: Arc<ShutdownTrigger>,
@@ -38,6 +44,14 @@ pub struct RunningApp {
 }
 
 impl RunningApp {
+    /// Where this process stands for a fleet-wide job: leading it or not, and how often it has.
+    pub fn standing(&self, job: Job) -> Standing {
+        self.standings
+            .get(&job)
+            .map(|s| *s.borrow())
+            .unwrap_or_default()
+    }
+
     /// Asks every part to finish its work in flight and waits until they have.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.trigger.trigger();
@@ -118,11 +132,34 @@ pub async fn spawn_with_clock(config: Config, clock: ingest::Clock) -> anyhow::R
             }
         }
     };
-    tokio::spawn(until_ready(Box::pin(crate::retention::run(
-        database.pool.clone(),
-        crate::retention::RetentionSettings::from_config(&config.storage),
+    // Fleet-wide jobs run in one process of those sharing the database (src/leadership.rs).
+    let retention = {
+        let (pool, settings, ready) = (
+            database.pool.clone(),
+            crate::retention::RetentionSettings::from_config(&config.storage),
+            ready.clone(),
+        );
+        leadership::elect(
+            database.url.clone(),
+            Job::Retention,
+            Box::new(move |mut stop: Shutdown| {
+                let (pool, settings, ready) = (pool.clone(), settings.clone(), ready.clone());
+                Box::pin(async move {
+                    tokio::select! {
+                        () = ready.wait() => crate::retention::run(pool, settings, stop).await,
+                        () = stop.recv() => {}
+                    }
+                })
+            }),
+            shutdown.clone(),
+        )
+    };
+    let offline_sweep = leadership::elect(
+        database.url.clone(),
+        Job::OfflineSweep,
+        leadership::hold(),
         shutdown.clone(),
-    ))));
+    );
 
     // The pipeline stops only after the broker has stopped feeding it.
     let (ingest_trigger, ingest_shutdown) = shutdown::channel();
@@ -138,6 +175,7 @@ pub async fn spawn_with_clock(config: Config, clock: ingest::Clock) -> anyhow::R
         live_bus.clone(),
         config.alerts,
         ready.clone(),
+        offline_sweep.watch(),
         shutdown.clone(),
     );
     {
@@ -224,10 +262,16 @@ pub async fn spawn_with_clock(config: Config, clock: ingest::Clock) -> anyhow::R
         alerts: alerts.clone(),
         web: Arc::new(http::web::WebSettings::new(config.map.clone())),
         webhook_egress: config.alerts.webhook_egress(),
+        broker_auth: Arc::new(http::broker_auth::BrokerAuth::from_config(
+            &config.broker_auth,
+        )),
     };
     crate::auth::warm_up();
     let pool = database.pool.clone();
+    let leaderships = vec![retention, offline_sweep];
+    let standings = leaderships.iter().map(|l| (l.job(), l.watch())).collect();
     let parts = Parts {
+        leaderships,
         http_listener,
         state,
         database,
@@ -249,12 +293,15 @@ pub async fn spawn_with_clock(config: Config, clock: ingest::Clock) -> anyhow::R
         pool,
         alerts,
         live: live_hub,
+        standings,
         trigger,
         task,
     })
 }
 
 struct Parts {
+    /// Each ends (its job stopped, its lock released) after the shutdown signal.
+    leaderships: Vec<Leadership>,
     http_listener: TcpListener,
     state: HttpState,
     database: Database,
@@ -270,6 +317,7 @@ struct Parts {
 
 async fn run(parts: Parts, shutdown: Shutdown) -> anyhow::Result<()> {
     let Parts {
+        leaderships,
         http_listener,
         state,
         database,
@@ -304,6 +352,9 @@ async fn run(parts: Parts, shutdown: Shutdown) -> anyhow::Result<()> {
     }
     ingest_trigger.trigger();
     let _ = ingest_task.await;
+    for leadership in leaderships {
+        leadership.stopped().await;
+    }
     database.close().await;
     if let Ok(err) = fatal.try_recv() {
         return Err(err);

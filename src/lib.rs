@@ -16,6 +16,7 @@ pub mod demo;
 pub mod export;
 pub mod fleet;
 pub mod http;
+pub mod leadership;
 pub mod live;
 pub mod logging;
 pub mod retention;

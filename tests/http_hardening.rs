@@ -8,11 +8,22 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 
 use common::api::{Api, PASSWORD, assert_error};
-use common::{TestApp, spawn_app, spawn_app_with};
+use common::{TestApp, spawn_app_with};
 use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value, json};
 
 const OPERATIONS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
+
+/// The secret the MQTT broker's routes (`security: brokerSecret`) take instead of a user's token.
+const BROKER_SECRET: &str = "hardening-test-broker-secret-0123456789abcdef";
+
+/// The app, with the broker's routes present (they exist only with their secret configured).
+async fn spawn_app() -> TestApp {
+    spawn_app_with(|c| {
+        c.broker_auth.secret = Some(secrecy::SecretString::from(BROKER_SECRET));
+    })
+    .await
+}
 
 /// One documented operation.
 struct Operation {
@@ -22,6 +33,8 @@ struct Operation {
     /// With its path parameters filled in (`rex`, or `1` for integers).
     path: String,
     public: bool,
+    /// Called by the MQTT broker, with [`BROKER_SECRET`].
+    broker: bool,
     op: Value,
 }
 
@@ -40,7 +53,8 @@ fn operations() -> Vec<Operation> {
                 let value = if param["schema"]["type"] == "integer" {
                     "1"
                 } else {
-                    "rex"
+                    // An enumerated parameter takes its first value.
+                    param["schema"]["enum"][0].as_str().unwrap_or("rex")
                 };
                 path = path.replace(&format!("{{{name}}}"), value);
             }
@@ -49,11 +63,13 @@ fn operations() -> Vec<Operation> {
                 .unwrap_or(&doc["security"])
                 .as_array()
                 .is_some_and(Vec::is_empty);
+            let broker = op["security"][0].get("brokerSecret").is_some();
             out.push(Operation {
                 method: method.to_uppercase().parse().unwrap(),
                 template: template.clone(),
                 path,
                 public,
+                broker,
                 op: op.clone(),
             });
         }
@@ -169,7 +185,9 @@ async fn send(
     let mut request = api
         .http
         .request(op.method.clone(), format!("{}{}{query}", api.base, op.path));
-    if !op.public {
+    if op.broker {
+        request = request.bearer_auth(BROKER_SECRET);
+    } else if !op.public {
         request = request.bearer_auth(token);
     }
     if let Some(body) = body {
@@ -249,6 +267,7 @@ async fn a_control_character_in_any_path_parameter_is_a_404_like_any_other_unkno
                 method: op.method.clone(),
                 template: op.template.clone(),
                 public: op.public,
+                broker: op.broker,
                 op: op.op.clone(),
             };
             let (status, _, answer) = send(&api, &op, &token, "", body.clone()).await;

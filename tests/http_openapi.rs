@@ -21,7 +21,13 @@ async fn the_openapi_document_is_served_as_json() {
 
 #[tokio::test]
 async fn every_documented_operation_is_routed_and_guarded_as_documented() {
-    let app = spawn_app().await;
+    // The broker's endpoints exist only with their shared secret configured.
+    let app = common::spawn_app_with(|c| {
+        c.broker_auth.secret = Some(secrecy::SecretString::from(
+            "openapi-test-broker-secret-0123456789abcdef",
+        ));
+    })
+    .await;
     let doc = pettracker::http::openapi_json().unwrap().clone();
     let base = format!("http://{}/api/v1", app.app.http_addr);
     let http = reqwest::Client::new();
@@ -42,7 +48,8 @@ async fn every_documented_operation_is_routed_and_guarded_as_documented() {
                 let value = if param["schema"]["type"] == "integer" {
                     "1"
                 } else {
-                    "rex"
+                    // An enumerated parameter takes its first value.
+                    param["schema"]["enum"][0].as_str().unwrap_or("rex")
                 };
                 concrete = concrete.replace(&format!("{{{name}}}"), value);
             }

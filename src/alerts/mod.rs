@@ -249,6 +249,7 @@ pub fn start(
     bus: Arc<LiveBus>,
     settings: AlertSettings,
     ready: storage::Ready,
+    offline_sweep: tokio::sync::watch::Receiver<crate::leadership::Standing>,
     mut shutdown: Shutdown,
 ) -> Alerts {
     let handle = Arc::new(AlertsHandle::default());
@@ -260,6 +261,7 @@ pub fn start(
         handle: handle.clone(),
         feed: feed.clone(),
         trackers: HashMap::new(),
+        offline_sweep,
     };
     tokio::spawn(async move {
         tokio::select! {
@@ -277,6 +279,9 @@ struct Engine {
     handle: Arc<AlertsHandle>,
     feed: Arc<Feed>,
     trackers: HashMap<String, TrackerState>,
+    /// The sweep for silent trackers scans the whole fleet: only the process leading
+    /// `Job::OfflineSweep` runs it, or every process would raise the same offline alert.
+    offline_sweep: tokio::sync::watch::Receiver<crate::leadership::Standing>,
 }
 
 impl Engine {
@@ -297,6 +302,9 @@ impl Engine {
                     }
                 }
                 _ = offline_check.tick() => {
+                    if !self.offline_sweep.borrow().leading {
+                        continue;
+                    }
                     if let Err(err) = self.check_offline().await {
                         tracing::warn!(%err, "alert engine could not check for offline trackers");
                     }

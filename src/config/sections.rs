@@ -24,6 +24,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub ingest: IngestSettings,
     pub auth: AuthConfig,
+    pub broker_auth: BrokerAuthConfig,
     pub commands: CommandsConfig,
     pub log: LogConfig,
     pub live: LiveSettings,
@@ -372,6 +373,33 @@ impl Default for AuthConfig {
             hash_wait_ms: 2_000,
             address_attempts_per_minute: 30,
             address_attempts_burst: 30,
+        }
+    }
+}
+
+/// The endpoints an external broker calls to authenticate and authorize its clients (EMQX's
+/// HTTP authenticator and authorizer, rmqtt's auth-http plugin; broker-config/).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerAuthConfig {
+    /// Shared between the broker and pettracker; the broker sends it as `Authorization: Bearer`.
+    /// Unset: the endpoints do not exist (404), as a server with the embedded broker needs none.
+    #[serde(serialize_with = "serialize_secret")]
+    pub secret: Option<SecretString>,
+    /// The MQTT username of pettracker's own clients on the broker (ingest and API
+    /// instances). Not a valid tracker id, so no collar can ever be mistaken for the service.
+    pub service_username: String,
+    /// Their password. Unset: no client signs in as the service.
+    #[serde(serialize_with = "serialize_secret")]
+    pub service_password: Option<SecretString>,
+}
+
+impl Default for BrokerAuthConfig {
+    fn default() -> Self {
+        Self {
+            secret: None,
+            service_username: "pettracker.server".to_owned(),
+            service_password: None,
         }
     }
 }

@@ -106,6 +106,21 @@ fn a_short_token_secret_is_refused_without_echoing_it() {
 }
 
 #[test]
+fn a_broker_secret_too_short_or_a_service_name_a_collar_could_take_is_refused() {
+    let err = load("", &[("PETTRACKER_BROKER_AUTH_SECRET", "hunter2")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("broker_auth.secret") && !err.contains("hunter2"),
+        "{err}"
+    );
+    let err = load("[broker_auth]\nservice_username = \"rex\"\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("broker_auth.service_username"), "{err}");
+}
+
+#[test]
 fn a_secret_of_the_wrong_type_in_the_file_is_refused_without_echoing_it() {
     let err = load("[auth]\ntoken_secret = 918273645\n", &[])
         .unwrap_err()
@@ -243,13 +258,17 @@ fn sample(key: &Key) -> (&'static str, serde_json::Value) {
                 serde_json::json!(["ada@example.com", "bob@example.com"]),
             );
         }
-        Kind::Secret if name.starts_with("auth.") => "0123456789abcdef0123456789abcdef",
+        Kind::Secret if name.starts_with("auth.") || name.starts_with("broker_auth.") => {
+            "0123456789abcdef0123456789abcdef"
+        }
         Kind::Secret => "postgres://localhost/x",
         Kind::Str if name.ends_with("addr") => "127.0.0.1:9",
         Kind::Str if name.ends_with("tile_url") => "https://t.example.org/{z}/{x}/{y}.png",
         Kind::Str if name.ends_with("timescaledb") => "off",
         Kind::Str if name.ends_with("format") => "json",
         Kind::Str if name.contains("tls_") || name.ends_with("_dir") => "/tmp/x",
+        // Not a tracker id, as broker_auth.service_username must be.
+        Kind::Str if name.ends_with("username") => "svc.name",
         Kind::Str => "debug",
     };
     (text, serde_json::json!(text))

@@ -42,16 +42,30 @@ impl Config {
         if let Some(url) = &self.database.url {
             gateway::storage::describe_url(url).map_err(|e| fail("database.url", e.to_string()))?;
         }
-        if let Some(secret) = &self.auth.token_secret {
-            let len = secrecy::ExposeSecret::expose_secret(secret).len();
+        // Keys (HMAC, the broker's Bearer token) shorter than a hash output are guessable.
+        for (key, secret) in [
+            ("auth.token_secret", &self.auth.token_secret),
+            ("broker_auth.secret", &self.broker_auth.secret),
+        ] {
+            let len = secret.as_ref().map_or(MIN_TOKEN_SECRET_BYTES, |s| {
+                secrecy::ExposeSecret::expose_secret(s).len()
+            });
             if len < MIN_TOKEN_SECRET_BYTES {
                 return Err(fail(
-                    "auth.token_secret",
+                    key,
                     format!(
                         "is {len} bytes; it must be at least {MIN_TOKEN_SECRET_BYTES} (e.g. `openssl rand -hex 32`)"
                     ),
                 ));
             }
+        }
+        if gateway::protocol::TrackerId::parse(&self.broker_auth.service_username).is_ok() {
+            return Err(fail(
+                "broker_auth.service_username",
+                "is a valid tracker id, so a collar could take it; use a name with a character \
+                 tracker ids cannot hold, such as '.' (default pettracker.server)"
+                    .to_owned(),
+            ));
         }
         if let Some(bad) = self.auth.admin_emails.iter().find(|e| !e.contains('@')) {
             return Err(fail(

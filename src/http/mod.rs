@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod alerts;
 pub mod auth;
+pub mod broker_auth;
 pub mod commands;
 pub mod error;
 pub mod fields;
@@ -57,6 +58,8 @@ pub struct HttpState {
     pub web: Arc<web::WebSettings>,
     /// Where webhook URLs may point (`alerts.webhook_allow_loopback`).
     pub webhook_egress: crate::alerts::egress::Egress,
+    /// The external broker's shared secret and pettracker's own identity on it.
+    pub broker_auth: Arc<broker_auth::BrokerAuth>,
 }
 
 /// What the command routes need beyond the database.
@@ -165,6 +168,7 @@ pub fn routes(
         .or(api_unavailable)
         .or(openapi)
         .or(auth::routes(state.clone()))
+        .or(broker_auth::routes(state.clone()))
         .or(session::routes(state.clone()))
         .or(trackers::routes(state.clone()))
         .or(admin::routes(state.clone()))

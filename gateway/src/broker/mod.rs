@@ -181,6 +181,7 @@ pub fn fit_connections_to_open_file_limit(wanted: usize) -> usize {
     fits.min(wanted)
 }
 
+pub mod access;
 mod front;
 mod rmqtt;
 

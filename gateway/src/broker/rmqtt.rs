@@ -36,12 +36,13 @@ use tokio::task::JoinHandle;
 
 use tokio_rustls::TlsAcceptor;
 
+use super::access::{self, Action, IdentityError};
 use super::front::{self, Transport};
 use super::{
     Authentication, BrokerConfig, BrokerError, DeviceHooks, DevicePublish, METRIC_ACL_DENIED,
     METRIC_AUTH_FAILED, METRIC_CONNECTED, TlsListener,
 };
-use crate::protocol::{DeviceTopic, TrackerId, device_may_publish, device_may_subscribe};
+use crate::protocol::{DeviceTopic, TrackerId};
 
 /// The client id the broker itself publishes as (acks, commands).
 const SYSTEM_CLIENT_ID: &str = "pettracker";
@@ -452,12 +453,12 @@ impl State {
 
     async fn check_credentials(&self, ci: &ConnectInfo) -> Result<(), Refusal> {
         let bad = Refusal::BadCredentials;
-        let tracker =
-            TrackerId::parse(ci.client_id()).map_err(|_| bad("client id is not a tracker id"))?;
-        let username = ci.username().ok_or(bad("no username"))?;
-        if &**username != tracker.as_str() {
-            return Err(bad("username differs from client id"));
-        }
+        let tracker = access::device_identity(ci.client_id(), ci.username().map(|u| &**u))
+            .map_err(|e| match e {
+                IdentityError::ClientIdNotATracker => bad("client id is not a tracker id"),
+                IdentityError::NoUsername => bad("no username"),
+                IdentityError::UsernameDiffers => bad("username differs from client id"),
+            })?;
         let password = ci.password().ok_or(bad("no password"))?;
         if let Some(will) = ci.last_will() {
             let topic = match will {
@@ -465,7 +466,7 @@ impl State {
                 LastWill::V5(w) => w.topic.clone(),
             };
             // The will is published without passing the publish ACL: check it now.
-            if !device_may_publish(&tracker, &topic) {
+            if !access::device_may(&tracker, Action::Publish, &topic) {
                 return Err(bad("last will topic is not the tracker's own"));
             }
         }
@@ -517,7 +518,9 @@ impl State {
                 .map(|t| t.tracker));
         }
         match TrackerId::parse(&s.id.client_id) {
-            Ok(tracker) if device_may_publish(&tracker, topic) => Ok(Some(tracker)),
+            Ok(tracker) if access::device_may(&tracker, Action::Publish, topic) => {
+                Ok(Some(tracker))
+            }
             _ => Err(()),
         }
     }
@@ -561,8 +564,9 @@ impl Handler for Hooks {
             },
             Parameter::ClientSubscribeCheckAcl(s, sub) => {
                 let allowed = st.open
-                    || TrackerId::parse(&s.id.client_id)
-                        .is_ok_and(|t| device_may_subscribe(&t, &sub.topic_filter));
+                    || TrackerId::parse(&s.id.client_id).is_ok_and(|t| {
+                        access::device_may(&t, Action::Subscribe, &sub.topic_filter)
+                    });
                 let result = if allowed {
                     SubscribeAclResult::new_success(sub.opts.qos(), None)
                 } else {

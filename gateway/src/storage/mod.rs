@@ -1,5 +1,6 @@
 //! Storage of what devices send: connecting to PostgreSQL, the schema's migration runner, and the device side's tables and queries.
 
+pub mod advisory;
 pub mod ingest;
 pub mod migrate;
 pub mod notify;

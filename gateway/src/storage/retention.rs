@@ -142,20 +142,12 @@ pub async fn delete_expired(
 
 /// Takes the retention lock on this connection's session; false when another process holds it.
 pub async fn try_lock(client: &Client) -> Result<bool, StorageError> {
-    let row = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&ADVISORY_LOCK_KEY])
-        .await
-        .map_err(StorageError::query("taking the retention lock"))?;
-    Ok(row.get(0))
+    super::advisory::try_lock(client, ADVISORY_LOCK_KEY, "taking the retention lock").await
 }
 
 /// Releases the lock [`try_lock`] took.
 pub async fn unlock(client: &Client) -> Result<(), StorageError> {
-    client
-        .execute("SELECT pg_advisory_unlock($1)", &[&ADVISORY_LOCK_KEY])
-        .await
-        .map_err(StorageError::query("releasing the retention lock"))?;
-    Ok(())
+    super::advisory::unlock(client, ADVISORY_LOCK_KEY, "releasing the retention lock").await
 }
 
 pub mod events {
