@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::time::Duration;
+use std::time::Instant as StdInstant;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -9,6 +10,7 @@ use tokio::time::Instant;
 use crate::storage::ingest::BatchRows;
 
 use super::decode::Decoded;
+use super::events::{self, Stage};
 
 /// A batch on its way to the database.
 #[derive(Debug, Default)]
@@ -16,8 +18,11 @@ pub struct Batch {
     pub rows: BatchRows,
     /// Highest `seq` per tracker, sent to the collars once committed.
     pub acks: HashMap<String, i64>,
-    /// Publishers waiting for their QoS 1 acknowledgement.
-    pub done: Vec<oneshot::Sender<()>>,
+    /// Publishers waiting for their QoS 1 acknowledgement, told when their batch was stored.
+    pub done: Vec<oneshot::Sender<StdInstant>>,
+    /// When the first item arrived, and when the batch closed: the batch and writer-wait stages.
+    pub opened: Option<StdInstant>,
+    pub closed: Option<StdInstant>,
 }
 
 impl Batch {
@@ -25,6 +30,7 @@ impl Batch {
         let Decoded {
             rows, ack, done, ..
         } = decoded;
+        self.opened.get_or_insert_with(StdInstant::now);
         self.rows.extend(rows);
         if let Some((tracker, seq)) = ack {
             let entry = self.acks.entry(tracker).or_insert(seq);
@@ -35,6 +41,17 @@ impl Batch {
 
     fn is_empty(&self) -> bool {
         self.rows.is_empty() && self.done.is_empty()
+    }
+
+    /// Takes the batch to hand it to the writer, timing how long it was open.
+    fn close(&mut self) -> Batch {
+        let mut batch = std::mem::take(self);
+        let now = StdInstant::now();
+        if let Some(opened) = batch.opened {
+            events::stage(Stage::Batch, now.saturating_duration_since(opened));
+        }
+        batch.closed = Some(now);
+        batch
     }
 }
 
@@ -61,7 +78,7 @@ pub async fn run(
                     deadline.get_or_insert_with(|| Instant::now() + max_wait);
                     if batch.rows.len() >= max_rows {
                         deadline = None;
-                        if output.send(std::mem::take(&mut batch)).await.is_err() {
+                        if output.send(batch.close()).await.is_err() {
                             return;
                         }
                     }
@@ -70,13 +87,13 @@ pub async fn run(
             },
             () = timer => {
                 deadline = None;
-                if !batch.is_empty() && output.send(std::mem::take(&mut batch)).await.is_err() {
+                if !batch.is_empty() && output.send(batch.close()).await.is_err() {
                     return;
                 }
             }
         }
     }
     if !batch.is_empty() {
-        let _ = output.send(batch).await;
+        let _ = output.send(batch.close()).await;
     }
 }
