@@ -15,6 +15,8 @@ bench_build
 # connection at a time and PUBACK waits for the commit, so connections set the parallelism.
 single_collars=1000; batch_collars=300; inflight=4
 if [ $quick = 1 ]; then duration=8; naive_rows=5000; else duration=60; naive_rows=50000; fi
+# BENCH_DURATION: seconds per run instead (a shorter look while tuning).
+duration=${BENCH_DURATION:-$duration}
 
 start_server
 provision single $single_collars "$work/single.jsonl"

@@ -1,10 +1,16 @@
-//! Batch stage: gathers decoded messages until the batch is full or its timer (started by its first item) fires.
+//! Batch stage: gathers decoded messages until its writer is free, the batch is full, or its timer (started by its first item) fires.
+//!
+//! A batch goes to its writer as soon as the writer is free, with whatever arrived meanwhile:
+//! under load, batches grow to what arrives during one write, and a message waits about one
+//! write, never a timer on top of it. The timer only closes a batch while the writer is busy, so
+//! one batch never spans more than `batch_timeout` of arrivals.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant as StdInstant;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::storage::ingest::BatchRows;
@@ -23,6 +29,9 @@ pub struct Batch {
     /// When the first item arrived, and when the batch closed: the batch and writer-wait stages.
     pub opened: Option<StdInstant>,
     pub closed: Option<StdInstant>,
+    /// Held while the writer works on this batch: its release tells the batcher the writer is
+    /// free. Batches closed by size or timer while the writer was busy carry none.
+    pub writer_slot: Option<OwnedSemaphorePermit>,
 }
 
 impl Batch {
@@ -55,10 +64,12 @@ impl Batch {
     }
 }
 
-/// Runs until `input` closes, then flushes what it holds.
+/// Runs until `input` closes, then flushes what it holds. `writer_free` has one permit, which
+/// the writer holds while it writes a batch this sent it.
 pub async fn run(
     mut input: mpsc::Receiver<Decoded>,
     output: mpsc::Sender<Batch>,
+    writer_free: Arc<Semaphore>,
     max_rows: usize,
     max_wait: Duration,
 ) {
@@ -71,7 +82,24 @@ pub async fn run(
                 None => std::future::pending().await,
             }
         };
+        let holding = !batch.is_empty();
         tokio::select! {
+            slot = writer_free.clone().acquire_owned(), if holding => {
+                let Ok(slot) = slot else { break };
+                // What is queued already joins: one write for all of it.
+                while batch.rows.len() < max_rows {
+                    match input.try_recv() {
+                        Ok(decoded) => batch.add(decoded),
+                        Err(_) => break,
+                    }
+                }
+                deadline = None;
+                let mut closed = batch.close();
+                closed.writer_slot = Some(slot);
+                if output.send(closed).await.is_err() {
+                    return;
+                }
+            }
             item = input.recv() => match item {
                 Some(decoded) => {
                     batch.add(decoded);

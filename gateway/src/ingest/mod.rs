@@ -158,6 +158,7 @@ pub fn start(
         stage_tasks.push(tokio::spawn(batch::run(
             decoded_rx,
             batch_tx,
+            Arc::new(tokio::sync::Semaphore::new(1)),
             config.batch_size.max(1),
             config.batch_timeout,
         )));

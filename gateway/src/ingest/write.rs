@@ -68,6 +68,7 @@ impl Writer {
             acks,
             done,
             closed,
+            writer_slot,
             ..
         } = batch;
         let acks: Vec<(String, i64)> = acks.into_iter().collect();
@@ -99,6 +100,8 @@ impl Writer {
         for waiter in done {
             let _ = waiter.send(stored_at);
         }
+        // Free for the next batch, which the batcher has been filling meanwhile.
+        drop(writer_slot);
     }
 
     /// Writes with jittered backoff for retriable errors. A batch the database refuses for its
