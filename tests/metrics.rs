@@ -67,3 +67,46 @@ async fn metrics_count_received_messages_stored_fixes_duplicates_and_dead_letter
     assert_eq!(moved, [4.0, 2.0, 1.0, 1.0], "{series:?}");
     t.stop().await;
 }
+
+#[tokio::test]
+async fn every_stage_of_a_fix_on_its_way_to_the_puback_is_timed() {
+    let t = spawn_app().await;
+    let secret = t.provision("fido").await;
+    let stages = [
+        "decode_queue",
+        "batch",
+        "writer_wait",
+        "statement",
+        "commit",
+        "ack",
+    ];
+    let mut series: Vec<String> = stages
+        .iter()
+        .map(|s| format!("pettracker_ingest_stage_seconds_count{{stage=\"{s}\"}}"))
+        .collect();
+    series.push("pettracker_puback_wait_seconds_count".to_owned());
+    let mut before = Vec::new();
+    for s in &series {
+        before.push(metric(&t, s).await);
+    }
+    let (client, mut events) = connect(options(t.mqtt_port(), "fido", "fido", &secret))
+        .await
+        .unwrap();
+    publish_acked(
+        &client,
+        &mut events,
+        "trackers/fido/telemetry",
+        fix_json(8, 3.0),
+    )
+    .await;
+    // The ack stage is recorded when the publish hook wakes, just before the broker sends the
+    // PUBACK the client saw: it is there by now, as is every stage before it.
+    let mut not_moved = Vec::new();
+    for (s, before) in series.iter().zip(before) {
+        if metric(&t, s).await <= before {
+            not_moved.push(s.clone());
+        }
+    }
+    assert!(not_moved.is_empty(), "stages not timed: {not_moved:?}");
+    t.stop().await;
+}

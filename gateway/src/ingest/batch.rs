@@ -1,14 +1,22 @@
-//! Batch stage: gathers decoded messages until the batch is full or its timer (started by its first item) fires.
+//! Batch stage: gathers decoded messages until its writer is free, the batch is full, or its timer (started by its first item) fires.
+//!
+//! A batch goes to its writer as soon as the writer is free, with whatever arrived meanwhile:
+//! under load, batches grow to what arrives during one write, and a message waits about one
+//! write, never a timer on top of it. The timer only closes a batch while the writer is busy, so
+//! one batch never spans more than `batch_timeout` of arrivals.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant as StdInstant;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::storage::ingest::BatchRows;
 
 use super::decode::Decoded;
+use super::events::{self, Stage};
 
 /// A batch on its way to the database.
 #[derive(Debug, Default)]
@@ -16,8 +24,14 @@ pub struct Batch {
     pub rows: BatchRows,
     /// Highest `seq` per tracker, sent to the collars once committed.
     pub acks: HashMap<String, i64>,
-    /// Publishers waiting for their QoS 1 acknowledgement.
-    pub done: Vec<oneshot::Sender<()>>,
+    /// Publishers waiting for their QoS 1 acknowledgement, told when their batch was stored.
+    pub done: Vec<oneshot::Sender<StdInstant>>,
+    /// When the first item arrived, and when the batch closed: the batch and writer-wait stages.
+    pub opened: Option<StdInstant>,
+    pub closed: Option<StdInstant>,
+    /// Held while the writer works on this batch: its release tells the batcher the writer is
+    /// free. Batches closed by size or timer while the writer was busy carry none.
+    pub writer_slot: Option<OwnedSemaphorePermit>,
 }
 
 impl Batch {
@@ -25,6 +39,7 @@ impl Batch {
         let Decoded {
             rows, ack, done, ..
         } = decoded;
+        self.opened.get_or_insert_with(StdInstant::now);
         self.rows.extend(rows);
         if let Some((tracker, seq)) = ack {
             let entry = self.acks.entry(tracker).or_insert(seq);
@@ -36,12 +51,25 @@ impl Batch {
     fn is_empty(&self) -> bool {
         self.rows.is_empty() && self.done.is_empty()
     }
+
+    /// Takes the batch to hand it to the writer, timing how long it was open.
+    fn close(&mut self) -> Batch {
+        let mut batch = std::mem::take(self);
+        let now = StdInstant::now();
+        if let Some(opened) = batch.opened {
+            events::stage(Stage::Batch, now.saturating_duration_since(opened));
+        }
+        batch.closed = Some(now);
+        batch
+    }
 }
 
-/// Runs until `input` closes, then flushes what it holds.
+/// Runs until `input` closes, then flushes what it holds. `writer_free` has one permit, which
+/// the writer holds while it writes a batch this sent it.
 pub async fn run(
     mut input: mpsc::Receiver<Decoded>,
     output: mpsc::Sender<Batch>,
+    writer_free: Arc<Semaphore>,
     max_rows: usize,
     max_wait: Duration,
 ) {
@@ -54,14 +82,31 @@ pub async fn run(
                 None => std::future::pending().await,
             }
         };
+        let holding = !batch.is_empty();
         tokio::select! {
+            slot = writer_free.clone().acquire_owned(), if holding => {
+                let Ok(slot) = slot else { break };
+                // What is queued already joins: one write for all of it.
+                while batch.rows.len() < max_rows {
+                    match input.try_recv() {
+                        Ok(decoded) => batch.add(decoded),
+                        Err(_) => break,
+                    }
+                }
+                deadline = None;
+                let mut closed = batch.close();
+                closed.writer_slot = Some(slot);
+                if output.send(closed).await.is_err() {
+                    return;
+                }
+            }
             item = input.recv() => match item {
                 Some(decoded) => {
                     batch.add(decoded);
                     deadline.get_or_insert_with(|| Instant::now() + max_wait);
                     if batch.rows.len() >= max_rows {
                         deadline = None;
-                        if output.send(std::mem::take(&mut batch)).await.is_err() {
+                        if output.send(batch.close()).await.is_err() {
                             return;
                         }
                     }
@@ -70,13 +115,13 @@ pub async fn run(
             },
             () = timer => {
                 deadline = None;
-                if !batch.is_empty() && output.send(std::mem::take(&mut batch)).await.is_err() {
+                if !batch.is_empty() && output.send(batch.close()).await.is_err() {
                     return;
                 }
             }
         }
     }
     if !batch.is_empty() {
-        let _ = output.send(batch).await;
+        let _ = output.send(batch.close()).await;
     }
 }

@@ -1,5 +1,7 @@
 //! Decode and validate stage: turns raw publishes into the rows to store and the events to report live, and anything refused into dead letters with the reason.
 
+use std::time::Instant;
+
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
@@ -30,8 +32,9 @@ pub enum Inbound {
 #[derive(Debug)]
 pub struct Envelope {
     pub inbound: Inbound,
-    /// Fired once the item is committed or spooled; present only for QoS 1 publishes.
-    pub done: Option<oneshot::Sender<()>>,
+    /// Fired once the item is committed or spooled, with when that was; present only for QoS 1
+    /// publishes.
+    pub done: Option<oneshot::Sender<Instant>>,
 }
 
 /// The rows one message produced, its live events, the highest `seq` it carried, and its
@@ -42,7 +45,7 @@ pub struct Decoded {
     /// What the live feeds hear of the message, in the order it held them.
     pub live: Vec<DeviceEvent>,
     pub ack: Option<(String, i64)>,
-    pub done: Option<oneshot::Sender<()>>,
+    pub done: Option<oneshot::Sender<Instant>>,
 }
 
 impl Decoded {

@@ -13,6 +13,58 @@ pub const SPOOL_FILES: &str = "pettracker_spool_batches";
 pub const SPOOL_BYTES: &str = "pettracker_spool_bytes";
 pub const WRITE_RETRIES: &str = "pettracker_write_retries_total";
 pub const ACKS_DROPPED: &str = "pettracker_acks_dropped_total";
+/// Where a message's time goes between the publish hook and its PUBACK, one series per stage.
+pub const STAGE_SECONDS: &str = "pettracker_ingest_stage_seconds";
+/// The whole wait of a QoS 1 publish hook, from entering the pipeline to committed (or spooled).
+pub const PUBACK_WAIT_SECONDS: &str = "pettracker_puback_wait_seconds";
+
+/// The stages of [`STAGE_SECONDS`], in the order a message passes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Per message: from the publish hook to the decoder taking it off the queue.
+    DecodeQueue,
+    /// Per batch: from its first item to its close (size or timer).
+    Batch,
+    /// Per batch: from its close until a writer holds it and a connection.
+    WriterWait,
+    /// Per batch: the statements, up to (not including) COMMIT.
+    Statement,
+    /// Per batch: COMMIT, the WAL flush.
+    Commit,
+    /// Per message: from its batch's commit (or spool fsync) to its publish hook returning to
+    /// the broker, which then sends PUBACK.
+    Ack,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 6] = [
+        Stage::DecodeQueue,
+        Stage::Batch,
+        Stage::WriterWait,
+        Stage::Statement,
+        Stage::Commit,
+        Stage::Ack,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Stage::DecodeQueue => "decode_queue",
+            Stage::Batch => "batch",
+            Stage::WriterWait => "writer_wait",
+            Stage::Statement => "statement",
+            Stage::Commit => "commit",
+            Stage::Ack => "ack",
+        }
+    }
+}
+
+pub fn stage(stage: Stage, took: Duration) {
+    metrics::histogram!(STAGE_SECONDS, "stage" => stage.label()).record(took.as_secs_f64());
+}
+
+pub fn puback_wait(took: Duration) {
+    metrics::histogram!(PUBACK_WAIT_SECONDS).record(took.as_secs_f64());
+}
 
 pub fn message_received(kind: &'static str) {
     metrics::counter!(MESSAGES_RECEIVED, "topic" => kind).increment(1);

@@ -13,7 +13,7 @@ pub mod write;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use deadpool_postgres::Pool;
@@ -119,7 +119,7 @@ impl Default for IngestConfig {
 /// The broker-facing end of the pipeline.
 pub struct Ingest {
     pool: Pool,
-    input: mpsc::Sender<Envelope>,
+    input: mpsc::Sender<Queued>,
     accept_timeout: Duration,
     database: storage::Ready,
 }
@@ -146,7 +146,7 @@ pub fn start(
             "found spooled batches from an earlier run; replaying"
         );
     }
-    let (input_tx, input_rx) = mpsc::channel::<Envelope>(config.queue_capacity.max(1));
+    let (input_tx, input_rx) = mpsc::channel::<Queued>(config.queue_capacity.max(1));
     let (ack_tx, ack_rx) = mpsc::channel(config.queue_capacity.max(1));
     let spool = spool::SharedSpool::new(spool);
     let mut shards = Vec::new();
@@ -158,6 +158,7 @@ pub fn start(
         stage_tasks.push(tokio::spawn(batch::run(
             decoded_rx,
             batch_tx,
+            Arc::new(tokio::sync::Semaphore::new(1)),
             config.batch_size.max(1),
             config.batch_timeout,
         )));
@@ -222,8 +223,14 @@ pub fn start(
     })
 }
 
+/// An envelope on the decode queue, with when it entered it.
+struct Queued {
+    at: Instant,
+    envelope: Envelope,
+}
+
 async fn run_decode(
-    mut input: mpsc::Receiver<Envelope>,
+    mut input: mpsc::Receiver<Queued>,
     shards: Vec<mpsc::Sender<decode::Decoded>>,
     limits: ValidationLimits,
     clock: Clock,
@@ -239,7 +246,10 @@ async fn run_decode(
                 input.recv().await
             }
         };
-        let Some(envelope) = envelope else { break };
+        let Some(Queued { at, envelope }) = envelope else {
+            break;
+        };
+        events::stage(events::Stage::DecodeQueue, at.elapsed());
         events::queue_depth(input.len());
         let mut decoded = decode::decode(envelope, clock.now(), &limits);
         // Live feeds hear of it now, not after the commit; publishing never waits.
@@ -294,16 +304,23 @@ impl Ingest {
         } else {
             (None, None)
         };
-        let deadline = tokio::time::Instant::now() + self.accept_timeout;
-        tokio::time::timeout_at(deadline, self.input.send(Envelope { inbound, done }))
+        let entered = Instant::now();
+        let deadline = tokio::time::Instant::from_std(entered) + self.accept_timeout;
+        let queued = Queued {
+            at: entered,
+            envelope: Envelope { inbound, done },
+        };
+        tokio::time::timeout_at(deadline, self.input.send(queued))
             .await
             .map_err(|_| Refused("ingest queue full".to_owned()))?
             .map_err(|_| Refused("ingest is shutting down".to_owned()))?;
         if let Some(committed) = committed {
-            tokio::time::timeout_at(deadline, committed)
+            let stored_at = tokio::time::timeout_at(deadline, committed)
                 .await
                 .map_err(|_| Refused("not committed in time".to_owned()))?
                 .map_err(|_| Refused("could not be stored".to_owned()))?;
+            events::stage(events::Stage::Ack, stored_at.elapsed());
+            events::puback_wait(entered.elapsed());
         }
         Ok(())
     }

@@ -63,14 +63,23 @@ impl Writer {
     }
 
     async fn handle(&self, batch: Batch) {
-        let Batch { rows, acks, done } = batch;
+        let Batch {
+            rows,
+            acks,
+            done,
+            closed,
+            writer_slot,
+            ..
+        } = batch;
         let acks: Vec<(String, i64)> = acks.into_iter().collect();
         // While older batches wait in the spool, newer ones queue behind them.
         let committed = if self.spool.is_empty() {
-            self.write_with_retry(&rows).await
+            self.write_with_retry(&rows, closed).await
         } else {
             Err(())
         };
+        // The ack stage starts here: the alert engine's feed and the collars' acks are its part.
+        let mut stored_at = Instant::now();
         if let Ok(stored) = committed {
             if stored == Stored::AsSent
                 && let Some(committed) = &self.committed
@@ -86,24 +95,36 @@ impl Writer {
                 tracing::error!(%err, "cannot spool a batch; QoS 1 publishers will resend");
                 return;
             }
+            stored_at = Instant::now();
         }
         for waiter in done {
-            let _ = waiter.send(());
+            let _ = waiter.send(stored_at);
         }
+        // Free for the next batch, which the batcher has been filling meanwhile.
+        drop(writer_slot);
     }
 
     /// Writes with jittered backoff for retriable errors. A batch the database refuses for its
     /// content is stored as dead letters instead, so one bad row never blocks ingest.
-    async fn write_with_retry(&self, rows: &BatchRows) -> Result<Stored, ()> {
-        let attempt = || async {
-            let result = write_once(&self.pool, rows, self.commands.as_deref()).await;
-            if let Err(err) = &result
-                && err.is_retriable()
-            {
-                events::write_retry();
-                tracing::warn!(%err, "batch write failed");
+    async fn write_with_retry(
+        &self,
+        rows: &BatchRows,
+        closed: Option<Instant>,
+    ) -> Result<Stored, ()> {
+        let mut waiting_since = closed;
+        let attempt = || {
+            // Only the first attempt's wait is the batch's wait for a writer.
+            let since = waiting_since.take();
+            async move {
+                let result = write_once(&self.pool, rows, self.commands.as_deref(), since).await;
+                if let Err(err) = &result
+                    && err.is_retriable()
+                {
+                    events::write_retry();
+                    tracing::warn!(%err, "batch write failed");
+                }
+                result
             }
-            result
         };
         match WRITE_BACKOFF
             .retry(self.attempts, attempt, StorageError::is_retriable)
@@ -115,7 +136,7 @@ impl Writer {
             Err(err) => {
                 tracing::error!(%err, "database refused a batch; storing it as dead letters");
                 let dead = as_dead_letters(rows, &err.to_string());
-                write_once(&self.pool, &dead, None)
+                write_once(&self.pool, &dead, None, None)
                     .await
                     .map(|_| Stored::AsDeadLetters)
                     .map_err(|_| ())
@@ -223,7 +244,7 @@ impl Replayer {
             if group.is_empty() {
                 continue;
             }
-            match write_once(&self.pool, &rows, self.commands.as_deref()).await {
+            match write_once(&self.pool, &rows, self.commands.as_deref(), None).await {
                 Ok(_) => {
                     if let Some(committed) = &self.committed {
                         committed.committed(&rows);
@@ -246,7 +267,7 @@ impl Replayer {
                 Err(err) => {
                     tracing::error!(%err, "database refused a spooled batch; storing it as dead letters");
                     let dead = as_dead_letters(&rows, &err.to_string());
-                    if write_once(&self.pool, &dead, None).await.is_err() {
+                    if write_once(&self.pool, &dead, None, None).await.is_err() {
                         return;
                     }
                     self.committed(&group, &acks).await;
@@ -269,17 +290,25 @@ impl Replayer {
     }
 }
 
+/// `closed`: when the batch was handed to the writers, to time its wait for a writer and a
+/// connection (replays and retries have no such wait to report).
 async fn write_once(
     pool: &Pool,
     rows: &BatchRows,
     commands: Option<&dyn CommandReports>,
+    closed: Option<Instant>,
 ) -> Result<WriteOutcome, StorageError> {
     let started = Instant::now();
     let mut client = pool
         .get()
         .await
         .map_err(|e| StorageError::Pool(pool_error_reason(&e)))?;
+    if let Some(closed) = closed {
+        events::stage(events::Stage::WriterWait, closed.elapsed());
+    }
     let outcome = write_batch(&mut client, rows, commands).await?;
+    events::stage(events::Stage::Statement, outcome.statements);
+    events::stage(events::Stage::Commit, outcome.commit);
     events::batch_committed(
         rows.len(),
         outcome.fixes_stored,

@@ -4,6 +4,8 @@
 //! re-send harmless. tracker_status only moves forward in *device* time, so a late batch of old
 //! fixes never replaces a newer position.
 
+use std::time::{Duration, Instant};
+
 use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
 
@@ -159,18 +161,20 @@ pub trait CommandReports: std::fmt::Debug + Send + Sync + 'static {
     ) -> Result<ReportOutcome, StorageError>;
 }
 
-/// What a committed batch did.
+/// What a committed batch did, and how long its parts took (for the stage metrics).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriteOutcome {
     pub fixes_stored: u64,
     pub duplicates: u64,
     pub dead_letters: u64,
+    /// From BEGIN's answer to the last statement's.
+    pub statements: Duration,
+    /// COMMIT: where the WAL flush is waited for.
+    pub commit: Duration,
 }
 
-/// Fixes into `positions` and each tracker's newest one into `tracker_status`, as one statement:
-/// a statement is atomic on its own, so the common batch (fixes only) needs no BEGIN/COMMIT and
-/// costs one round trip with a cached prepared statement. Round trips, not rows, dominate a
-/// batch's cost when the database shares its cores with the broker.
+/// Fixes into `positions` and each tracker's newest one into `tracker_status`, as one statement
+/// with a cached prepared statement: one round trip for the rows, however many.
 ///
 /// `newer` compares against the status row as it was before this statement (all parts of a
 /// statement see the same snapshot), which is what "moves only forward in device time" needs.
@@ -223,9 +227,12 @@ WITH ins AS (
 )
 SELECT (SELECT count(*) FROM ins)";
 
-/// Writes a batch atomically: one statement when it holds only fixes, else one transaction.
-/// Command reports go to `commands`; without one (a process that does not run the server) they
-/// are dead letters.
+/// Writes a batch atomically, in one transaction. Command reports go to `commands`; without one
+/// (a process that does not run the server) they are dead letters.
+///
+/// A batch of fixes alone would be atomic as one autocommitted statement, but an explicit COMMIT
+/// costs one round trip per batch and tells the statements' time from the WAL flush's, which is
+/// what an operator needs to know where an acknowledgement's time goes.
 pub async fn write_batch(
     client: &mut deadpool_postgres::ClientWrapper,
     rows: &BatchRows,
@@ -233,29 +240,20 @@ pub async fn write_batch(
 ) -> Result<WriteOutcome, StorageError> {
     let q = StorageError::query;
     let mut outcome = WriteOutcome::default();
-    let fixes_only = rows.statuses.is_empty()
-        && rows.presence.is_empty()
-        && rows.dead_letters.is_empty()
-        && rows.command_reports.is_empty();
-    if fixes_only {
-        if !rows.fixes.is_empty() {
-            let stmt = client
+    let stmt = if rows.fixes.is_empty() {
+        None
+    } else {
+        Some(
+            client
                 .prepare_cached(WRITE_FIXES)
                 .await
-                .map_err(q("preparing the fix insert"))?;
-            outcome.fixes_stored = write_fixes(&**client, &stmt, &rows.fixes).await?;
-            outcome.duplicates = rows.fixes.len() as u64 - outcome.fixes_stored;
-        }
-        return Ok(outcome);
-    }
-
+                .map_err(q("preparing the fix insert"))?,
+        )
+    };
     let tx = client.transaction().await.map_err(q("starting a batch"))?;
-    if !rows.fixes.is_empty() {
-        let stmt = tx
-            .prepare_cached(WRITE_FIXES)
-            .await
-            .map_err(q("preparing the fix insert"))?;
-        outcome.fixes_stored = write_fixes(&*tx, &stmt, &rows.fixes).await?;
+    let started = Instant::now();
+    if let Some(stmt) = &stmt {
+        outcome.fixes_stored = write_fixes(&*tx, stmt, &rows.fixes).await?;
         outcome.duplicates = rows.fixes.len() as u64 - outcome.fixes_stored;
     }
 
@@ -322,7 +320,10 @@ pub async fn write_batch(
             .map_err(q("storing dead letters"))?;
     }
 
+    outcome.statements = started.elapsed();
+    let committing = Instant::now();
     tx.commit().await.map_err(q("committing a batch"))?;
+    outcome.commit = committing.elapsed();
     Ok(outcome)
 }
 
