@@ -10,6 +10,7 @@ source "$(dirname "$0")/lib.sh"
 bench_build
 collars=1000; inflight=4
 if [ $quick = 1 ]; then duration=8; else duration=60; fi
+duration=${BENCH_DURATION:-$duration}
 mosquitto=/usr/sbin/mosquitto
 [ -x $mosquitto ] || { echo "mosquitto is not installed (apt-get install mosquitto mosquitto-clients)" >&2; exit 1; }
 
