@@ -170,7 +170,7 @@ impl Config {
             ("alerts.queue_capacity", alerts.queue_capacity as u64, 1..=10_000_000, ""),
             ("alerts.webhook_timeout_ms", alerts.webhook_timeout_ms, 1..=60_000, ""),
             ("alerts.webhook_concurrency", alerts.webhook_concurrency as u64, 1..=1_000, ""),
-            ("external_broker.keep_alive_secs", self.external_broker.keep_alive_secs, 5..=3_600, ""),
+            ("external_broker.keep_alive_secs", self.external_broker.keep_alive_secs, 1..=3_600, ""),
         ]
     }
 }

@@ -13,6 +13,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -48,6 +49,8 @@ pub fn filters(group: &str) -> Vec<String> {
 /// The ingest session and its worker.
 pub(super) struct Source {
     connection: Connection,
+    /// The broker granted the subscriptions on the current connection.
+    subscribed: Arc<AtomicBool>,
     worker: JoinHandle<()>,
 }
 
@@ -61,8 +64,10 @@ impl Source {
         let (client, events) = AsyncClient::new(options, REQUESTS);
         let (events_to, events_from) = mpsc::channel(64);
         let connection = Connection::spawn(client.clone(), events, "ingest", Some(events_to));
+        let subscribed = Arc::new(AtomicBool::new(false));
         let worker = Worker {
             client,
+            subscribed: subscribed.clone(),
             ingest,
             filters: filters(group),
             generation: 0,
@@ -71,11 +76,16 @@ impl Source {
             shutting_down: false,
         };
         let worker = tokio::spawn(worker.run(events_from, shutdown));
-        Source { connection, worker }
+        Source {
+            connection,
+            subscribed,
+            worker,
+        }
     }
 
+    /// Connected, with the shared subscriptions in place: messages can come.
     pub(super) fn is_connected(&self) -> bool {
-        self.connection.is_connected()
+        self.connection.is_connected() && self.subscribed.load(Ordering::Acquire)
     }
 
     /// Waits until what was taken is stored and its PUBACKs handed over, then disconnects.
@@ -97,6 +107,7 @@ struct InFlight {
 
 struct Worker {
     client: AsyncClient,
+    subscribed: Arc<AtomicBool>,
     ingest: Arc<Ingest>,
     filters: Vec<String>,
     /// Counts connections: a PUBACK belongs to the connection its message came on.
@@ -139,6 +150,7 @@ impl Worker {
     async fn event(&mut self, event: ConnectionEvent) {
         match event {
             ConnectionEvent::Connected => {
+                self.subscribed.store(false, Ordering::Release);
                 self.generation = self.generation.wrapping_add(1);
                 self.ready.clear();
                 // A persistent session keeps its subscriptions, but one the broker lost (or a
@@ -152,6 +164,7 @@ impl Worker {
                 }
             }
             ConnectionEvent::Lost => {
+                self.subscribed.store(false, Ordering::Release);
                 // What is in rumqttc's queue is dropped with the connection; what is stored
                 // from now on is not acknowledged: the broker sends it again.
                 self.generation = self.generation.wrapping_add(1);
@@ -166,6 +179,7 @@ impl Worker {
                 {
                     tracing::error!(filters = ?self.filters, "the external broker refused a subscription: check that its ACL lets pettracker's user subscribe to them");
                 } else {
+                    self.subscribed.store(true, Ordering::Release);
                     tracing::info!(filters = ?self.filters, "subscribed at the external broker");
                 }
             }
