@@ -145,7 +145,10 @@ impl Instance {
             let response = reqwest::get(&readyz).await.map_err(|e| e.to_string())?;
             match response.status() {
                 StatusCode::OK => Ok(()),
-                status => Err(format!("{status}: {}", response.text().await.unwrap_or_default())),
+                status => Err(format!(
+                    "{status}: {}",
+                    response.text().await.unwrap_or_default()
+                )),
             }
         })
         .await;
@@ -169,8 +172,7 @@ impl Instance {
     }
 
     fn signal(&self, signal: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal)
-            .unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
     }
 
     async fn wait(mut self) -> std::process::ExitStatus {
@@ -233,10 +235,7 @@ impl Collar {
         client
             .subscribe_many([
                 rumqttc::SubscribeFilter::new(format!("trackers/{id}/ack"), QoS::AtLeastOnce),
-                rumqttc::SubscribeFilter::new(
-                    format!("trackers/{id}/commands"),
-                    QoS::AtLeastOnce,
-                ),
+                rumqttc::SubscribeFilter::new(format!("trackers/{id}/commands"), QoS::AtLeastOnce),
             ])
             .await
             .unwrap();
@@ -366,7 +365,11 @@ async fn two_ingest_instances_store_every_fix_exactly_once() {
     // The broker shared the messages between both instances.
     let (by_a, by_b) = (a.telemetry_received().await, b.telemetry_received().await);
     assert!(by_a > 0 && by_b > 0, "a took {by_a}, b took {by_b}");
-    assert_eq!(by_a + by_b, 4 * PER_COLLAR, "each message went to one instance");
+    assert_eq!(
+        by_a + by_b,
+        4 * PER_COLLAR,
+        "each message went to one instance"
+    );
 
     for instance in [a, b] {
         instance.signal(nix::sys::signal::Signal::SIGTERM);
@@ -470,8 +473,7 @@ async fn spawn(db: &TestDb, broker: &Mosquitto, role: Role, client_id: &str) -> 
 }
 
 #[tokio::test]
-async fn an_api_instance_publishes_a_command_that_reaches_the_collar_through_the_external_broker()
-{
+async fn an_api_instance_publishes_a_command_that_reaches_the_collar_through_the_external_broker() {
     let db = fresh_database().await;
     let broker = Mosquitto::start(&db.name).await;
     let ingest = spawn(&db, &broker, Role::Ingest, "ingest-0").await;
@@ -516,8 +518,11 @@ async fn an_api_instance_publishes_a_command_that_reaches_the_collar_through_the
     assert_eq!(command["type"], "buzzer");
 
     // The collar's result goes back through the broker and the ingest instance.
-    rex.publish("command-results", json!({"id": id, "status": "done"}).to_string())
-        .await;
+    rex.publish(
+        "command-results",
+        json!({"id": id, "status": "done"}).to_string(),
+    )
+    .await;
     eventually("the command succeeded", || async {
         let (_, body) = api.get(&format!("/commands/{id}"), &token).await;
         (body["status"] == "succeeded")

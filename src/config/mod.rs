@@ -16,8 +16,9 @@ pub use keys::{Key, Kind, env_name, keys};
 pub use load::{ConfigError, Loader};
 pub use map::MapSettings;
 pub use sections::{
-    AlertSettings, AuthConfig, CommandsConfig, Config, DatabaseConfig, ExternalBrokerConfig, HttpConfig,
-    IngestSettings, LiveSettings, LogConfig, LogFormat, MqttConfig, Role, StorageConfig,
+    AlertSettings, AuthConfig, CommandsConfig, Config, DatabaseConfig, ExternalBrokerConfig,
+    HttpConfig, IngestSettings, LiveSettings, LogConfig, LogFormat, MqttConfig, Role,
+    StorageConfig,
 };
 pub use validate::MIN_TOKEN_SECRET_BYTES;
 

@@ -328,20 +328,46 @@ fn the_role_is_a_top_level_key_and_a_bad_one_is_refused_naming_it() {
 #[test]
 fn an_api_instance_needs_an_external_broker_and_bad_broker_settings_name_their_key() {
     let err = load("role = \"api\"\n", &[]).unwrap_err().to_string();
-    assert!(err.contains("`role`") && err.contains("external_broker.url"), "{err}");
+    assert!(
+        err.contains("`role`") && err.contains("external_broker.url"),
+        "{err}"
+    );
     let config = load(
         "role = \"api\"\n[external_broker]\nurl = \"mqtt://emqx:1883\"\n",
         &[],
     )
     .unwrap();
     let external = config.external_broker().unwrap();
-    assert_eq!((external.url.host.as_str(), external.url.port), ("emqx", 1883));
-    assert!(external.client_id.starts_with("pettracker-"), "{}", external.client_id);
+    assert_eq!(
+        (external.url.host.as_str(), external.url.port),
+        ("emqx", 1883)
+    );
+    assert!(
+        external.client_id.starts_with("pettracker-"),
+        "{}",
+        external.client_id
+    );
     for (env, value, key) in [
-        ("PETTRACKER_EXTERNAL_BROKER_URL", "tcp://emqx:1883", "external_broker.url"),
-        ("PETTRACKER_EXTERNAL_BROKER_URL", "mqtts://emqx", "external_broker.ca_file"),
-        ("PETTRACKER_EXTERNAL_BROKER_GROUP", "a/b", "external_broker.group"),
-        ("PETTRACKER_EXTERNAL_BROKER_PASSWORD", "x", "external_broker.password"),
+        (
+            "PETTRACKER_EXTERNAL_BROKER_URL",
+            "tcp://emqx:1883",
+            "external_broker.url",
+        ),
+        (
+            "PETTRACKER_EXTERNAL_BROKER_URL",
+            "mqtts://emqx",
+            "external_broker.ca_file",
+        ),
+        (
+            "PETTRACKER_EXTERNAL_BROKER_GROUP",
+            "a/b",
+            "external_broker.group",
+        ),
+        (
+            "PETTRACKER_EXTERNAL_BROKER_PASSWORD",
+            "x",
+            "external_broker.password",
+        ),
     ] {
         let mut vars = vec![(env, value)];
         if env != "PETTRACKER_EXTERNAL_BROKER_URL" {
@@ -354,4 +380,3 @@ fn an_api_instance_needs_an_external_broker_and_bad_broker_settings_name_their_k
         }
     }
 }
-
