@@ -5,7 +5,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use anyhow::Context;
-use gateway::broker::{self, BrokerHandle};
+use gateway::broker::{self, BrokerHandle, Downlink};
 use gateway::ingest::{self, AckDue};
 use gateway::protocol::{self, Seq, TrackerId};
 use gateway::shutdown::{self, Shutdown, ShutdownTrigger};
@@ -32,9 +32,11 @@ pub struct RunningApp {
     pub mqtt_ws_addr: Option<SocketAddr>,
     pub pool: deadpool_postgres::Pool,
     /// Tell it when geofences are changed outside the API (the demo creates safe zones).
-    pub alerts: Arc<crate::alerts::AlertsHandle>,
+    /// `None` in an `ingest` instance, which runs no alert engine.
+    pub alerts: Option<Arc<crate::alerts::AlertsHandle>>,
     /// The live feed's hub: who is subscribed to what (tests wait on a session's end with it).
-    pub live: Arc<crate::live::Hub>,
+    /// `None` in an `ingest` instance.
+    pub live: Option<Arc<crate::live::Hub>>,
     /// Whether this process leads each fleet-wide job ([`RunningApp::standing`]).
     standings: HashMap<Job, watch::Receiver<Standing>>,
     /// Shared (weakly) with the task waiting for a database that was away at start, which
@@ -132,7 +134,11 @@ pub async fn spawn_with_clock(config: Config, clock: ingest::Clock) -> anyhow::R
             }
         }
     };
-    // Fleet-wide jobs run in one process of those sharing the database (src/leadership.rs).
+    let role = config.role;
+    tracing::info!(?role, "starting");
+
+    // Fleet-wide jobs run in one process of those sharing the database (src/leadership.rs),
+    // whatever its role.
     let retention = {
         let (pool, settings, ready) = (
             database.pool.clone(),
@@ -154,31 +160,29 @@ pub async fn spawn_with_clock(config: Config, clock: ingest::Clock) -> anyhow::R
             shutdown.clone(),
         )
     };
-    let offline_sweep = leadership::elect(
-        database.url.clone(),
-        Job::OfflineSweep,
-        leadership::hold(),
-        shutdown.clone(),
-    );
+    let mut leaderships = vec![retention];
 
-    // The pipeline stops only after the broker has stopped feeding it.
-    let (ingest_trigger, ingest_shutdown) = shutdown::channel();
-    // Validated fixes reach the live feeds through this bus, before they are stored.
-    let live_bus = Arc::new(crate::live::LiveBus::new(config.live.bus_capacity));
-    let live_hub =
-        crate::live::Hub::start(live_bus.as_ref(), config.live_options(), shutdown.clone());
-    let crate::alerts::Alerts {
-        handle: alerts,
-        feed: alert_feed,
-    } = crate::alerts::start(
-        database.pool.clone(),
-        live_bus.clone(),
-        config.alerts,
-        ready.clone(),
-        offline_sweep.watch(),
-        shutdown.clone(),
-    );
-    {
+    // The owners' side: live feeds, alerts, webhooks.
+    let api = role.serves_api().then(|| {
+        let offline_sweep = leadership::elect(
+            database.url.clone(),
+            Job::OfflineSweep,
+            leadership::hold(),
+            shutdown.clone(),
+        );
+        // Validated fixes reach the live feeds through this bus, before they are stored.
+        let live_bus = Arc::new(crate::live::LiveBus::new(config.live.bus_capacity));
+        let live_hub =
+            crate::live::Hub::start(live_bus.as_ref(), config.live_options(), shutdown.clone());
+        let alerts = crate::alerts::start(
+            database.pool.clone(),
+            live_bus.clone(),
+            config.alerts,
+            ready.clone(),
+            offline_sweep.watch(),
+            shutdown.clone(),
+        );
+        leaderships.push(offline_sweep);
         let (pool, base, stop) = (
             database.pool.clone(),
             config.alerts.webhook_delivery(),
@@ -187,130 +191,244 @@ pub async fn spawn_with_clock(config: Config, clock: ingest::Clock) -> anyhow::R
         tokio::spawn(until_ready(Box::pin(async move {
             crate::alerts::webhooks::start(pool, base, stop);
         })));
-    }
-    let mut ingest_config = config.ingest_config();
-    ingest_config.clock = clock.clone();
-    ingest_config.live = gateway::live::LivePublisher::new(live_bus.clone());
-    // Collars' command reports are applied to the server's commands in their batch.
-    ingest_config.commands = Some(Arc::new(crate::commands::reports::Reports));
-    ingest_config.database = ready.clone();
-    // The alert engine computes from every committed fix (the live bus may skip some).
-    ingest_config.committed = Some(alert_feed);
-    let pipeline = ingest::start(database.ingest_pool.clone(), ingest_config, ingest_shutdown)
-        .context("cannot open the ingest spool (setting ingest.spool_dir)")?;
-
-    if config.mqtt.open {
-        tracing::warn!(
-            "MQTT OPEN MODE: any client may connect without credentials and publish for any tracker. \
-             Never use this outside development (setting mqtt.open / --mqtt-open)."
-        );
-    }
-    let (command_wake, command_woken) = crate::commands::dispatch::channel();
-    let hooks = Arc::new(crate::commands::dispatch::WakeOnConnect {
-        inner: pipeline.hooks.clone(),
-        wake: command_wake.clone(),
+        ApiSide {
+            live_bus,
+            live_hub,
+            alerts,
+        }
     });
-    let mut broker_config = config.broker_config();
-    broker_config.max_connections =
-        broker::fit_connections_to_open_file_limit(broker_config.max_connections);
-    let broker = broker::start(broker_config, hooks).await?;
-    let (mqtt_addr, mqtt_tls_addr, mqtt_ws_addr) =
-        (broker.tcp_addr(), broker.tls_addr(), broker.ws_addr());
-    let broker = Arc::new(broker);
 
-    let ack_task = tokio::spawn(forward_acks(pipeline.acks, broker.clone()));
-    let revoked = notify::listen(
-        database.url.clone(),
-        notify::TRACKER_REVOKED,
-        shutdown.clone(),
-    );
-    let revoke_task = tokio::spawn(kick_revoked(revoked, broker.clone()));
-    // Command transitions come from the dispatcher, the API and the ingest path, in this and
-    // other processes; the database announces each, and the live feed passes them on.
-    let command_events = notify::listen(
-        database.url.clone(),
-        crate::commands::NOTIFY_CHANNEL,
-        shutdown.clone(),
-    );
-    tokio::spawn(crate::commands::announce(command_events, live_bus.clone()));
-    let command_task = tokio::spawn(until_ready(Box::pin(crate::commands::dispatch::run(
-        database.pool.clone(),
-        broker.clone(),
-        crate::commands::dispatch::DispatchConfig::from_config(&config.commands),
-        command_woken,
-        shutdown.clone(),
-    ))));
-
-    let ready_broker = broker.clone();
-    let state = HttpState {
-        pool: database.pool.clone(),
-        metrics: http::metrics_handle(),
-        broker_ready: Arc::new(move || ready_broker.is_listening()),
-        database_ready: ready,
-        auth: Arc::new(crate::auth::AuthKeys::from_config(&config.auth)),
-        commands: http::CommandSettings {
-            wake: command_wake,
-            default_ttl_secs: config.commands.default_ttl_secs,
-        },
-        limits: config.ingest_config().limits,
-        clock,
-        rate_limit: Arc::new(http::limit::RateLimit::new(
-            NonZeroU32::new(config.http.rate_limit_per_second).unwrap_or(NonZeroU32::MIN),
-            NonZeroU32::new(config.http.rate_limit_burst).unwrap_or(NonZeroU32::MIN),
-        )),
-        live: live_hub.clone(),
-        alerts: alerts.clone(),
-        web: Arc::new(http::web::WebSettings::new(config.map.clone())),
-        webhook_egress: config.alerts.webhook_egress(),
-        broker_auth: Arc::new(http::broker_auth::BrokerAuth::from_config(
-            &config.broker_auth,
-        )),
+    // The pipeline stops only after the broker side has stopped feeding it.
+    let (ingest_trigger, ingest_shutdown) = shutdown::channel();
+    let pipeline = if role.ingests() {
+        let mut ingest_config = config.ingest_config();
+        ingest_config.clock = clock.clone();
+        if let Some(api) = &api {
+            ingest_config.live = gateway::live::LivePublisher::new(api.live_bus.clone());
+            // The alert engine computes from every committed fix (the live bus may skip some).
+            ingest_config.committed = Some(api.alerts.feed.clone());
+        }
+        // Collars' command reports are applied to the server's commands in their batch.
+        ingest_config.commands = Some(Arc::new(crate::commands::reports::Reports));
+        ingest_config.database = ready.clone();
+        Some(
+            ingest::start(database.ingest_pool.clone(), ingest_config, ingest_shutdown)
+                .context("cannot open the ingest spool (setting ingest.spool_dir)")?,
+        )
+    } else {
+        None
     };
-    crate::auth::warm_up();
+
+    let (command_wake, command_woken) = crate::commands::dispatch::channel();
+    let broker = match (config.external_broker(), &pipeline) {
+        (Some(external), pipeline) => {
+            let ingest = pipeline.as_ref().map(|p| p.hooks.clone());
+            BrokerSide::External(Arc::new(gateway::external::start(
+                &external,
+                ingest,
+                shutdown.clone(),
+            )?))
+        }
+        (None, Some(pipeline)) => {
+            if config.mqtt.open {
+                tracing::warn!(
+                    "MQTT OPEN MODE: any client may connect without credentials and publish for any tracker. \
+                     Never use this outside development (setting mqtt.open / --mqtt-open)."
+                );
+            }
+            let hooks = Arc::new(crate::commands::dispatch::WakeOnConnect {
+                inner: pipeline.hooks.clone(),
+                wake: command_wake.clone(),
+            });
+            let mut broker_config = config.broker_config();
+            broker_config.max_connections =
+                broker::fit_connections_to_open_file_limit(broker_config.max_connections);
+            BrokerSide::Embedded(Arc::new(broker::start(broker_config, hooks).await?))
+        }
+        // Validation refuses an `api` instance without an external broker.
+        (None, None) => anyhow::bail!(
+            "role `api` needs an external broker (external_broker.url / --external-broker)"
+        ),
+    };
+    let (mqtt_addr, mqtt_tls_addr, mqtt_ws_addr) = match &broker {
+        BrokerSide::Embedded(b) => (b.tcp_addr(), b.tls_addr(), b.ws_addr()),
+        BrokerSide::External(_) => (None, None, None),
+    };
+
+    let mut tasks = Vec::new();
+    let mut ingest_task = None;
+    if let Some(pipeline) = pipeline {
+        tasks.push(tokio::spawn(forward_acks(pipeline.acks, broker.downlink())));
+        ingest_task = Some(pipeline.task);
+    }
+    if let BrokerSide::Embedded(embedded) = &broker {
+        let revoked = notify::listen(
+            database.url.clone(),
+            notify::TRACKER_REVOKED,
+            shutdown.clone(),
+        );
+        tasks.push(tokio::spawn(kick_revoked(revoked, embedded.clone())));
+    }
+    // The dispatcher stops on the shutdown signal; it holds the downlink until it has.
+    let mut command_task = None;
+    if let Some(api) = &api {
+        // Command transitions come from the dispatcher, the API and the ingest path, in this
+        // and other processes; the database announces each, and the live feed passes them on.
+        let command_events = notify::listen(
+            database.url.clone(),
+            crate::commands::NOTIFY_CHANNEL,
+            shutdown.clone(),
+        );
+        tokio::spawn(crate::commands::announce(
+            command_events,
+            api.live_bus.clone(),
+        ));
+        command_task = Some(tokio::spawn(until_ready(Box::pin(
+            crate::commands::dispatch::run(
+                database.pool.clone(),
+                broker.downlink(),
+                crate::commands::dispatch::DispatchConfig::from_config(&config.commands),
+                command_woken,
+                shutdown.clone(),
+            ),
+        ))));
+    }
+
+    let broker_ready: Arc<dyn Fn() -> bool + Send + Sync> = match &broker {
+        BrokerSide::Embedded(b) => {
+            let b = b.clone();
+            Arc::new(move || b.is_listening())
+        }
+        BrokerSide::External(b) => {
+            let b = b.clone();
+            Arc::new(move || b.is_connected())
+        }
+    };
+    let http = match &api {
+        Some(api) => Http::Api(Box::new(HttpState {
+            pool: database.pool.clone(),
+            metrics: http::metrics_handle(),
+            broker_ready,
+            database_ready: ready,
+            auth: Arc::new(crate::auth::AuthKeys::from_config(&config.auth)),
+            commands: http::CommandSettings {
+                wake: command_wake,
+                default_ttl_secs: config.commands.default_ttl_secs,
+            },
+            limits: config.ingest_config().limits,
+            clock,
+            rate_limit: Arc::new(http::limit::RateLimit::new(
+                NonZeroU32::new(config.http.rate_limit_per_second).unwrap_or(NonZeroU32::MIN),
+                NonZeroU32::new(config.http.rate_limit_burst).unwrap_or(NonZeroU32::MIN),
+            )),
+            live: api.live_hub.clone(),
+            alerts: api.alerts.handle.clone(),
+            web: Arc::new(http::web::WebSettings::new(config.map.clone())),
+            webhook_egress: config.alerts.webhook_egress(),
+            broker_auth: Arc::new(http::broker_auth::BrokerAuth::from_config(
+                &config.broker_auth,
+            )),
+        })),
+        None => Http::Health(http::Health {
+            pool: database.pool.clone(),
+            metrics: http::metrics_handle(),
+            broker_ready,
+            database_ready: ready,
+        }),
+    };
+    if api.is_some() {
+        crate::auth::warm_up();
+    }
     let pool = database.pool.clone();
-    let leaderships = vec![retention, offline_sweep];
     let standings = leaderships.iter().map(|l| (l.job(), l.watch())).collect();
     let parts = Parts {
         leaderships,
         http_listener,
-        state,
+        http,
         database,
         broker,
-        ack_task,
-        revoke_task,
+        tasks,
         command_task,
         ingest_trigger,
-        ingest_task: pipeline.task,
+        ingest_task,
         fatal,
     };
     let task = tokio::spawn(run(parts, shutdown));
-    tracing::info!(%http_addr, mqtt_addr = ?mqtt_addr, "pettracker is serving");
+    tracing::info!(%http_addr, mqtt_addr = ?mqtt_addr, ?role, "pettracker is serving");
     Ok(RunningApp {
         http_addr,
         mqtt_addr,
         mqtt_tls_addr,
         mqtt_ws_addr,
         pool,
-        alerts,
-        live: live_hub,
+        alerts: api.as_ref().map(|a| a.alerts.handle.clone()),
+        live: api.as_ref().map(|a| a.live_hub.clone()),
         standings,
         trigger,
         task,
     })
 }
 
+/// What an instance serving owners runs beside HTTP.
+struct ApiSide {
+    live_bus: Arc<crate::live::LiveBus>,
+    live_hub: Arc<crate::live::Hub>,
+    alerts: crate::alerts::Alerts,
+}
+
+/// The broker collars talk to: the embedded one, or a connection to an external one.
+enum BrokerSide {
+    Embedded(Arc<BrokerHandle>),
+    External(Arc<gateway::external::ExternalBroker>),
+}
+
+impl BrokerSide {
+    /// Where acks and commands are published.
+    fn downlink(&self) -> Arc<dyn Downlink> {
+        match self {
+            BrokerSide::Embedded(b) => b.clone(),
+            BrokerSide::External(b) => b.clone(),
+        }
+    }
+
+    /// Embedded: stops listening and disconnects the collars. External: stops taking messages,
+    /// acknowledges those stored, disconnects. The pipeline must still run.
+    async fn shutdown(self) {
+        match self {
+            BrokerSide::Embedded(broker) => match Arc::try_unwrap(broker) {
+                Ok(broker) => broker.shutdown().await,
+                Err(_) => tracing::warn!(
+                    "broker still referenced at shutdown; its listeners close with the process"
+                ),
+            },
+            BrokerSide::External(broker) => match Arc::try_unwrap(broker) {
+                Ok(broker) => broker.shutdown().await,
+                Err(_) => tracing::warn!(
+                    "external broker connection still referenced at shutdown; it closes with the process"
+                ),
+            },
+        }
+    }
+}
+
+/// What HTTP serves: everything, or (an `ingest` instance) health checks and metrics.
+enum Http {
+    Api(Box<HttpState>),
+    Health(http::Health),
+}
+
 struct Parts {
     /// Each ends (its job stopped, its lock released) after the shutdown signal.
     leaderships: Vec<Leadership>,
     http_listener: TcpListener,
-    state: HttpState,
+    http: Http,
     database: Database,
-    broker: Arc<BrokerHandle>,
-    ack_task: JoinHandle<()>,
-    revoke_task: JoinHandle<()>,
-    command_task: JoinHandle<()>,
+    broker: BrokerSide,
+    /// Ack forwarding and revocation kicks: aborted at shutdown.
+    tasks: Vec<JoinHandle<()>>,
+    command_task: Option<JoinHandle<()>>,
     ingest_trigger: ShutdownTrigger,
-    ingest_task: JoinHandle<()>,
+    ingest_task: Option<JoinHandle<()>>,
     /// A database that came but cannot be used (a schema too new, a changed migration).
     fatal: oneshot::Receiver<anyhow::Error>,
 }
@@ -319,39 +437,50 @@ async fn run(parts: Parts, shutdown: Shutdown) -> anyhow::Result<()> {
     let Parts {
         leaderships,
         http_listener,
-        state,
+        http,
         database,
         broker,
-        ack_task,
-        revoke_task,
+        tasks,
         command_task,
         ingest_trigger,
         ingest_task,
         mut fatal,
     } = parts;
     let mut http_shutdown = shutdown.clone();
-    warp::serve(http::routes(state))
-        .incoming(http_listener)
-        .graceful(async move { http_shutdown.recv().await })
-        .run()
-        .await;
+    let stop = async move { http_shutdown.recv().await };
+    match http {
+        Http::Api(state) => {
+            warp::serve(http::routes(*state))
+                .incoming(http_listener)
+                .graceful(stop)
+                .run()
+                .await
+        }
+        Http::Health(health) => {
+            warp::serve(http::ingest_routes(health))
+                .incoming(http_listener)
+                .graceful(stop)
+                .run()
+                .await
+        }
+    }
 
     // Collars are disconnected at shutdown, so acks still owed could not reach them anyway;
     // they are cumulative, and the collars re-send unacknowledged fixes, which are deduplicated.
-    revoke_task.abort();
-    ack_task.abort();
-    // The dispatcher stopped on the shutdown signal; it holds a broker handle until it has.
-    let _ = command_task.await;
-    let _ = revoke_task.await;
-    let _ = ack_task.await;
-    match Arc::try_unwrap(broker) {
-        Ok(broker) => broker.shutdown().await,
-        Err(_) => tracing::warn!(
-            "broker still referenced at shutdown; its listeners close with the process"
-        ),
+    for task in &tasks {
+        task.abort();
     }
+    if let Some(command_task) = command_task {
+        let _ = command_task.await;
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    broker.shutdown().await;
     ingest_trigger.trigger();
-    let _ = ingest_task.await;
+    if let Some(ingest_task) = ingest_task {
+        let _ = ingest_task.await;
+    }
     for leadership in leaderships {
         leadership.stopped().await;
     }
@@ -406,8 +535,9 @@ async fn await_database(
     }
 }
 
-/// Publishes `{"seq": N}` on `trackers/{id}/ack` for each committed batch.
-async fn forward_acks(mut acks: mpsc::Receiver<AckDue>, broker: Arc<BrokerHandle>) {
+/// Publishes `{"seq": N}` on `trackers/{id}/ack` for each committed batch, through whichever
+/// broker the collars are on.
+async fn forward_acks(mut acks: mpsc::Receiver<AckDue>, broker: Arc<dyn Downlink>) {
     while let Some(ack) = acks.recv().await {
         let (Ok(tracker), Ok(seq)) = (TrackerId::parse(&ack.tracker), Seq::try_from(ack.seq))
         else {

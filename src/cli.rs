@@ -115,6 +115,16 @@ pub struct ServeArgs {
     /// Accept any MQTT client without credentials (development only; logged loudly).
     #[arg(long)]
     pub mqtt_open: bool,
+    /// Which parts to run: all (one process, the default), ingest (broker side and pipeline;
+    /// HTTP only for health and metrics) or api (HTTP, live feed, alerts, commands). Also
+    /// PETTRACKER_ROLE or `role` in the file.
+    #[arg(long, value_name = "ROLE")]
+    pub role: Option<String>,
+    /// Take the collars' messages from this MQTT broker (mqtt://host:port or mqtts://host:port)
+    /// instead of running the embedded one; the rest of its settings are under
+    /// [external_broker]. Also PETTRACKER_EXTERNAL_BROKER_URL.
+    #[arg(long, value_name = "URL")]
+    pub external_broker: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -232,6 +242,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         "mqtt.open",
                         args.mqtt_open.then(|| "true".to_owned()),
                         "--mqtt-open",
+                    ),
+                    ("role", args.role.clone(), "--role"),
+                    (
+                        "external_broker.url",
+                        args.external_broker.clone(),
+                        "--external-broker",
                     ),
                 ],
             )?;

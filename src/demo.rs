@@ -105,7 +105,9 @@ pub async fn spawn(config: Config, options: DemoOptions) -> anyhow::Result<Demo>
         })
         .collect();
     ensure_safe_zones(&app.pool, &pets).await?;
-    app.alerts.fences_changed();
+    if let Some(alerts) = &app.alerts {
+        alerts.fences_changed();
+    }
     let file = options.dir.join("pets.json");
     std::fs::write(&file, serde_json::to_vec_pretty(&pets)?)
         .with_context(|| format!("cannot write {}", file.display()))?;

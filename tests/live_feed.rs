@@ -403,7 +403,7 @@ async fn a_client_that_stops_reading_delays_neither_other_clients_nor_ingest() {
     // or dropped when a write stays stuck: the server ends its session while it still reads
     // nothing (the reading client, done, has left too, so nobody is subscribed to rex)...
     eventually("the server ending the stalled client's session", || async {
-        match app.app.live.subscribers("rex") {
+        match app.app.live.as_ref().unwrap().subscribers("rex") {
             0 => Ok(()),
             n => Err(format!("{n} sessions subscribed to rex")),
         }

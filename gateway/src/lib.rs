@@ -8,6 +8,8 @@ pub mod backoff;
 #[cfg(feature = "server")]
 pub mod broker;
 #[cfg(feature = "server")]
+pub mod external;
+#[cfg(feature = "server")]
 pub mod ingest;
 #[cfg(feature = "server")]
 pub mod live;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use deadpool_postgres::Pool;
 use gateway::backoff::Backoff;
-use gateway::broker::{Authentication, BrokerHandle, DeviceHooks, DevicePublish, Refused};
+use gateway::broker::{Authentication, DeviceHooks, DevicePublish, Downlink, Refused};
 use gateway::protocol::{self, Command, CommandId, CommandType, TrackerId};
 use gateway::shutdown::Shutdown;
 use gateway::storage::{StorageError, pool_error_reason};
@@ -113,10 +113,11 @@ impl<H: DeviceHooks> DeviceHooks for WakeOnConnect<H> {
     }
 }
 
-/// Runs until `shutdown`.
+/// Runs until `shutdown`, publishing through `broker`: the embedded one, or the external one
+/// (an `api` instance's commands reach collars connected to any broker node).
 pub async fn run(
     pool: Pool,
-    broker: Arc<BrokerHandle>,
+    broker: Arc<dyn Downlink>,
     config: DispatchConfig,
     mut wake: mpsc::Receiver<Woken>,
     mut shutdown: Shutdown,
@@ -126,8 +127,8 @@ pub async fn run(
     loop {
         let result = tokio::select! {
             () = shutdown.recv() => return,
-            _ = tick.tick() => housekeeping(&pool, &broker, config).await,
-            Some(woken) = wake.recv() => send_due(&pool, &broker, config, Some(&woken)).await,
+            _ = tick.tick() => housekeeping(&pool, broker.as_ref(), config).await,
+            Some(woken) = wake.recv() => send_due(&pool, broker.as_ref(), config, Some(&woken)).await,
         };
         if let Err(err) = result {
             tracing::warn!(%err, "command dispatch failed; trying again at the next tick");
@@ -137,7 +138,7 @@ pub async fn run(
 
 async fn housekeeping(
     pool: &Pool,
-    broker: &BrokerHandle,
+    broker: &dyn Downlink,
     config: DispatchConfig,
 ) -> Result<(), StorageError> {
     let client = pool
@@ -186,7 +187,7 @@ async fn housekeeping(
 /// them while away. Commands of collars that are offline wait (and may expire).
 async fn send_due(
     pool: &Pool,
-    broker: &BrokerHandle,
+    broker: &dyn Downlink,
     config: DispatchConfig,
     woken: Option<&Woken>,
 ) -> Result<(), StorageError> {

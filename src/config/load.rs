@@ -117,11 +117,14 @@ impl Loader {
                 _ => return Err(invalid(format!("{raw:?} is not true or false"))),
             }),
         };
-        let Some((sections, field)) = key.rsplit_once('.') else {
-            return Err(invalid("not a known setting".to_owned()));
+        // Settings of the whole process (`role`) sit at the top of the file, outside sections.
+        let (sections, field) = match key.rsplit_once('.') {
+            Some((sections, field)) => (Some(sections), field),
+            None if super::keys::kind(key).is_some() => (None, key),
+            None => return Err(invalid("not a known setting".to_owned())),
         };
         let mut table = &mut self.table;
-        for section in sections.split('.') {
+        for section in sections.into_iter().flat_map(|s| s.split('.')) {
             let entry = table
                 .entry(section)
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()));

@@ -17,7 +17,8 @@ pub use load::{ConfigError, Loader};
 pub use map::MapSettings;
 pub use sections::{
     AlertSettings, AuthConfig, BrokerAuthConfig, CommandsConfig, Config, DatabaseConfig,
-    HttpConfig, IngestSettings, LiveSettings, LogConfig, LogFormat, MqttConfig, StorageConfig,
+    ExternalBrokerConfig, HttpConfig, IngestSettings, LiveSettings, LogConfig, LogFormat,
+    MqttConfig, Role, StorageConfig,
 };
 pub use validate::MIN_TOKEN_SECRET_BYTES;
 

@@ -63,4 +63,32 @@ impl Config {
             max_handshakes_per_ip: (m.max_handshakes_per_ip > 0).then_some(m.max_handshakes_per_ip),
         }
     }
+
+    /// The external broker's connection settings, or `None` for the embedded broker. An empty
+    /// client id becomes `pettracker-` and the host name: a pod's name in Kubernetes, stable for
+    /// a StatefulSet's pods.
+    pub fn external_broker(&self) -> Option<gateway::external::ExternalConfig> {
+        let e = &self.external_broker;
+        // Validation has parsed it; a URL that does not parse means no external broker.
+        let url = gateway::external::BrokerUrl::parse(e.url.as_deref()?).ok()?;
+        let client_id = if e.client_id.is_empty() {
+            let host = nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "unknown".to_owned());
+            format!("pettracker-{host}")
+        } else {
+            e.client_id.clone()
+        };
+        Some(gateway::external::ExternalConfig {
+            url,
+            client_id,
+            group: e.group.clone(),
+            username: e.username.clone(),
+            password: e.password.clone(),
+            ca_file: e.ca_file.clone(),
+            keep_alive: std::time::Duration::from_secs(e.keep_alive_secs),
+            max_packet_size: self.mqtt.max_packet_size as usize,
+        })
+    }
 }

@@ -18,8 +18,13 @@ use super::keys::serialize_secret;
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// Which parts this process runs: `all` (one process, the default), `ingest` or `api`
+    /// (scale-out behind an external broker; docs/operations.md).
+    pub role: Role,
     pub http: HttpConfig,
     pub mqtt: MqttConfig,
+    /// An MQTT broker (cluster) the collars connect to instead of the embedded one.
+    pub external_broker: ExternalBrokerConfig,
     pub database: DatabaseConfig,
     pub storage: StorageConfig,
     pub ingest: IngestSettings,
@@ -219,6 +224,73 @@ impl Default for MqttConfig {
             max_packet_size: 512 * 1024,
             handshake_timeout_ms: 10_000,
             max_handshakes_per_ip: 0,
+        }
+    }
+}
+
+/// Which parts of the server a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything in one process: broker (or the external broker's ingest session), ingest,
+    /// HTTP API, live feed, alerts, commands and retention.
+    #[default]
+    All,
+    /// The broker side and the pipeline, with HTTP only for `/healthz`, `/readyz` and `/metrics`.
+    Ingest,
+    /// HTTP API, live feed, alerts, commands and retention; no broker and no pipeline (commands
+    /// go out through the external broker).
+    Api,
+}
+
+impl Role {
+    /// Whether this process stores what collars send.
+    pub fn ingests(self) -> bool {
+        self != Role::Api
+    }
+
+    /// Whether this process serves owners (the API, the live feed) and runs the jobs behind them.
+    pub fn serves_api(self) -> bool {
+        self != Role::Ingest
+    }
+}
+
+/// The external MQTT broker (`[external_broker]`); see docs/operations.md, *Scale-out*.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExternalBrokerConfig {
+    /// `mqtt://host:port` or `mqtts://host:port`. Set: the embedded broker does not run, ingest
+    /// takes the collars' messages from this broker's shared subscriptions and acks and
+    /// commands are published there. Unset: the embedded broker.
+    pub url: Option<String>,
+    /// This instance's MQTT client id, stable across its restarts (a StatefulSet pod's name):
+    /// its persistent session keeps what it had not acknowledged when it died. Empty:
+    /// `pettracker-` and the host name. Two running instances must never share one.
+    pub client_id: String,
+    /// The shared-subscription group of the ingest instances (`$share/{group}/...`).
+    pub group: String,
+    /// pettracker's user at the broker (it must be allowed to subscribe to the collars' uplink
+    /// topics and publish on their downlink topics).
+    pub username: Option<String>,
+    #[serde(serialize_with = "serialize_secret")]
+    pub password: Option<SecretString>,
+    /// PEM certificates the broker's certificate must chain to; required for `mqtts://` (the
+    /// system's bundle, e.g. /etc/ssl/certs/ca-certificates.crt, for a public CA).
+    pub ca_file: Option<PathBuf>,
+    /// MQTT keep-alive of pettracker's connections to the broker.
+    pub keep_alive_secs: u64,
+}
+
+impl Default for ExternalBrokerConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            client_id: String::new(),
+            group: "pettracker".to_owned(),
+            username: None,
+            password: None,
+            ca_file: None,
+            keep_alive_secs: 60,
         }
     }
 }

@@ -262,6 +262,8 @@ fn sample(key: &Key) -> (&'static str, serde_json::Value) {
             "0123456789abcdef0123456789abcdef"
         }
         Kind::Secret => "postgres://localhost/x",
+        Kind::Str if name == "role" => "ingest",
+        Kind::Str if name == "external_broker.url" => "mqtt://broker.example.org:1884",
         Kind::Str if name.ends_with("addr") => "127.0.0.1:9",
         Kind::Str if name.ends_with("tile_url") => "https://t.example.org/{z}/{x}/{y}.png",
         Kind::Str if name.ends_with("timescaledb") => "off",
@@ -292,6 +294,12 @@ fn every_documented_variable_sets_its_setting() {
                 if k == var {
                     return Some(text.to_owned());
                 }
+                // ...and a password needs its user name.
+                if k == "PETTRACKER_EXTERNAL_BROKER_USERNAME"
+                    && key.name == "external_broker.password"
+                {
+                    return Some("pettracker".to_owned());
+                }
                 let companion = tls.iter().find(|(env, _)| *env == k);
                 companion
                     .filter(|_| key.name.starts_with("mqtt.tls_"))
@@ -311,5 +319,83 @@ fn every_documented_variable_sets_its_setting() {
         let loaded = serde_json::to_value(&config).unwrap();
         assert_eq!(loaded.pointer(&pointer), Some(&expected), "{var}");
         assert_ne!(defaults.pointer(&pointer), Some(&expected), "{var}");
+    }
+}
+
+#[test]
+fn the_role_is_a_top_level_key_and_a_bad_one_is_refused_naming_it() {
+    let config = load("role = \"ingest\"\n", &[]).unwrap();
+    assert_eq!(config.role, Role::Ingest);
+    let config = load("", &[("PETTRACKER_ROLE", "ingest")]).unwrap();
+    assert_eq!(config.role, Role::Ingest);
+    assert_eq!(load("", &[]).unwrap().role, Role::All);
+    let err = load("", &[("PETTRACKER_ROLE", "worker")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`role`"), "{err}");
+    assert!(err.contains("PETTRACKER_ROLE"), "{err}");
+    let err = Loader::new(None)
+        .unwrap()
+        .flag("role", Some("both".to_owned()), "--role")
+        .unwrap()
+        .load()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`role` (from flag --role)"), "{err}");
+}
+
+#[test]
+fn an_api_instance_needs_an_external_broker_and_bad_broker_settings_name_their_key() {
+    let err = load("role = \"api\"\n", &[]).unwrap_err().to_string();
+    assert!(
+        err.contains("`role`") && err.contains("external_broker.url"),
+        "{err}"
+    );
+    let config = load(
+        "role = \"api\"\n[external_broker]\nurl = \"mqtt://emqx:1883\"\n",
+        &[],
+    )
+    .unwrap();
+    let external = config.external_broker().unwrap();
+    assert_eq!(
+        (external.url.host.as_str(), external.url.port),
+        ("emqx", 1883)
+    );
+    assert!(
+        external.client_id.starts_with("pettracker-"),
+        "{}",
+        external.client_id
+    );
+    for (env, value, key) in [
+        (
+            "PETTRACKER_EXTERNAL_BROKER_URL",
+            "tcp://emqx:1883",
+            "external_broker.url",
+        ),
+        (
+            "PETTRACKER_EXTERNAL_BROKER_URL",
+            "mqtts://emqx",
+            "external_broker.ca_file",
+        ),
+        (
+            "PETTRACKER_EXTERNAL_BROKER_GROUP",
+            "a/b",
+            "external_broker.group",
+        ),
+        (
+            "PETTRACKER_EXTERNAL_BROKER_PASSWORD",
+            "x",
+            "external_broker.password",
+        ),
+    ] {
+        let mut vars = vec![(env, value)];
+        if env != "PETTRACKER_EXTERNAL_BROKER_URL" {
+            vars.push(("PETTRACKER_EXTERNAL_BROKER_URL", "mqtt://emqx:1883"));
+        }
+        let err = load("", &vars).unwrap_err().to_string();
+        assert!(err.contains(&format!("`{key}`")), "{env}={value}: {err}");
+        if key == "external_broker.password" {
+            assert!(!err.contains("\"x\""), "{err}");
+        }
     }
 }

@@ -39,6 +39,7 @@ impl Config {
                     .to_owned(),
             ));
         }
+        self.validate_external_broker(&fail)?;
         if let Some(url) = &self.database.url {
             gateway::storage::describe_url(url).map_err(|e| fail("database.url", e.to_string()))?;
         }
@@ -83,6 +84,55 @@ impl Config {
                     "{:?} is not a tracing filter (try `info` or `gateway=debug`)",
                     self.log.level
                 ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The external broker's settings, and the roles that need one.
+    fn validate_external_broker(
+        &self,
+        fail: &dyn Fn(&str, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        let e = &self.external_broker;
+        let Some(url) = &e.url else {
+            if self.role == super::Role::Api {
+                return Err(fail(
+                    "role",
+                    "an `api` instance publishes commands through the external broker: set \
+                     external_broker.url (--external-broker)"
+                        .to_owned(),
+                ));
+            }
+            return Ok(());
+        };
+        let url = gateway::external::BrokerUrl::parse(url)
+            .map_err(|message| fail("external_broker.url", message))?;
+        if url.tls && e.ca_file.is_none() {
+            return Err(fail(
+                "external_broker.ca_file",
+                "mqtts:// needs the CA the broker's certificate chains to (for a public CA, the \
+                 system's bundle, e.g. /etc/ssl/certs/ca-certificates.crt)"
+                    .to_owned(),
+            ));
+        }
+        // One topic level of a shared subscription; MQTT forbids these in it.
+        if e.group.is_empty() || e.group.contains(['/', '+', '#']) {
+            return Err(fail(
+                "external_broker.group",
+                format!("{:?} must be a non-empty name without /, + or #", e.group),
+            ));
+        }
+        if e.client_id.len() > 128 || e.client_id.chars().any(|c| c.is_control()) {
+            return Err(fail(
+                "external_broker.client_id",
+                "must be at most 128 characters, none of them control characters".to_owned(),
+            ));
+        }
+        if e.password.is_some() && e.username.is_none() {
+            return Err(fail(
+                "external_broker.password",
+                "a password needs external_broker.username".to_owned(),
             ));
         }
         Ok(())
@@ -134,6 +184,7 @@ impl Config {
             ("alerts.queue_capacity", alerts.queue_capacity as u64, 1..=10_000_000, ""),
             ("alerts.webhook_timeout_ms", alerts.webhook_timeout_ms, 1..=60_000, ""),
             ("alerts.webhook_concurrency", alerts.webhook_concurrency as u64, 1..=1_000, ""),
+            ("external_broker.keep_alive_secs", self.external_broker.keep_alive_secs, 1..=3_600, ""),
         ]
     }
 }

@@ -89,43 +89,11 @@ pub fn routes(
     state: HttpState,
 ) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone + Send + Sync + 'static
 {
-    let healthz = warp::path!("healthz")
-        .and(warp::get())
-        .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})));
-
-    let ready_state = state.clone();
-    let readyz = warp::path!("readyz").and(warp::get()).then(move || {
-        let state = ready_state.clone();
-        async move {
-            let migrated = state.database_ready.is_ready();
-            let database = migrated && database_ready(&state.pool).await;
-            let broker = (state.broker_ready)();
-            let mut missing = Vec::new();
-            if !database {
-                missing.push(if migrated {
-                    "database: not answering"
-                } else {
-                    "database: not reached since start (its schema is migrated when it comes)"
-                });
-            }
-            if !broker {
-                missing.push("broker: not listening");
-            }
-            let status = if missing.is_empty() {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
-            warp::reply::with_status(
-                warp::reply::json(&serde_json::json!({
-                    "status": if status == StatusCode::OK { "ready" } else { "not ready" },
-                    "database": database,
-                    "broker": broker,
-                    "missing": missing,
-                })),
-                status,
-            )
-        }
+    let health = health_routes(Health {
+        pool: state.pool.clone(),
+        metrics: state.metrics.clone(),
+        broker_ready: state.broker_ready.clone(),
+        database_ready: state.database_ready.clone(),
     });
 
     // Before the database was first reached and migrated, its tables may not even exist: the
@@ -146,15 +114,6 @@ pub fn routes(
             }
         });
 
-    let metrics = state.metrics.clone();
-    let metrics_route = warp::path!("metrics").and(warp::get()).map(move || {
-        warp::reply::with_header(
-            metrics.render(),
-            "content-type",
-            "text/plain; version=0.0.4",
-        )
-    });
-
     let openapi = warp::path!("api" / "v1" / "openapi.json")
         .and(warp::get())
         .map(|| match openapi_json() {
@@ -162,9 +121,7 @@ pub fn routes(
             Err(err) => error::ApiError::Internal(err.clone()).to_response(),
         });
 
-    let routes = healthz
-        .or(readyz)
-        .or(metrics_route)
+    let routes = health
         .or(api_unavailable)
         .or(openapi)
         .or(auth::routes(state.clone()))
@@ -181,6 +138,82 @@ pub fn routes(
         .recover(handle_rejection);
     warp::path::full()
         .and(routes)
+        .map(|path: warp::path::FullPath, reply| with_allow(path.as_str(), reply))
+}
+
+/// What the health checks and metrics look at: all an `ingest` instance serves over HTTP.
+#[derive(Clone)]
+pub struct Health {
+    pub pool: Pool,
+    pub metrics: PrometheusHandle,
+    /// Whether the broker side is up: the embedded broker listening, the external one connected.
+    pub broker_ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    pub database_ready: gateway::storage::Ready,
+}
+
+/// `/healthz`, `/readyz` and `/metrics`.
+pub fn health_routes(
+    health: Health,
+) -> impl Filter<Extract = (impl warp::Reply,), Error = warp::Rejection> + Clone + Send + Sync + 'static
+{
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})));
+
+    let ready_state = health.clone();
+    let readyz = warp::path!("readyz").and(warp::get()).then(move || {
+        let state = ready_state.clone();
+        async move {
+            let migrated = state.database_ready.is_ready();
+            let database = migrated && database_ready(&state.pool).await;
+            let broker = (state.broker_ready)();
+            let mut missing = Vec::new();
+            if !database {
+                missing.push(if migrated {
+                    "database: not answering"
+                } else {
+                    "database: not reached since start (its schema is migrated when it comes)"
+                });
+            }
+            if !broker {
+                missing.push("broker: not listening (embedded) or not connected (external)");
+            }
+            let status = if missing.is_empty() {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            warp::reply::with_status(
+                warp::reply::json(&serde_json::json!({
+                    "status": if status == StatusCode::OK { "ready" } else { "not ready" },
+                    "database": database,
+                    "broker": broker,
+                    "missing": missing,
+                })),
+                status,
+            )
+        }
+    });
+
+    let metrics = health.metrics.clone();
+    let metrics_route = warp::path!("metrics").and(warp::get()).map(move || {
+        warp::reply::with_header(
+            metrics.render(),
+            "content-type",
+            "text/plain; version=0.0.4",
+        )
+    });
+
+    healthz.or(readyz).or(metrics_route)
+}
+
+/// What an `ingest` instance answers: the health checks and metrics, and 404 for the rest.
+pub fn ingest_routes(
+    health: Health,
+) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone + Send + Sync + 'static
+{
+    warp::path::full()
+        .and(health_routes(health).recover(handle_rejection))
         .map(|path: warp::path::FullPath, reply| with_allow(path.as_str(), reply))
 }
 

@@ -28,6 +28,16 @@ pub trait DeviceHooks: Send + Sync + 'static {
     async fn disconnected(&self, tracker: &TrackerId);
 }
 
+/// Where the server's messages to collars (acks, commands) go: the embedded broker, or the
+/// external one ([`crate::external`]). Whoever sends downlink takes this, not a broker type, so
+/// the same code runs in front of either.
+#[async_trait::async_trait]
+pub trait Downlink: Send + Sync + 'static {
+    /// Publishes to whoever subscribed to `topic`; `Err` when the message could not be handed
+    /// to the broker (the callers retry: commands are re-sent, acks are cumulative).
+    async fn publish(&self, topic: &str, payload: Bytes, qos: u8) -> Result<(), BrokerError>;
+}
+
 /// What the gateway says of a collar's credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Authentication {

@@ -367,6 +367,13 @@ impl BrokerHandle {
     }
 }
 
+#[async_trait]
+impl super::Downlink for BrokerHandle {
+    async fn publish(&self, topic: &str, payload: Bytes, qos: u8) -> Result<(), BrokerError> {
+        BrokerHandle::publish(self, topic, payload, qos).await
+    }
+}
+
 struct State {
     device: Arc<dyn DeviceHooks>,
     open: bool,

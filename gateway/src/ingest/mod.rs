@@ -296,7 +296,51 @@ async fn run_silence(
     }
 }
 
+/// A message taken by [`Ingest::submit`], until its batch is committed or spooled.
+#[derive(Debug)]
+pub struct Pending(Option<oneshot::Receiver<Instant>>);
+
+impl Pending {
+    /// Completes once the message is committed or spooled to disk (at once for QoS 0); `Err`
+    /// when neither the database nor the disk took it, so its source should hand it in again.
+    /// Cancel-safe: a `&mut` borrow may be polled in a `select!` and polled again later.
+    pub async fn stored(&mut self) -> Result<(), Refused> {
+        match &mut self.0 {
+            None => Ok(()),
+            Some(done) => done
+                .await
+                .map(|_stored_at| ())
+                .map_err(|_| Refused("could not be stored".to_owned())),
+        }
+    }
+}
+
 impl Ingest {
+    /// Takes a publish from a source that acknowledges by itself, once stored: the external
+    /// broker's subscription ([`crate::external`]). Unlike [`DeviceHooks::accept_publish`] it
+    /// does not give up after `accept_timeout`: the source holds the message (its broker keeps
+    /// it unacknowledged) and waits, which is the backpressure. Messages are queued in the order
+    /// of the calls, so one tracker's messages stay in order.
+    pub async fn submit(&self, publish: DevicePublish) -> Result<Pending, Refused> {
+        let (done, pending) = if publish.qos >= 1 {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Pending(Some(rx)))
+        } else {
+            (None, Pending(None))
+        };
+        self.input
+            .send(Queued {
+                at: Instant::now(),
+                envelope: Envelope {
+                    inbound: Inbound::Publish(publish),
+                    done,
+                },
+            })
+            .await
+            .map_err(|_| Refused("ingest is shutting down".to_owned()))?;
+        Ok(pending)
+    }
+
     async fn enqueue(&self, inbound: Inbound, wait: bool) -> Result<(), Refused> {
         let (done, committed) = if wait {
             let (tx, rx) = oneshot::channel();

@@ -1,0 +1,536 @@
+//! Scale-out behind a real Mosquitto 2: `ingest` instances sharing the collars' messages through a shared subscription, one killed with SIGKILL and restarted under the same identity, and an `api` instance whose commands reach a collar through the broker.
+//!
+//! Collars here talk to Mosquitto only (anonymous: the broker's device authentication is not
+//! what these tests are about); "acknowledged" is the app-level ack on `trackers/{id}/ack`,
+//! which pettracker publishes through the broker after commit.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use common::api::Api;
+use common::eventually;
+use gateway::protocol::TrackerId;
+use gateway::storage::trackers::provision;
+use pettracker::config::{Config, Role};
+use pettracker::testing::{TestDb, fresh_database};
+use reqwest::StatusCode;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+
+/// A Mosquitto 2 process on a free port of 127.0.0.1, with a generated configuration.
+struct Mosquitto {
+    child: Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Mosquitto {
+    async fn start(name: &str) -> Mosquitto {
+        let dir = std::env::temp_dir().join(format!("pettracker-mosquitto-{name}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.join("mosquitto.conf");
+        // Generous queues: an ingest instance that is down keeps its share of the messages
+        // queued in its persistent session until it comes back.
+        std::fs::write(
+            &config,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                 max_queued_messages 100000\nmax_inflight_messages 100\nlog_dest stderr\n\
+                 log_type error\nlog_type warning\n"
+            ),
+        )
+        .unwrap();
+        let child = Command::new("/usr/sbin/mosquitto")
+            .arg("-c")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("mosquitto is installed (apt-get install mosquitto)");
+        eventually("mosquitto listens", || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        Mosquitto { child, port, dir }
+    }
+
+    fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A real `pettracker serve --role ingest` process.
+struct Instance {
+    child: Child,
+    http: String,
+    /// Keeps the thread draining its log alive (a full pipe would stall the server).
+    _log: std::sync::mpsc::Receiver<String>,
+}
+
+impl Instance {
+    async fn start(db: &TestDb, broker: &Mosquitto, client_id: &str) -> Instance {
+        let spool = std::env::temp_dir().join(format!("pettracker-spool-{}-{client_id}", db.name));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pettracker"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("PETTRACKER_") || key == "DATABASE_URL" || key == "RUST_LOG" {
+                cmd.env_remove(key);
+            }
+        }
+        let mut child = cmd
+            .args(["serve", "--role", "ingest", "--http-addr", "127.0.0.1:0"])
+            .args(["--external-broker", &broker.url()])
+            .env("DATABASE_URL", db.url.expose_secret())
+            .env("PETTRACKER_EXTERNAL_BROKER_CLIENT_ID", client_id)
+            .env("PETTRACKER_EXTERNAL_BROKER_GROUP", "ingest")
+            .env("PETTRACKER_INGEST_SPOOL_DIR", &spool)
+            .env("PETTRACKER_INGEST_BATCH_TIMEOUT_MS", "5")
+            .env("PETTRACKER_DATABASE_API_POOL_SIZE", "2")
+            .env("PETTRACKER_DATABASE_INGEST_POOL_SIZE", "4")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let http = loop {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+                .expect("serve never said it was serving");
+            if line.contains("pettracker is serving")
+                && let Some(addr) = line
+                    .split("http_addr=")
+                    .nth(1)
+                    .and_then(|rest| rest.split_whitespace().next())
+            {
+                break format!("http://{addr}");
+            }
+        };
+        let instance = Instance {
+            child,
+            http,
+            _log: rx,
+        };
+        // Ready = database there and the shared subscriptions granted.
+        let readyz = format!("{}/readyz", instance.http);
+        eventually(&format!("{client_id} is ready"), || async {
+            let response = reqwest::get(&readyz).await.map_err(|e| e.to_string())?;
+            match response.status() {
+                StatusCode::OK => Ok(()),
+                status => Err(format!(
+                    "{status}: {}",
+                    response.text().await.unwrap_or_default()
+                )),
+            }
+        })
+        .await;
+        instance
+    }
+
+    /// Telemetry messages this process took, from its own /metrics.
+    async fn telemetry_received(&self) -> u64 {
+        let metrics = reqwest::get(format!("{}/metrics", self.http))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metrics
+            .lines()
+            .find(|l| l.starts_with("pettracker_messages_received_total{topic=\"telemetry\"}"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    async fn wait(mut self) -> std::process::ExitStatus {
+        let mut child = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap());
+        tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .unwrap()
+            .unwrap()
+    }
+}
+
+impl Drop for Instance {
+    /// A failing test leaves no server behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A collar on Mosquitto: publishes fixes at QoS 1 and remembers the highest app-level ack.
+struct Collar {
+    id: String,
+    client: AsyncClient,
+    /// The highest `seq` acknowledged on `trackers/{id}/ack`.
+    acked: Arc<AtomicU64>,
+    /// Downlink commands received, as JSON.
+    commands: tokio::sync::mpsc::UnboundedReceiver<Value>,
+}
+
+impl Collar {
+    async fn connect(broker: &Mosquitto, id: &str) -> Collar {
+        let mut options = MqttOptions::new(id, "127.0.0.1", broker.port);
+        options.set_keep_alive(Duration::from_secs(30));
+        let (client, mut events) = AsyncClient::new(options, 1000);
+        let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+        let (command_tx, commands) = tokio::sync::mpsc::unbounded_channel();
+        let acked = Arc::new(AtomicU64::new(0));
+        let seen = acked.clone();
+        tokio::spawn(async move {
+            let mut subscribed_tx = Some(subscribed_tx);
+            while let Ok(event) = events.poll().await {
+                match event {
+                    Event::Incoming(Packet::SubAck(_)) => {
+                        if let Some(tx) = subscribed_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Event::Incoming(Packet::Publish(p)) if p.topic.ends_with("/ack") => {
+                        let ack: Value = serde_json::from_slice(&p.payload).unwrap();
+                        seen.fetch_max(ack["seq"].as_u64().unwrap(), Ordering::SeqCst);
+                    }
+                    Event::Incoming(Packet::Publish(p)) if p.topic.ends_with("/commands") => {
+                        let _ = command_tx.send(serde_json::from_slice(&p.payload).unwrap());
+                    }
+                    _ => {}
+                }
+            }
+        });
+        // As docs/protocol.md says: both downlink topics, then `online`.
+        client
+            .subscribe_many([
+                rumqttc::SubscribeFilter::new(format!("trackers/{id}/ack"), QoS::AtLeastOnce),
+                rumqttc::SubscribeFilter::new(format!("trackers/{id}/commands"), QoS::AtLeastOnce),
+            ])
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), subscribed)
+            .await
+            .expect("no SUBACK from mosquitto")
+            .unwrap();
+        Collar {
+            id: id.to_owned(),
+            client,
+            acked,
+            commands,
+        }
+    }
+
+    async fn publish(&self, kind: &str, payload: String) {
+        self.client
+            .publish(
+                format!("trackers/{}/{kind}", self.id),
+                QoS::AtLeastOnce,
+                false,
+                payload,
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn fix(&self, base: DateTime<Utc>, seq: u64) {
+        let ts = base + TimeDelta::seconds(seq as i64);
+        self.publish(
+            "telemetry",
+            format!(
+                r#"{{"ts":"{}","lat":52.5,"lon":13.4,"seq":{seq}}}"#,
+                ts.to_rfc3339()
+            ),
+        )
+        .await;
+    }
+
+    fn acked(&self) -> u64 {
+        self.acked.load(Ordering::SeqCst)
+    }
+}
+
+/// Provisions `count` trackers `{prefix}-{i}` (fixes of unknown trackers are dead letters).
+async fn trackers(db: &TestDb, prefix: &str, count: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..count {
+        let id = format!("{prefix}-{i}");
+        provision(&db.pool, &TrackerId::parse(&id).unwrap(), None)
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    ids
+}
+
+/// How often each (tracker, seq) is stored.
+async fn stored(db: &TestDb) -> BTreeMap<(String, i64), i64> {
+    db.pool
+        .get()
+        .await
+        .unwrap()
+        .query(
+            "SELECT tracker_id, seq, count(*) FROM positions GROUP BY tracker_id, seq",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+        .collect()
+}
+
+/// Every collar's fixes 1..=`per_collar` are stored exactly once, and nothing else is.
+async fn assert_each_stored_once(db: &TestDb, collars: &[Collar], per_collar: u64) {
+    let stored = stored(db).await;
+    for collar in collars {
+        for seq in 1..=per_collar {
+            assert_eq!(
+                stored.get(&(collar.id.clone(), seq as i64)),
+                Some(&1),
+                "{} seq {seq} was acknowledged: it must be stored exactly once",
+                collar.id
+            );
+        }
+    }
+    assert!(stored.values().all(|n| *n == 1), "duplicates: {stored:?}");
+    assert_eq!(stored.len() as u64, collars.len() as u64 * per_collar);
+}
+
+async fn wait_all_acked(collars: &[Collar], per_collar: u64) {
+    eventually("every fix is acknowledged", || async {
+        let behind: Vec<_> = collars
+            .iter()
+            .filter(|c| c.acked() < per_collar)
+            .map(|c| format!("{} at {}", c.id, c.acked()))
+            .collect();
+        if behind.is_empty() {
+            Ok(())
+        } else {
+            Err(behind.join(", "))
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn two_ingest_instances_store_every_fix_exactly_once() {
+    const PER_COLLAR: u64 = 150;
+    let db = fresh_database().await;
+    let broker = Mosquitto::start(&db.name).await;
+    let a = Instance::start(&db, &broker, "ingest-a").await;
+    let b = Instance::start(&db, &broker, "ingest-b").await;
+    let base = Utc::now() - TimeDelta::hours(1);
+    let mut collars = Vec::new();
+    for id in trackers(&db, "pair", 4).await {
+        collars.push(Collar::connect(&broker, &id).await);
+    }
+    for seq in 1..=PER_COLLAR {
+        for collar in &collars {
+            collar.fix(base, seq).await;
+        }
+    }
+    wait_all_acked(&collars, PER_COLLAR).await;
+    assert_each_stored_once(&db, &collars, PER_COLLAR).await;
+    // The broker shared the messages between both instances.
+    let (by_a, by_b) = (a.telemetry_received().await, b.telemetry_received().await);
+    assert!(by_a > 0 && by_b > 0, "a took {by_a}, b took {by_b}");
+    assert_eq!(
+        by_a + by_b,
+        4 * PER_COLLAR,
+        "each message went to one instance"
+    );
+
+    for instance in [a, b] {
+        instance.signal(nix::sys::signal::Signal::SIGTERM);
+        assert!(instance.wait().await.success());
+    }
+}
+
+#[tokio::test]
+async fn an_ingest_instance_killed_mid_stream_and_restarted_with_the_same_identity_loses_no_acknowledged_fix()
+ {
+    const PER_COLLAR: u64 = 300;
+    let db = fresh_database().await;
+    let broker = Mosquitto::start(&db.name).await;
+    let a = Instance::start(&db, &broker, "ingest-a").await;
+    let b = Instance::start(&db, &broker, "ingest-b").await;
+    let base = Utc::now() - TimeDelta::hours(1);
+    let mut collars = Vec::new();
+    for id in trackers(&db, "kill", 4).await {
+        collars.push(Arc::new(Collar::connect(&broker, &id).await));
+    }
+    // The collars publish steadily while b is killed under them.
+    let mut publishers = Vec::new();
+    for collar in &collars {
+        let collar = collar.clone();
+        publishers.push(tokio::spawn(async move {
+            for seq in 1..=PER_COLLAR {
+                collar.fix(base, seq).await;
+                if seq % 10 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        }));
+    }
+    eventually("some fixes are acknowledged before the kill", || async {
+        let acked: u64 = collars.iter().map(|c| c.acked()).sum();
+        if acked >= 100 {
+            Ok(())
+        } else {
+            Err(acked.to_string())
+        }
+    })
+    .await;
+    b.signal(nix::sys::signal::Signal::SIGKILL);
+    assert!(!b.wait().await.success(), "b was killed");
+    for publisher in publishers {
+        publisher.await.unwrap();
+    }
+    let acked_at_kill: Vec<u64> = collars.iter().map(|c| c.acked()).collect();
+
+    // Back under the same client id: its persistent session hands it what it had not
+    // acknowledged, and what was queued for it meanwhile.
+    let b = Instance::start(&db, &broker, "ingest-b").await;
+    let collars: Vec<Collar> = collars
+        .into_iter()
+        .map(|c| Arc::try_unwrap(c).ok().unwrap())
+        .collect();
+    wait_all_acked(&collars, PER_COLLAR).await;
+    assert_each_stored_once(&db, &collars, PER_COLLAR).await;
+    // What b got after its restart came from its session at the broker (the collars sent
+    // every fix once, before the restart).
+    let redelivered = b.telemetry_received().await;
+    assert!(redelivered > 0, "b's session kept nothing for it");
+    println!(
+        "acknowledged when b was killed: {acked_at_kill:?}; {redelivered} delivered to b after \
+         its restart; all {} stored once",
+        4 * PER_COLLAR
+    );
+
+    for instance in [a, b] {
+        instance.signal(nix::sys::signal::Signal::SIGTERM);
+        assert!(instance.wait().await.success());
+    }
+}
+
+/// An in-process instance of `role` on `db`, behind `broker`.
+async fn spawn(db: &TestDb, broker: &Mosquitto, role: Role, client_id: &str) -> common::TestApp {
+    let spool = std::env::temp_dir().join(format!("pettracker-spool-{}-{client_id}", db.name));
+    let mut config: Config = common::test_config(db, &spool);
+    config.role = role;
+    config.external_broker.url = Some(broker.url());
+    config.external_broker.client_id = client_id.to_owned();
+    config.commands.resend_after_ms = 300;
+    let app = pettracker::app::spawn(config).await.unwrap();
+    let readyz = format!("http://{}/readyz", app.http_addr);
+    eventually(&format!("{client_id} is ready"), || async {
+        let response = reqwest::get(&readyz).await.map_err(|e| e.to_string())?;
+        (response.status() == StatusCode::OK)
+            .then_some(())
+            .ok_or(response.status().to_string())
+    })
+    .await;
+    common::TestApp {
+        app,
+        db: TestDb {
+            name: db.name.clone(),
+            url: SecretString::from(db.url.expose_secret().to_owned()),
+            pool: db.pool.clone(),
+        },
+        spool,
+    }
+}
+
+#[tokio::test]
+async fn an_api_instance_publishes_a_command_that_reaches_the_collar_through_the_external_broker() {
+    let db = fresh_database().await;
+    let broker = Mosquitto::start(&db.name).await;
+    let ingest = spawn(&db, &broker, Role::Ingest, "ingest-0").await;
+    let api_instance = spawn(&db, &broker, Role::Api, "api-0").await;
+    assert!(ingest.app.live.is_none() && ingest.app.mqtt_addr.is_none());
+
+    // The ingest instance serves health and metrics only.
+    let owners_route = reqwest::get(format!("http://{}/api/v1/trackers", ingest.app.http_addr))
+        .await
+        .unwrap();
+    assert_eq!(owners_route.status(), StatusCode::NOT_FOUND);
+
+    let api = Api::new(&api_instance);
+    let collar = provision(&db.pool, &TrackerId::parse("rex").unwrap(), None)
+        .await
+        .unwrap();
+    let token = api.owner_of("ada@example.com", &[&collar]).await;
+    let mut rex = Collar::connect(&broker, "rex").await;
+    // Online comes through the ingest instance from the collar's own message.
+    rex.publish("online", "online".to_owned()).await;
+    api_instance
+        .wait_for_count(
+            "SELECT count(*) FROM tracker_status WHERE tracker_id = 'rex' AND online",
+            1,
+        )
+        .await;
+
+    let (status, created) = api
+        .post(
+            "/trackers/rex/commands",
+            Some(&token),
+            json!({"type": "buzzer", "params": {"seconds": 2}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let command = tokio::time::timeout(gateway::testing::EVENTUALLY, rex.commands.recv())
+        .await
+        .expect("the command reached the collar")
+        .unwrap();
+    assert_eq!(command["id"], id.as_str());
+    assert_eq!(command["type"], "buzzer");
+
+    // The collar's result goes back through the broker and the ingest instance.
+    rex.publish(
+        "command-results",
+        json!({"id": id, "status": "done"}).to_string(),
+    )
+    .await;
+    eventually("the command succeeded", || async {
+        let (_, body) = api.get(&format!("/commands/{id}"), &token).await;
+        (body["status"] == "succeeded")
+            .then_some(())
+            .ok_or(body.to_string())
+    })
+    .await;
+
+    api_instance.stop().await;
+    ingest.stop().await;
+}
