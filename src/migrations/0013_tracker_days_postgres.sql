@@ -77,49 +77,44 @@ BEGIN
     FROM late CROSS JOIN LATERAL pettracker_day_from_fixes(late.tracker_id, late.day) r
     WHERE d.tracker_id = late.tracker_id AND d.day = late.day;
 
-    -- Appended fixes: the sums go on from the stored ones in device-time order (the stored sum
-    -- first, then each new segment, the first from the day's last fix), which adds the same
-    -- numbers in the same order as summing the whole day would: the row stays bit-identical.
+    -- Appended fixes: the sums go on from the stored ones in device-time order, as running sums
+    -- over the day's new segments whose first term is the stored sum plus the segment from the
+    -- day's last fix: the same additions in the same order as summing the whole day, so the row
+    -- stays bit for bit what the view computes. One sort of the statement's fixes, no per-day
+    -- sorts.
     WITH fixes AS (
-        SELECT tracker_id, date_trunc('day', device_time, 'UTC') AS day, device_time, lat, lon,
-               row_number() OVER w AS n,
+        SELECT tracker_id, day, device_time, lat, lon,
+               row_number() OVER w AS n, count(*) OVER g AS k, min(device_time) OVER g AS first_new,
                lag(device_time) OVER w AS prev_time,
                lag(lat) OVER w AS prev_lat, lag(lon) OVER w AS prev_lon
-        FROM new_fixes
-        WINDOW w AS (PARTITION BY tracker_id, date_trunc('day', device_time, 'UTC') ORDER BY device_time)
-    ), appended AS (
-        SELECT d.tracker_id, d.day, d.distance_m, d.moving_s, d.last_fix, d.last_lat, d.last_lon
-        FROM tracker_days d JOIN fixes f ON f.tracker_id = d.tracker_id AND f.day = d.day AND f.n = 1
-        WHERE NOT d.stale AND (d.points = 0 OR f.device_time > d.last_fix)
+        FROM (SELECT tracker_id, date_trunc('day', device_time, 'UTC') AS day, device_time, lat, lon
+              FROM new_fixes) x
+        WINDOW g AS (PARTITION BY tracker_id, day), w AS (g ORDER BY device_time)
     ), steps AS (
-        SELECT a.tracker_id, a.day, 0::BIGINT AS n, a.distance_m AS metres, a.moving_s AS seconds,
-               NULL::TIMESTAMPTZ AS t, NULL::DOUBLE PRECISION AS lat, NULL::DOUBLE PRECISION AS lon
-        FROM appended a
-        UNION ALL
-        SELECT f.tracker_id, f.day, f.n,
-               -- haversine_m of a missing neighbour is not NULL (least() skips NULLs): the
-               -- day's first fix has no segment.
-               CASE WHEN p.lat IS NOT NULL THEN haversine_m(p.lat, p.lon, f.lat, f.lon) END,
-               moving_segment_s(p.t, p.lat, p.lon, f.device_time, f.lat, f.lon),
-               f.device_time, f.lat, f.lon
-        FROM appended a
-        JOIN fixes f ON f.tracker_id = a.tracker_id AND f.day = a.day
-        CROSS JOIN LATERAL (
-            SELECT CASE WHEN f.n = 1 THEN a.last_fix ELSE f.prev_time END AS t,
-                   CASE WHEN f.n = 1 THEN a.last_lat ELSE f.prev_lat END AS lat,
-                   CASE WHEN f.n = 1 THEN a.last_lon ELSE f.prev_lon END AS lon) p
+        -- haversine_m of a missing neighbour is not NULL (least() skips NULLs): a day's first
+        -- fix adds no distance.
+        SELECT f.tracker_id, f.day, f.n, f.k, f.first_new, f.device_time, f.lat, f.lon,
+               CASE WHEN f.n > 1 THEN haversine_m(f.prev_lat, f.prev_lon, f.lat, f.lon)
+                    WHEN d.last_lat IS NULL THEN d.distance_m
+                    ELSE d.distance_m + haversine_m(d.last_lat, d.last_lon, f.lat, f.lon) END AS metres,
+               CASE WHEN f.n > 1
+                    THEN moving_segment_s(f.prev_time, f.prev_lat, f.prev_lon, f.device_time, f.lat, f.lon)
+                    ELSE d.moving_s + moving_segment_s(d.last_fix, d.last_lat, d.last_lon,
+                                                       f.device_time, f.lat, f.lon) END AS seconds
+        FROM fixes f JOIN tracker_days d ON d.tracker_id = f.tracker_id AND d.day = f.day
+        WHERE NOT d.stale AND (d.points = 0 OR f.first_new > d.last_fix)
+    ), sums AS (
+        SELECT tracker_id, day, n, k, first_new, device_time, lat, lon,
+               sum(metres) OVER s AS distance_m, sum(seconds) OVER s AS moving_s
+        FROM steps
+        WINDOW s AS (PARTITION BY tracker_id, day ORDER BY n ROWS UNBOUNDED PRECEDING)
     )
     UPDATE tracker_days d
-    SET points = d.points + s.added, distance_m = s.distance_m, moving_s = s.moving_s,
-        first_fix = coalesce(d.first_fix, s.first_new), last_fix = s.last_fix,
-        last_lat = s.last_lat, last_lon = s.last_lon
-    FROM (SELECT tracker_id, day, count(t) AS added,
-                 sum(metres ORDER BY n) AS distance_m, sum(seconds ORDER BY n) AS moving_s,
-                 min(t) AS first_new, max(t) AS last_fix,
-                 (array_agg(lat ORDER BY n DESC))[1] AS last_lat,
-                 (array_agg(lon ORDER BY n DESC))[1] AS last_lon
-          FROM steps GROUP BY tracker_id, day) s
-    WHERE d.tracker_id = s.tracker_id AND d.day = s.day;
+    SET points = d.points + s.k, distance_m = s.distance_m, moving_s = s.moving_s,
+        first_fix = coalesce(d.first_fix, s.first_new), last_fix = s.device_time,
+        last_lat = s.lat, last_lon = s.lon
+    FROM sums s
+    WHERE s.n = s.k AND d.tracker_id = s.tracker_id AND d.day = s.day;
     RETURN NULL;
 END
 $$;
