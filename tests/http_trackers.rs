@@ -570,14 +570,8 @@ async fn the_summary_gives_points_distance_and_time_moving_per_day_counting_only
         .and_hms_opt(12, 0, 0)
         .unwrap()
         .and_utc();
+    date_claim(&app, claimed_at).await;
     let client = app.app.pool.get().await.unwrap();
-    client
-        .execute(
-            "UPDATE trackers SET claimed_at = $1 WHERE tracker_id = 'rex'",
-            &[&claimed_at],
-        )
-        .await
-        .unwrap();
     let next_day = claimed_at + TimeDelta::days(1);
     for (t, lat) in [
         (claimed_at - TimeDelta::seconds(1), 40.0), // the previous owner's: not counted
@@ -621,6 +615,22 @@ async fn the_summary_gives_points_distance_and_time_moving_per_day_counting_only
     assert_error(status, &body, 400, "bad_request");
     assert_eq!(body["field"], "from");
     app.stop().await;
+}
+
+/// Dates rex's claim to `at`, so that a test's fixes fall on the days it means whatever the time
+/// of day it runs at.
+async fn date_claim(app: &TestApp, at: DateTime<Utc>) {
+    app.app
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .execute(
+            "UPDATE trackers SET claimed_at = $1 WHERE tracker_id = 'rex'",
+            &[&at],
+        )
+        .await
+        .unwrap();
 }
 
 /// Fixes of `tracker` at `base` + each second offset, moving along a walk with pauses (so that
@@ -761,14 +771,7 @@ async fn the_kept_daily_summary_is_the_one_computed_from_the_fixes_through_late_
         .and_hms_opt(0, 0, 0)
         .unwrap()
         .and_utc();
-    let client = app.app.pool.get().await.unwrap();
-    client
-        .execute(
-            "UPDATE trackers SET claimed_at = $1 WHERE tracker_id = 'rex'",
-            &[&(base - TimeDelta::days(1))],
-        )
-        .await
-        .unwrap();
+    date_claim(&app, base - TimeDelta::days(1)).await;
     // Whole days, days cut by the range at both ends, and a range inside one day.
     let ranges = [
         (base - TimeDelta::days(1), base + TimeDelta::days(5)),
