@@ -17,6 +17,12 @@ use crate::config::StorageConfig;
 /// statements get the database's attention.
 const CHUNK_PAUSE: Duration = Duration::from_millis(20);
 
+/// A kept day whose fixes were all deleted: it is stale (a delete touched it) and no fix of the
+/// day is left.
+const EMPTIED_DAY: &str = "stale AND NOT EXISTS (SELECT 1 FROM positions p
+     WHERE p.tracker_id = tracker_days.tracker_id AND p.device_time >= tracker_days.day
+       AND p.device_time < tracker_days.day + interval '1 day')";
+
 /// The windows of every kind of history, and how often to apply them.
 #[derive(Debug, Clone)]
 pub struct RetentionSettings {
@@ -62,9 +68,18 @@ impl RetentionSettings {
             ),
             Rule::new("alerts", "created_at", None, self.alerts),
         ];
+        // After the fixes' own rule: the kept days (plain PostgreSQL only, migration 13) that
+        // their deletes emptied. A day they only cut stays, stale, and is read from its fixes.
+        let days = match backend {
+            Backend::Postgres => {
+                Rule::new("tracker_days", "day", Some(EMPTIED_DAY), self.device.fixes)
+            }
+            Backend::TimescaleDb => None,
+        };
         retention::device_rules(backend, self.device)
             .into_iter()
             .chain(server.into_iter().flatten())
+            .chain(days)
             .collect()
     }
 }

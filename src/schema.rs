@@ -1,7 +1,7 @@
 //! The server's schema migrations (accounts, sharing, daily summaries, alerts, commands), and the one ordered history they make with the device side's.
 //!
 //! Each migration lives in the crate whose code uses its tables: versions 1, 2, 10 and 11 are
-//! `gateway`'s (trackers, their status, fixes, dead letters), 3 to 9 and 12 are these. One runner
+//! `gateway`'s (trackers, their status, fixes, dead letters), 3 to 9, 12 and 13 are these. One runner
 //! (`gateway::storage::migrate`) applies the merged history, in version order, with checksums.
 //!
 //! Migrations 1 and 5 were rearranged at the gateway/server split: `users` and
@@ -97,6 +97,16 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "retention indexes on commands, alerts and webhook deliveries",
         timescale: &[include_str!("migrations/0012_retention_indexes.sql")],
         postgres: &[include_str!("migrations/0012_retention_indexes.sql")],
+        transactional: true,
+        earlier_checksums: &[],
+    },
+    Migration {
+        version: 13,
+        name: "daily summaries kept at ingest on plain PostgreSQL",
+        // TimescaleDB keeps its continuous aggregate: hypertables take no triggers with
+        // transition tables.
+        timescale: &[],
+        postgres: &[include_str!("migrations/0013_tracker_days_postgres.sql")],
         transactional: true,
         earlier_checksums: &[],
     },

@@ -114,14 +114,48 @@ async fn a_database_of_the_previous_release_upgrades_without_a_checksum_error_or
         pettracker::schema::history().latest_version()
     );
     assert!(report.applied.iter().all(|v| *v > 10), "{report:?}");
-    // Every row is still there; schema_migrations has one more per version applied.
+    // Every row is still there; schema_migrations has one more per version applied, and
+    // tracker_days (migration 13) one per tracker and day of the fixes already stored.
     let mut expected = before.clone();
     for (table, n) in &mut expected {
         if table == "schema_migrations" {
             *n += report.applied.len() as i64;
         }
     }
+    let days: i64 = db
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT count(*) FROM (SELECT DISTINCT tracker_id, date_trunc('day', device_time, 'UTC')
+             FROM positions) d",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(days > 0);
+    expected.push(("tracker_days".to_owned(), days));
+    expected.sort();
     assert_eq!(row_counts(&db).await, expected);
+    // Filled with exactly what the view computes from those fixes.
+    let differing: i64 = db
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT count(*) FROM (
+                 SELECT tracker_id, day, points, distance_m, moving_s, first_fix, last_fix FROM tracker_days
+                 EXCEPT SELECT tracker_id, day, points, distance_m, moving_s, first_fix, last_fix
+                 FROM daily_summaries) d",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(differing, 0);
 
     // And it is the schema a new installation gets, but for the order of columns.
     let fresh = fresh_database().await;

@@ -1,4 +1,4 @@
-//! Daily summaries: points, distance and moving time per UTC day since the claim, from the continuous aggregate or computed from the fixes.
+//! Daily summaries: points, distance and moving time per UTC day since the claim, from the days kept at ingest (plain PostgreSQL), the continuous aggregate (TimescaleDB), or computed from the fixes.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use deadpool_postgres::Pool;
@@ -23,13 +23,15 @@ pub struct DaySummary {
     pub last_fix: DateTime<Utc>,
 }
 
-/// Per-day summaries for days starting in `from..to`, counting only fixes since the claim.
+/// Per-day summaries of the fixes in `from..to` since the claim, one per UTC day that has any.
 ///
+/// On plain PostgreSQL the days come from `tracker_days`, which triggers keep exactly equal to
+/// the day's fixes in the transaction that writes them (migration 13). A day the range or the
+/// claim cuts, and a day whose row is stale (some of its fixes were deleted), is computed from
+/// its fixes in that part of the day; a day whose fixes all fall in the range is read as kept.
 /// On TimescaleDB, days after the claim day come from the `daily_summaries` continuous aggregate
 /// (materialized, plus real-time for the newest data); the claim day is computed from the fixes
-/// after the claim. On plain PostgreSQL every day is computed from the fixes, with a device-time
-/// range the primary key serves: the `daily_summaries` view would do the same work but could only
-/// be filtered by day after reading the tracker's whole history.
+/// after the claim.
 pub async fn summary(
     pool: &Pool,
     tracker: &TrackerId,
@@ -57,7 +59,7 @@ pub async fn summary(
     let mut days = Vec::new();
     match gateway::storage::backend(pool).await? {
         gateway::storage::Backend::Postgres => {
-            days.extend(summary_from_fixes(pool, tracker, from, to).await?);
+            days.extend(summary_from_kept_days(pool, tracker, from, to).await?);
         }
         gateway::storage::Backend::TimescaleDb => {
             let claim_day_end = claim_day + TimeDelta::days(1);
@@ -88,6 +90,39 @@ fn day_summary(r: &Row) -> DaySummary {
         last_fix: r.get(4),
         moving_s: r.get(5),
     }
+}
+
+/// Days of `from..to` from `tracker_days`; the parts of days that the range cuts, and stale days,
+/// from the fixes.
+async fn summary_from_kept_days(
+    pool: &Pool,
+    tracker: &TrackerId,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<DaySummary>, StorageError> {
+    let rows = client(pool)
+        .await?
+        .query(
+            "SELECT day, points, distance_m, first_fix, last_fix, moving_s, stale FROM tracker_days
+             WHERE tracker_id = $1 AND day > $2::timestamptz - interval '1 day' AND day < $3
+             ORDER BY day",
+            &[&tracker.as_str(), &from, &to],
+        )
+        .await
+        .map_err(StorageError::query("reading daily summaries"))?;
+    let mut days = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let day: DateTime<Utc> = row.get(0);
+        let (start, end) = (day.max(from), (day + TimeDelta::days(1)).min(to));
+        let stale: bool = row.get(6);
+        let kept = day_summary(row);
+        if !stale && kept.points > 0 && kept.first_fix >= start && kept.last_fix < end {
+            days.push(kept);
+        } else if stale || kept.points > 0 {
+            days.extend(summary_from_fixes(pool, tracker, start, end).await?);
+        }
+    }
+    Ok(days)
 }
 
 /// Days of `from..to` computed from the fixes themselves (great circle between consecutive fixes).

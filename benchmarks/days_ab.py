@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""What keeping `tracker_days` at ingest costs: the batch write statement with the daily-summary
+trigger of migration 13 enabled and disabled, interleaved on one database.
+
+The statement is gateway/src/storage/ingest.rs's WRITE_FIXES as it is. Reports the PostgreSQL
+backend's CPU per fix (from /proc: run it as root or as the server's user) and the statement's
+wall time per fix. Each tracker reports a fix every 10 s of device time, in order (the trigger's
+common case: extending the day's row); LATE_EVERY > 0 also sends every LATE_EVERY-th batch again
+shifted 5 s back in time (late fixes between stored ones: the day is computed again).
+
+Usage: python3 benchmarks/days_ab.py [TRACKERS BATCH FIXES_PER_TRACKER_IN_A_ROW ITERATIONS LATE_EVERY]
+Needs psycopg 3 and the test cluster that `cargo test` starts under $TMPDIR (its migrated
+template is copied into a scratch database, ab_days).
+"""
+import datetime, os, re, statistics, sys, time
+import psycopg
+
+src = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "../gateway/src/storage/ingest.rs")).read()
+sql = re.sub(r"\$\d+", "%s", re.search(r'const WRITE_FIXES: &str = "(.*?)";', src, re.S).group(1))
+cluster = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"pettracker-test-pg-{os.geteuid()}")
+port = open(f"{cluster}/pgdata/postmaster.pid").read().splitlines()[3]
+pw = open(f"{cluster}/password").read().strip()
+admin = psycopg.connect(f"host=127.0.0.1 port={port} user=pettracker password={pw} dbname=postgres", autocommit=True)
+tmpl = admin.execute("SELECT datname FROM pg_database WHERE datname LIKE 'pettracker_template_%' AND datname NOT LIKE '%building' ORDER BY oid DESC LIMIT 1").fetchone()[0]
+admin.execute("DROP DATABASE IF EXISTS ab_days WITH (FORCE)")
+admin.execute(f"CREATE DATABASE ab_days TEMPLATE {tmpl}")
+c = psycopg.connect(f"host=127.0.0.1 port={port} user=pettracker password={pw} dbname=ab_days", autocommit=True)
+assert c.execute("SELECT to_regclass('tracker_days')").fetchone()[0], "no tracker_days: not plain PostgreSQL at migration 13"
+# DAYS_AB_SETUP: an SQL file run first, to measure a variant of the trigger's functions.
+if os.environ.get("DAYS_AB_SETUP"):
+    c.execute(open(os.environ["DAYS_AB_SETUP"]).read())
+trackers, batch, per_msg, iters, late_every = ([int(a) for a in sys.argv[1:6]] + [1000, 500, 1, 200, 0][len(sys.argv) - 1:])[:5]
+c.execute("INSERT INTO trackers (tracker_id, secret_hash, claim_code_hash) SELECT 'ab-' || i, 'x', 'x' FROM generate_series(0, %s) i", (trackers - 1,))
+c.execute("INSERT INTO tracker_status (tracker_id) SELECT tracker_id FROM trackers")
+base = datetime.datetime.now(datetime.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - datetime.timedelta(days=1)
+now = datetime.datetime.now(datetime.timezone.utc)
+k = 0  # next fix number; each tracker's device time advances 10 s per fix
+def rows(shift=None):
+    global k
+    f = [[] for _ in range(12)]
+    first = k if shift is None else shift
+    for j in range(batch):
+        n = first + j
+        tr = n // per_msg % trackers
+        t = base + datetime.timedelta(seconds=10 * (n // per_msg // trackers * per_msg + n % per_msg) - (5 if shift is not None else 0))
+        for col, v in zip(f, [f"ab-{tr}", t, now, 52.5 + n * 1e-7, 13.4, 34.0, 5.0, 1.2, 270.0, 9, 80, n]):
+            col.append(v)
+    if shift is None:
+        k += batch
+    newest = {}
+    for i, tr in enumerate(f[0]):
+        newest[tr] = i
+    idx = list(newest.values())
+    s = [[f[0][i] for i in idx], [f[1][i] for i in idx], [f[3][i] for i in idx], [f[4][i] for i in idx],
+         [f[6][i] for i in idx], [f[7][i] for i in idx], [f[8][i] for i in idx], [f[11][i] for i in idx],
+         [f[10][i] for i in idx], [now for _ in idx]]
+    return f + s, first
+pid = c.execute("SELECT pg_backend_pid()").fetchone()[0]
+def cpu():
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+cpu_by, times, fixes = {"without": 0.0, "with": 0.0}, {"without": [], "with": []}, {"without": 0, "with": 0}
+for it in range(iters):
+    for name in (["without", "with"] if it % 2 else ["with", "without"]):
+        c.execute(f"ALTER TABLE positions {'ENABLE' if name == 'with' else 'DISABLE'} TRIGGER tracker_days_insert")
+        p, first = rows()
+        batches = [p]
+        if late_every and it % late_every == 0 and first >= batch:
+            batches.append(rows(shift=first - batch)[0])
+        for b in batches:
+            t0 = time.perf_counter(); c0 = cpu()
+            c.execute(sql, b, prepare=True)
+            times[name].append((time.perf_counter() - t0) / batch * 1e6)
+            cpu_by[name] += cpu() - c0
+            fixes[name] += batch
+for name in times:
+    v = times[name][10:]
+    print(name, "statement us/fix median", round(statistics.median(v), 2), "backend CPU us/fix", round(cpu_by[name] / fixes[name] * 1e6, 2))
+print("ratio with/without (median wall):", round(statistics.median(times["with"][10:]) / statistics.median(times["without"][10:]), 3))
+print("positions", c.execute("SELECT count(*) FROM positions").fetchone()[0], "tracker_days", c.execute("SELECT count(*) FROM tracker_days").fetchone()[0])
+c.close()
+admin.execute("DROP DATABASE ab_days WITH (FORCE)")
