@@ -144,20 +144,30 @@ impl Browser {
             builder.capabilities(caps.as_object().unwrap().clone());
             let url = format!("http://127.0.0.1:{port}");
             let mut client = None;
-            // chromedriver needs a moment before it listens.
-            for _ in 0..100 {
+            let mut last_error = None;
+            // chromedriver needs a moment before it listens, and on a loaded machine chromium
+            // needs several seconds to start: wait for either by the clock, not by a count.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
+            while tokio::time::Instant::now() < deadline {
                 match builder.connect(&url).await {
                     Ok(c) => {
                         client = Some(c);
                         break;
                     }
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    Err(e) => {
+                        last_error = Some(e.to_string());
+                        tokio::time::sleep(Duration::from_millis(200)).await
+                    }
                 }
             }
             let Some(client) = client else {
                 let _ = driver.kill();
                 let _ = driver.wait();
-                assert!(attempt < 3, "chromedriver did not start a session");
+                assert!(
+                    attempt < 3,
+                    "chromedriver did not start a session: {}",
+                    last_error.unwrap_or_default()
+                );
                 continue;
             };
             let session = client.session_id().await.ok().flatten();
