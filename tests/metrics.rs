@@ -5,6 +5,10 @@ mod common;
 
 use common::{connect, fix_json, options, publish_acked, spawn_app};
 
+/// The tests of this binary run on parallel threads but read the same global counters: each
+/// holds this lock for its whole run, so no other test's fixes move the counters it reads.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The value of one series (`name` with its labels, as exposed), 0 when it is not there yet.
 async fn metric(app: &common::TestApp, series: &str) -> f64 {
     let text = reqwest::get(format!("http://{}/metrics", app.app.http_addr))
@@ -20,6 +24,7 @@ async fn metric(app: &common::TestApp, series: &str) -> f64 {
 
 #[tokio::test]
 async fn metrics_count_received_messages_stored_fixes_duplicates_and_dead_letters() {
+    let _serial = SERIAL.lock().await;
     let t = spawn_app().await;
     let secret = t.provision("rex").await;
     let series = [
@@ -70,6 +75,7 @@ async fn metrics_count_received_messages_stored_fixes_duplicates_and_dead_letter
 
 #[tokio::test]
 async fn every_stage_of_a_fix_on_its_way_to_the_puback_is_timed() {
+    let _serial = SERIAL.lock().await;
     let t = spawn_app().await;
     let secret = t.provision("fido").await;
     let stages = [
