@@ -162,11 +162,20 @@ pub async fn spawn_with_clock(config: Config, clock: ingest::Clock) -> anyhow::R
     };
     let mut leaderships = vec![retention];
 
+    // Behind an external broker any instance may commit any tracker's fixes: the alert engine
+    // judges in one instance, fed by all (src/alerts/mod.rs).
+    let external = config.external_broker();
+    let alert_mode = if external.is_some() {
+        crate::alerts::Mode::Led
+    } else {
+        crate::alerts::Mode::Local
+    };
+
     // The owners' side: live feeds, alerts, webhooks.
     let api = role.serves_api().then(|| {
-        let offline_sweep = leadership::elect(
+        let alert_leadership = leadership::elect(
             database.url.clone(),
-            Job::OfflineSweep,
+            Job::Alerts,
             leadership::hold(),
             shutdown.clone(),
         );
@@ -176,13 +185,22 @@ pub async fn spawn_with_clock(config: Config, clock: ingest::Clock) -> anyhow::R
             crate::live::Hub::start(live_bus.as_ref(), config.live_options(), shutdown.clone());
         let alerts = crate::alerts::start(
             database.pool.clone(),
-            live_bus.clone(),
             config.alerts,
+            alert_mode,
             ready.clone(),
-            offline_sweep.watch(),
+            alert_leadership.watch(),
             shutdown.clone(),
         );
-        leaderships.push(offline_sweep);
+        leaderships.push(alert_leadership);
+        // Alerts raised here or in another instance, as the database announces them.
+        tokio::spawn(crate::alerts::announce(
+            notify::listen(
+                database.url.clone(),
+                crate::alerts::store::ALERT_CHANNEL,
+                shutdown.clone(),
+            ),
+            live_bus.clone(),
+        ));
         let (pool, base, stop) = (
             database.pool.clone(),
             config.alerts.webhook_delivery(),
@@ -198,15 +216,51 @@ pub async fn spawn_with_clock(config: Config, clock: ingest::Clock) -> anyhow::R
         }
     });
 
+    // Behind an external broker, what one instance ingests reaches the others' live feeds and
+    // the alert engine's leader through the live relay.
+    let (relay, relay_publisher) = match &external {
+        Some(external) => {
+            let consumer = api.as_ref().map(|api| {
+                Arc::new(crate::live::relay::FromOtherInstances::new(
+                    api.live_bus.clone(),
+                    &api.alerts,
+                )) as Arc<dyn gateway::external::relay::RelayConsumer>
+            });
+            let ends = gateway::external::RelayEnds {
+                publish: role.ingests(),
+                consumer,
+            };
+            let (relay, publisher) =
+                gateway::external::start_relay(external, ends, shutdown.clone())?;
+            (Some(relay), publisher)
+        }
+        None => (None, None),
+    };
+
     // The pipeline stops only after the broker side has stopped feeding it.
     let (ingest_trigger, ingest_shutdown) = shutdown::channel();
     let pipeline = if role.ingests() {
         let mut ingest_config = config.ingest_config();
         ingest_config.clock = clock.clone();
-        if let Some(api) = &api {
-            ingest_config.live = gateway::live::LivePublisher::new(api.live_bus.clone());
-            // The alert engine computes from every committed fix (the live bus may skip some).
-            ingest_config.committed = Some(api.alerts.feed.clone());
+        // The alert engine computes from every committed fix (the live bus may skip some).
+        use gateway::external::relay::Tee;
+        use gateway::live::LivePublisher;
+        match (&api, &relay_publisher) {
+            (Some(api), Some(relay)) => {
+                ingest_config.live =
+                    LivePublisher::new(Arc::new(Tee(api.live_bus.clone(), relay.clone())));
+                ingest_config.committed =
+                    Some(Arc::new(Tee(api.alerts.feed.clone(), relay.clone())));
+            }
+            (Some(api), None) => {
+                ingest_config.live = LivePublisher::new(api.live_bus.clone());
+                ingest_config.committed = Some(api.alerts.feed.clone());
+            }
+            (None, Some(relay)) => {
+                ingest_config.live = LivePublisher::new(relay.clone());
+                ingest_config.committed = Some(relay.clone());
+            }
+            (None, None) => {}
         }
         // Collars' command reports are applied to the server's commands in their batch.
         ingest_config.commands = Some(Arc::new(crate::commands::reports::Reports));
@@ -220,16 +274,17 @@ pub async fn spawn_with_clock(config: Config, clock: ingest::Clock) -> anyhow::R
     };
 
     let (command_wake, command_woken) = crate::commands::dispatch::channel();
-    let broker = match (config.external_broker(), &pipeline) {
-        (Some(external), pipeline) => {
+    let broker = match (external, relay, &pipeline) {
+        (Some(external), Some(relay), pipeline) => {
             let ingest = pipeline.as_ref().map(|p| p.hooks.clone());
             BrokerSide::External(Arc::new(gateway::external::start(
                 &external,
                 ingest,
+                relay,
                 shutdown.clone(),
             )?))
         }
-        (None, Some(pipeline)) => {
+        (_, _, Some(pipeline)) => {
             if config.mqtt.open {
                 tracing::warn!(
                     "MQTT OPEN MODE: any client may connect without credentials and publish for any tracker. \
@@ -246,7 +301,7 @@ pub async fn spawn_with_clock(config: Config, clock: ingest::Clock) -> anyhow::R
             BrokerSide::Embedded(Arc::new(broker::start(broker_config, hooks).await?))
         }
         // Validation refuses an `api` instance without an external broker.
-        (None, None) => anyhow::bail!(
+        (_, _, None) => anyhow::bail!(
             "role `api` needs an external broker (external_broker.url / --external-broker)"
         ),
     };

@@ -38,17 +38,18 @@ const RETRY: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_s
 pub enum Job {
     /// `retention::run`: deleting history past its windows.
     Retention,
-    /// The alert engine's periodic search for trackers silent past `alerts.offline_after_secs`.
-    OfflineSweep,
+    /// The alert engine's fleet-wide work: the periodic search for trackers silent past
+    /// `alerts.offline_after_secs`, and behind an external broker the judging of every fix.
+    Alerts,
 }
 
 impl Job {
-    pub const ALL: [Job; 2] = [Job::Retention, Job::OfflineSweep];
+    pub const ALL: [Job; 2] = [Job::Retention, Job::Alerts];
 
     pub fn name(self) -> &'static str {
         match self {
             Job::Retention => "retention",
-            Job::OfflineSweep => "offline-sweep",
+            Job::Alerts => "alerts",
         }
     }
 
@@ -58,7 +59,7 @@ impl Job {
         const BASE: i64 = 0x7065_7474_6c64_0000; // "pettld\0\0"
         match self {
             Job::Retention => BASE + 1,
-            Job::OfflineSweep => BASE + 2,
+            Job::Alerts => BASE + 2,
         }
     }
 

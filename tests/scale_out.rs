@@ -327,6 +327,18 @@ async fn assert_each_stored_once(db: &TestDb, collars: &[Collar], per_collar: u6
     assert_eq!(stored.len() as u64, collars.len() as u64 * per_collar);
 }
 
+/// Waits until every collar's fixes 1..=`per_collar` are stored. An ack only says so for the
+/// instance that sent it: a collar's earlier fix may still be on its way through the other
+/// instance, which holds it (unacknowledged to the broker) until it is committed.
+async fn wait_all_stored(db: &TestDb, collars: &[Collar], per_collar: u64) {
+    let want = collars.len() as i64 * per_collar as i64;
+    eventually("every acknowledged fix is stored", || async {
+        let stored = stored(db).await.len() as i64;
+        (stored >= want).then_some(()).ok_or(format!("{stored} of {want}"))
+    })
+    .await;
+}
+
 async fn wait_all_acked(collars: &[Collar], per_collar: u64) {
     eventually("every fix is acknowledged", || async {
         let behind: Vec<_> = collars
@@ -361,6 +373,7 @@ async fn two_ingest_instances_store_every_fix_exactly_once() {
         }
     }
     wait_all_acked(&collars, PER_COLLAR).await;
+    wait_all_stored(&db, &collars, PER_COLLAR).await;
     assert_each_stored_once(&db, &collars, PER_COLLAR).await;
     // The broker shared the messages between both instances.
     let (by_a, by_b) = (a.telemetry_received().await, b.telemetry_received().await);
@@ -427,6 +440,7 @@ async fn an_ingest_instance_killed_mid_stream_and_restarted_with_the_same_identi
         .map(|c| Arc::try_unwrap(c).ok().unwrap())
         .collect();
     wait_all_acked(&collars, PER_COLLAR).await;
+    wait_all_stored(&db, &collars, PER_COLLAR).await;
     assert_each_stored_once(&db, &collars, PER_COLLAR).await;
     // What b got after its restart came from its session at the broker (the collars sent
     // every fix once, before the restart).
@@ -446,12 +460,28 @@ async fn an_ingest_instance_killed_mid_stream_and_restarted_with_the_same_identi
 
 /// An in-process instance of `role` on `db`, behind `broker`.
 async fn spawn(db: &TestDb, broker: &Mosquitto, role: Role, client_id: &str) -> common::TestApp {
+    spawn_with(db, broker, role, client_id, |_| {}).await
+}
+
+/// [`spawn`], with its configuration changed by `adjust` first.
+async fn spawn_with(
+    db: &TestDb,
+    broker: &Mosquitto,
+    role: Role,
+    client_id: &str,
+    adjust: impl FnOnce(&mut Config),
+) -> common::TestApp {
     let spool = std::env::temp_dir().join(format!("pettracker-spool-{}-{client_id}", db.name));
     let mut config: Config = common::test_config(db, &spool);
     config.role = role;
     config.external_broker.url = Some(broker.url());
     config.external_broker.client_id = client_id.to_owned();
     config.commands.resend_after_ms = 300;
+    // As in a deployment: every instance signs and checks access tokens with one key.
+    config.auth.token_secret = Some(SecretString::from(
+        "scale-out-test-token-secret-0123456789abcdef",
+    ));
+    adjust(&mut config);
     let app = pettracker::app::spawn(config).await.unwrap();
     let readyz = format!("http://{}/readyz", app.http_addr);
     eventually(&format!("{client_id} is ready"), || async {
@@ -533,4 +563,179 @@ async fn an_api_instance_publishes_a_command_that_reaches_the_collar_through_the
 
     api_instance.stop().await;
     ingest.stop().await;
+}
+
+type LiveSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A live feed on `instance` for everything the token's owner may see.
+async fn live_feed(instance: &common::TestApp, token: &str) -> LiveSocket {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{}/api/v1/live", instance.app.http_addr)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    ws.send(Message::text(json!({"type": "subscribe"}).to_string()))
+        .await
+        .unwrap();
+    // The subscription is in place once the server says so.
+    next_message(&mut ws, |m| m["type"] == "subscribed").await;
+    ws
+}
+
+/// The next feed message `want` accepts; the others are passed over.
+async fn next_message(ws: &mut LiveSocket, want: impl Fn(&Value) -> bool) -> Value {
+    use futures::StreamExt;
+    tokio::time::timeout(gateway::testing::EVENTUALLY, async {
+        loop {
+            let message = ws.next().await.expect("the feed ended").unwrap();
+            let Ok(text) = message.to_text() else {
+                continue;
+            };
+            let Ok(value) = serde_json::from_str::<Value>(text) else {
+                continue;
+            };
+            if want(&value) {
+                return value;
+            }
+        }
+    })
+    .await
+    .expect("the feed message came")
+}
+
+/// Feed messages arriving within `quiet` of each other, until a quiet spell.
+async fn drain(ws: &mut LiveSocket, quiet: Duration) -> Vec<Value> {
+    use futures::StreamExt;
+    let mut out = Vec::new();
+    while let Ok(Some(Ok(message))) = tokio::time::timeout(quiet, ws.next()).await {
+        if let Ok(value) = serde_json::from_str::<Value>(message.to_text().unwrap_or("")) {
+            out.push(value);
+        }
+    }
+    out
+}
+
+fn telemetry(ts: DateTime<Utc>, lat: f64) -> String {
+    json!([{"ts": ts.to_rfc3339(), "lat": lat, "lon": 13.4, "acc": 5.0}]).to_string()
+}
+
+#[tokio::test]
+async fn api_instances_show_live_fixes_and_raise_one_alert_for_fixes_an_ingest_instance_stored() {
+    let db = fresh_database().await;
+    let broker = Mosquitto::start(&db.name).await;
+    let dwell = |c: &mut Config| {
+        c.alerts.geofence_dwell_secs = 20;
+        c.alerts.geofence_dwell_fixes = 2;
+    };
+    let ingest = spawn_with(&db, &broker, Role::Ingest, "ingest-a", dwell).await;
+    let api_a = spawn_with(&db, &broker, Role::Api, "api-a", dwell).await;
+    let api_b = spawn_with(&db, &broker, Role::Api, "api-b", dwell).await;
+
+    let api = Api::new(&api_a);
+    let collar = provision(&db.pool, &TrackerId::parse("rex").unwrap(), None)
+        .await
+        .unwrap();
+    let token = api.owner_of("ada@example.com", &[&collar]).await;
+    let (status, fence) = api
+        .post(
+            "/geofences",
+            Some(&token),
+            json!({"name": "home", "shape": {"type": "circle", "center": [13.4, 52.5], "radius_m": 200}, "trackers": ["rex"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{fence}");
+    // Whichever instance leads the alert engine, both feeds must tell what the ingest
+    // instance stored.
+    let mut feed_a = live_feed(&api_a, &token).await;
+    let mut feed_b = live_feed(&api_b, &token).await;
+
+    let rex = Collar::connect(&broker, "rex").await;
+    let base = DateTime::from_timestamp(Utc::now().timestamp() - 120, 0).unwrap();
+    let at = |s: i64| base + TimeDelta::seconds(s);
+    rex.publish("telemetry", telemetry(at(0), 52.5)).await;
+    for feed in [&mut feed_a, &mut feed_b] {
+        let position = next_message(feed, |m| m["type"] == "position").await;
+        assert_eq!(position["tracker"], "rex");
+        assert_eq!(position["fix"]["lat"], 52.5);
+    }
+
+    // Out of the zone for 30 s and three fixes: one exit, raised by the one instance judging.
+    for s in [10, 20, 30, 40] {
+        rex.publish("telemetry", telemetry(at(s), 52.52)).await;
+    }
+    for feed in [&mut feed_a, &mut feed_b] {
+        let alert = next_message(feed, |m| m["type"] == "alert").await;
+        assert_eq!(alert["alert"]["kind"], "geofence_exit");
+        assert_eq!(alert["alert"]["geofence_id"], fence["id"]);
+    }
+    // Once the judge has used a later fix (back home: a change pending its dwell, which saves
+    // the engine's state), still exactly one exit.
+    rex.publish("telemetry", telemetry(at(50), 52.5)).await;
+    api_a
+        .wait_for_count(
+            &format!(
+                "SELECT count(*) FROM alert_state WHERE tracker_id = 'rex' AND last_fix_time >= '{}'",
+                at(50).to_rfc3339()
+            ),
+            1,
+        )
+        .await;
+    assert_eq!(
+        api_a
+            .count("SELECT count(*) FROM alerts WHERE tracker_id = 'rex'")
+            .await,
+        1
+    );
+
+    api_b.stop().await;
+    api_a.stop().await;
+    ingest.stop().await;
+}
+
+#[tokio::test]
+async fn an_all_instance_behind_an_external_broker_tells_its_own_feed_each_fix_once_and_the_api_instance_too()
+ {
+    let db = fresh_database().await;
+    let broker = Mosquitto::start(&db.name).await;
+    let all = spawn(&db, &broker, Role::All, "all-a").await;
+    let api_instance = spawn(&db, &broker, Role::Api, "api-a").await;
+    let api = Api::new(&api_instance);
+    let collar = provision(&db.pool, &TrackerId::parse("rex").unwrap(), None)
+        .await
+        .unwrap();
+    let token = api.owner_of("ada@example.com", &[&collar]).await;
+    let mut own = live_feed(&all, &token).await;
+    let mut other = live_feed(&api_instance, &token).await;
+
+    let rex = Collar::connect(&broker, "rex").await;
+    let base = DateTime::from_timestamp(Utc::now().timestamp() - 60, 0).unwrap();
+    for s in 0..5 {
+        rex.publish("telemetry", telemetry(base + TimeDelta::seconds(s), 52.5))
+            .await;
+    }
+    all.wait_for_count("SELECT count(*) FROM positions", 5)
+        .await;
+    for feed in [&mut own, &mut other] {
+        let mut times: Vec<DateTime<Utc>> = drain(feed, Duration::from_millis(1500))
+            .await
+            .into_iter()
+            .filter(|m| m["type"] == "position")
+            .map(|m| m["fix"]["ts"].as_str().unwrap().parse().unwrap())
+            .collect();
+        times.sort();
+        // Each fix once: the `all` instance hears its own from its pipeline and skips the
+        // relayed copy.
+        let want: Vec<DateTime<Utc>> = (0..5).map(|s| base + TimeDelta::seconds(s)).collect();
+        assert_eq!(times.len(), 5, "{times:?}");
+        assert_eq!(times, want);
+    }
+
+    api_instance.stop().await;
+    all.stop().await;
 }

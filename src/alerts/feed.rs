@@ -118,6 +118,21 @@ impl Feed {
         self.wake.notify_one();
     }
 
+    /// Has the engine read these trackers' news back from the database (another instance
+    /// committed it); their queued inputs go, as the read-back includes them.
+    pub fn resync(&self, trackers: impl IntoIterator<Item = String>) {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = queue.behind.len();
+        queue.behind.extend(trackers);
+        if queue.behind.len() == before {
+            return;
+        }
+        let Queue { inputs, behind } = &mut *queue;
+        inputs.retain(|i| !behind.contains(i.tracker()));
+        drop(queue);
+        self.wake.notify_one();
+    }
+
     /// The next thing to do: resyncs first (they replace inputs that were dropped), then the
     /// queued inputs in order.
     pub async fn next(&self) -> Work {

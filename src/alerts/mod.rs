@@ -4,6 +4,14 @@
 //! events for a subscriber that falls behind, and an exit decided on a skipped fix would never
 //! be raised. When the engine is behind, it reads a tracker's news back from the database.
 //!
+//! Behind an external broker several instances ingest, and a tracker's fixes may be committed
+//! by any of them: the engine then judges only in the instance leading `Job::Alerts`
+//! ([`Mode::Led`]), from its own committed batches and from the other instances' notices (the
+//! live relay's `pettracker/v1/committed`), reading their news back from the database. On
+//! becoming the leader, and whenever the notices may have been interrupted, it reads back every
+//! tracker heard from lately. Alerts are announced by the database (NOTIFY, in the transaction
+//! that stores them), so the live feeds of every instance tell them.
+//!
 //! Rules (docs/live.md, *Alerts*):
 //! - Only fixes newer (in device time) than the newest one already used count, and only if they
 //!   are at most `alerts.max_fix_age_secs` old: a late or buffered batch of old fixes never raises
@@ -31,7 +39,6 @@ use gateway::shutdown::Shutdown;
 use gateway::storage::ingest::FixRow;
 use gateway::storage::{self, StorageError};
 
-use crate::live::{LiveBus, LiveEvent};
 use feed::{Feed, Input, Work};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -240,28 +247,44 @@ pub struct Alerts {
     pub handle: Arc<AlertsHandle>,
     /// The gateway's `CommittedBatches`: plug it into the ingest pipeline.
     pub feed: Arc<Feed>,
+    /// Tells the engine its notices may have been interrupted (the live relay resubscribed):
+    /// it reads back every tracker heard from lately.
+    pub catch_up: Arc<tokio::sync::Notify>,
 }
 
-/// Starts the engine; it waits for the database (`ready`), and stops at shutdown. Alerts go on
-/// `bus` for the live feed.
+/// Where the engine judges fixes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// In every instance, from its own committed batches: each instance ingests its own
+    /// collars (the embedded broker).
+    Local,
+    /// Only in the instance leading `Job::Alerts` (behind an external broker, where any
+    /// instance may commit any tracker's fixes).
+    Led,
+}
+
+/// Starts the engine; it waits for the database (`ready`), and stops at shutdown. Stored
+/// alerts are announced by the database (see [`store::insert_alert`]).
 pub fn start(
     pool: Pool,
-    bus: Arc<LiveBus>,
     settings: AlertSettings,
+    mode: Mode,
     ready: storage::Ready,
-    offline_sweep: tokio::sync::watch::Receiver<crate::leadership::Standing>,
+    leadership: tokio::sync::watch::Receiver<crate::leadership::Standing>,
     mut shutdown: Shutdown,
 ) -> Alerts {
     let handle = Arc::new(AlertsHandle::default());
     let feed = Arc::new(Feed::new(settings.queue_capacity));
+    let catch_up = Arc::new(tokio::sync::Notify::new());
     let engine = Engine {
         pool,
-        bus,
         settings,
+        mode,
         handle: handle.clone(),
         feed: feed.clone(),
+        catch_up: catch_up.clone(),
         trackers: HashMap::new(),
-        offline_sweep,
+        leadership,
     };
     tokio::spawn(async move {
         tokio::select! {
@@ -269,19 +292,25 @@ pub fn start(
             () = shutdown.recv() => {}
         }
     });
-    Alerts { handle, feed }
+    Alerts {
+        handle,
+        feed,
+        catch_up,
+    }
 }
 
 struct Engine {
     pool: Pool,
-    bus: Arc<LiveBus>,
     settings: AlertSettings,
+    mode: Mode,
     handle: Arc<AlertsHandle>,
     feed: Arc<Feed>,
+    catch_up: Arc<tokio::sync::Notify>,
     trackers: HashMap<String, TrackerState>,
     /// The sweep for silent trackers scans the whole fleet: only the process leading
-    /// `Job::OfflineSweep` runs it, or every process would raise the same offline alert.
-    offline_sweep: tokio::sync::watch::Receiver<crate::leadership::Standing>,
+    /// `Job::Alerts` runs it, or every process would raise the same offline alert. In
+    /// [`Mode::Led`] that process alone judges fixes too.
+    leadership: tokio::sync::watch::Receiver<crate::leadership::Standing>,
 }
 
 impl Engine {
@@ -290,9 +319,16 @@ impl Engine {
             .clamp(Duration::from_millis(250), Duration::from_secs(30));
         let mut offline_check = tokio::time::interval(period);
         let feed = self.feed.clone();
+        let catch_up = self.catch_up.clone();
+        let mut was_leading = false;
         loop {
             tokio::select! {
                 work = feed.next() => {
+                    if self.mode == Mode::Led && !self.leadership.borrow().leading {
+                        // Another instance judges; when this one takes over, it catches up.
+                        self.trackers.clear();
+                        continue;
+                    }
                     let result = match work {
                         Work::Input(input) => self.on_input(&input).await,
                         Work::Resync(tracker) => self.resync(&tracker).await,
@@ -301,8 +337,23 @@ impl Engine {
                         tracing::warn!(%err, "alert engine could not handle a tracker's news");
                     }
                 }
+                changed = self.leadership.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let leading = self.leadership.borrow_and_update().leading;
+                    if self.mode == Mode::Led && leading && !was_leading {
+                        self.catch_up().await;
+                    }
+                    was_leading = leading;
+                }
+                () = catch_up.notified() => {
+                    if self.mode == Mode::Led && self.leadership.borrow().leading {
+                        self.catch_up().await;
+                    }
+                }
                 _ = offline_check.tick() => {
-                    if !self.offline_sweep.borrow().leading {
+                    if !self.leadership.borrow().leading {
                         continue;
                     }
                     if let Err(err) = self.check_offline().await {
@@ -311,6 +362,24 @@ impl Engine {
                 }
                 () = shutdown.recv() => return,
             }
+        }
+    }
+
+    /// Reads back every tracker heard from lately (as far back as a fix can still raise an
+    /// alert): this instance has just started to judge, or may have missed notices.
+    async fn catch_up(&mut self) {
+        // What another leader decided is in the database: state is read afresh.
+        self.trackers.clear();
+        let window = self.settings.max_fix_age().as_secs_f64() + RESYNC_SLACK.as_seconds_f64();
+        match store::heard_since(&self.pool, window).await {
+            Ok(trackers) => {
+                tracing::info!(
+                    trackers = trackers.len(),
+                    "alert engine catching up with trackers heard from lately"
+                );
+                self.feed.resync(trackers);
+            }
+            Err(err) => tracing::warn!(%err, "alert engine could not catch up"),
         }
     }
 
@@ -435,7 +504,6 @@ impl Engine {
             .await?;
             events::raised(alert.kind);
             webhooks::enqueue(&self.pool, view.id, tracker).await?;
-            self.bus.publish(LiveEvent::Alert(view));
         }
         Ok(())
     }
@@ -461,6 +529,20 @@ impl Engine {
             self.finish(&tracker, out).await?;
         }
         Ok(())
+    }
+}
+
+/// Passes the alerts the database announces ([`store::ALERT_CHANNEL`]), raised by this or any
+/// other instance, to this instance's live feeds.
+pub async fn announce(
+    mut alerts: tokio::sync::mpsc::Receiver<String>,
+    bus: Arc<crate::live::LiveBus>,
+) {
+    while let Some(raw) = alerts.recv().await {
+        match serde_json::from_str::<store::AlertView>(&raw) {
+            Ok(alert) => bus.publish(crate::live::LiveEvent::Alert(alert)),
+            Err(err) => tracing::warn!(%raw, %err, "unreadable alert announcement"),
+        }
     }
 }
 

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use gateway::storage::ingest::FixRow;
 use gateway::storage::{StorageError, pool_error_reason};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_postgres::Row;
 
@@ -189,7 +189,7 @@ pub async fn fences_for(
 }
 
 /// A stored alert.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertView {
     pub id: i64,
     pub tracker_id: String,
@@ -218,6 +218,12 @@ fn alert_view(r: &Row) -> AlertView {
     }
 }
 
+/// The NOTIFY channel every stored alert is announced on (its [`AlertView`] as JSON): each
+/// instance serving owners passes it to its live feeds, whichever instance raised it.
+pub const ALERT_CHANNEL: &str = "pettracker_alert";
+
+/// Stores an alert and announces it ([`ALERT_CHANNEL`]) in one transaction: the announcement
+/// leaves only if the alert is stored.
 pub async fn insert_alert(
     pool: &Pool,
     tracker: &str,
@@ -230,12 +236,25 @@ pub async fn insert_alert(
         "INSERT INTO alerts AS a (tracker_id, kind, geofence_id, at, details)
          VALUES ($1, $2, $3, $4, $5) RETURNING {ALERT_COLUMNS}"
     );
-    let row = client(pool)
-        .await?
+    let mut client = client(pool).await?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(StorageError::query("storing an alert"))?;
+    let row = tx
         .query_one(&sql, &[&tracker, &kind, &geofence_id, &at, details])
         .await
         .map_err(StorageError::query("storing an alert"))?;
-    Ok(alert_view(&row))
+    let view = alert_view(&row);
+    // NOTIFY payloads are limited to 8,000 bytes; details are a few fields.
+    let payload = serde_json::to_string(&view).unwrap_or_default();
+    tx.execute("SELECT pg_notify($1, $2)", &[&ALERT_CHANNEL, &payload])
+        .await
+        .map_err(StorageError::query("announcing an alert"))?;
+    tx.commit()
+        .await
+        .map_err(StorageError::query("storing an alert"))?;
+    Ok(view)
 }
 
 /// Alerts of the trackers the user may see (owner or member), raised since the current claim,
@@ -374,6 +393,21 @@ pub async fn due_offline(
         .await
         .map_err(StorageError::query("finding offline trackers"))?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Trackers heard from in the last `secs` seconds: those whose news the alert engine may not
+/// have judged when it starts to lead, or after its notices were interrupted.
+pub async fn heard_since(pool: &Pool, secs: f64) -> Result<Vec<String>, StorageError> {
+    let rows = client(pool)
+        .await?
+        .query(
+            "SELECT tracker_id FROM tracker_status
+             WHERE last_seen > now() - make_interval(secs => $1)",
+            &[&secs],
+        )
+        .await
+        .map_err(StorageError::query("finding trackers heard from lately"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// A tracker's committed fixes with a device time after `after`, oldest first, at most `limit`:

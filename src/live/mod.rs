@@ -8,6 +8,7 @@
 
 pub mod bus;
 pub mod events;
+pub mod relay;
 pub mod session;
 
 use std::collections::{HashMap, VecDeque};

@@ -52,12 +52,17 @@ pub fn device_may(tracker: &TrackerId, action: Action, topic: &str) -> bool {
 /// It subscribes to every tracker's uplink topics, plain (`trackers/+/telemetry`) or shared
 /// among instances (`$share/{group}/trackers/+/telemetry`), to the brokers' client
 /// connected/disconnected events (`$SYS/brokers/+/clients/+/connected`, presence), and
-/// publishes on any tracker's downlink topics (acks, commands). Nothing else: it never
-/// publishes for a collar, so a leaked service password cannot forge fixes.
+/// publishes on any tracker's downlink topics (acks, commands); it publishes and subscribes on
+/// the live relay between instances (`pettracker/v1/...`, [`crate::external::relay`]). Nothing
+/// else: it never publishes for a collar, so a leaked service password cannot forge fixes.
 pub fn service_may(action: Action, topic: &str) -> bool {
+    use crate::external::relay;
     match action {
-        Action::Publish => crate::protocol::DeviceTopic::parse(topic)
-            .is_ok_and(|t| t.kind.direction() == Direction::Downlink),
+        Action::Publish => {
+            crate::protocol::DeviceTopic::parse(topic)
+                .is_ok_and(|t| t.kind.direction() == Direction::Downlink)
+                || (relay::is_relay_topic(topic) && !topic.contains('+'))
+        }
         Action::Subscribe => {
             let filter = unshared(topic);
             TopicKind::ALL
@@ -65,6 +70,7 @@ pub fn service_may(action: Action, topic: &str) -> bool {
                 .filter(|k| k.direction() == Direction::Uplink)
                 .any(|k| filter == k.all_trackers_filter())
                 || is_presence_filter(filter)
+                || relay::is_relay_topic(topic)
         }
     }
 }
@@ -173,5 +179,27 @@ mod tests {
         assert!(!service_may(Action::Publish, "trackers/rex/telemetry"));
         assert!(!service_may(Action::Publish, "trackers/+/commands"));
         assert!(!service_may(Action::Publish, "elsewhere"));
+    }
+
+    #[test]
+    fn the_service_relays_live_events_between_instances_and_collars_may_not() {
+        assert!(service_may(Action::Publish, "pettracker/v1/live/rex"));
+        assert!(service_may(Action::Publish, "pettracker/v1/committed"));
+        assert!(!service_may(Action::Publish, "pettracker/v1/live/+"));
+        assert!(service_may(Action::Subscribe, "pettracker/v1/live/+"));
+        assert!(service_may(Action::Subscribe, "pettracker/v1/committed"));
+        assert!(!service_may(Action::Subscribe, "pettracker/v1/#"));
+        assert!(!service_may(
+            Action::Subscribe,
+            "$share/g/pettracker/v1/live/+"
+        ));
+        for (action, topic) in [
+            (Action::Publish, "pettracker/v1/live/rex"),
+            (Action::Publish, "pettracker/v1/committed"),
+            (Action::Subscribe, "pettracker/v1/live/+"),
+            (Action::Subscribe, "pettracker/v1/committed"),
+        ] {
+            assert!(!device_may(&id("rex"), action, topic), "{topic}");
+        }
     }
 }

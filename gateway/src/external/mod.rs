@@ -10,9 +10,13 @@
 //!   and commands ([`Downlink`]). Its outgoing publishes never queue in front of the ingest
 //!   session's PUBACKs.
 //!
+//! Instances that ingest also publish what they validate and commit on the live relay, and
+//! instances that serve owners subscribe to it ([`relay`]), each on connections of their own.
+//!
 //! The broker authenticates the collars and enforces their topics (pettracker's auth endpoints
 //! back it), so the tracker a message is for is taken from its topic.
 
+pub mod relay;
 pub mod source;
 
 use std::path::PathBuf;
@@ -115,13 +119,47 @@ pub enum ExternalError {
 pub struct ExternalBroker {
     downlink: Connection,
     source: Option<source::Source>,
+    relay: relay::Relay,
+}
+
+/// The live relay's ends in this instance: whether it publishes (it ingests) and who hears what
+/// the others publish (it serves owners).
+pub struct RelayEnds {
+    pub publish: bool,
+    pub consumer: Option<Arc<dyn relay::RelayConsumer>>,
+}
+
+/// Starts the live relay's connections; the publisher goes into the ingest pipeline (before
+/// [`start`], which needs the pipeline).
+pub fn start_relay(
+    config: &ExternalConfig,
+    ends: RelayEnds,
+    shutdown: Shutdown,
+) -> Result<(relay::Relay, Option<Arc<relay::RelayPublisher>>), ExternalError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let transport = transport(config)?;
+    Ok(relay::Relay::start(
+        |suffix| {
+            options(
+                config,
+                format!("{}-{suffix}", config.client_id),
+                transport.clone(),
+            )
+        },
+        &config.client_id,
+        ends.publish,
+        ends.consumer,
+        shutdown,
+    ))
 }
 
 /// Connects to the broker (in the background: a broker that is away at start is retried with
 /// backoff, and readiness says so). With `ingest`, the ingest session subscribes and feeds it.
+/// `relay` (from [`start_relay`]) is kept with the other connections.
 pub fn start(
     config: &ExternalConfig,
     ingest: Option<Arc<Ingest>>,
+    relay: relay::Relay,
     shutdown: Shutdown,
 ) -> Result<ExternalBroker, ExternalError> {
     // The TLS client uses ring explicitly, as the embedded broker's listener does.
@@ -142,7 +180,11 @@ pub fn start(
         source::Source::start(options, &config.group, ingest, shutdown)
     });
     tracing::info!(host = %config.url.host, port = config.url.port, tls = config.url.tls, client_id = %config.client_id, group = %config.group, ingest = source.is_some(), "using the external MQTT broker");
-    Ok(ExternalBroker { downlink, source })
+    Ok(ExternalBroker {
+        downlink,
+        source,
+        relay,
+    })
 }
 
 /// Downlink publishes waiting for the connection; beyond it they fail (and are retried by their
@@ -152,7 +194,9 @@ const DOWNLINK_QUEUE: usize = 4096;
 impl ExternalBroker {
     /// Whether every connection this instance needs is up (for readiness).
     pub fn is_connected(&self) -> bool {
-        self.downlink.is_connected() && self.source.as_ref().is_none_or(|s| s.is_connected())
+        self.downlink.is_connected()
+            && self.source.as_ref().is_none_or(|s| s.is_connected())
+            && self.relay.is_connected()
     }
 
     /// Stops taking messages, waits until those taken are stored and acknowledged to the
@@ -161,6 +205,7 @@ impl ExternalBroker {
         if let Some(source) = self.source {
             source.shutdown().await;
         }
+        self.relay.disconnect().await;
         self.downlink.disconnect().await;
         tracing::info!("disconnected from the external MQTT broker");
     }
