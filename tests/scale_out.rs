@@ -334,7 +334,9 @@ async fn wait_all_stored(db: &TestDb, collars: &[Collar], per_collar: u64) {
     let want = collars.len() as i64 * per_collar as i64;
     eventually("every acknowledged fix is stored", || async {
         let stored = stored(db).await.len() as i64;
-        (stored >= want).then_some(()).ok_or(format!("{stored} of {want}"))
+        (stored >= want)
+            .then_some(())
+            .ok_or(format!("{stored} of {want}"))
     })
     .await;
 }

@@ -291,6 +291,59 @@ async fn status_and_presence_messages_update_the_tracker_status() {
     assert!(!online);
 }
 
+/// EMQX and rmqtt announce every client's connect and disconnect on `$SYS` topics; an ingest
+/// instance behind them takes a collar's as its presence (Mosquitto has no such events and
+/// drops clients' publishes to `$SYS`, so the broker's part is played by the event itself).
+#[tokio::test]
+async fn a_brokers_client_events_are_the_collars_presence_and_other_clients_are_passed_over() {
+    use gateway::external::presence::device_publish;
+    let db = fresh_database().await;
+    provisioned(&db, "rex").await;
+    let p = start(&db.pool, config("broker-presence"));
+    let event = |kind: &str, username: &str| {
+        device_publish(
+            &format!("$SYS/brokers/emqx@10.0.0.1/clients/rex/{kind}"),
+            format!(r#"{{"clientid":"rex","username":"{username}","ts":1}}"#).as_bytes(),
+            1,
+            Utc::now(),
+        )
+        .unwrap()
+    };
+    // Not the collar: its client id, another username.
+    assert!(event("connected", "pettracker.server").is_none());
+    let online = || async {
+        db.pool
+            .get()
+            .await
+            .unwrap()
+            .query_one(
+                "SELECT online, online_changed_at FROM tracker_status WHERE tracker_id = 'rex'",
+                &[],
+            )
+            .await
+            .unwrap()
+    };
+    p.handle
+        .hooks
+        .accept_publish(event("connected", "rex").unwrap())
+        .await
+        .unwrap();
+    let row = online().await;
+    assert!(row.get::<_, bool>(0));
+    // Dated by the broker's clock (ts 1 ms after the epoch).
+    assert_eq!(
+        row.get::<_, DateTime<Utc>>(1),
+        DateTime::from_timestamp_millis(1).unwrap()
+    );
+    p.handle
+        .hooks
+        .accept_publish(event("disconnected", "rex").unwrap())
+        .await
+        .unwrap();
+    assert!(!online().await.get::<_, bool>(0));
+    p.stop().await;
+}
+
 /// A migrated database on a cluster of the test's own (outage tests stop and start it), with these
 /// collars provisioned.
 async fn own_database(

@@ -89,6 +89,7 @@ impl Config {
             ca_file: e.ca_file.clone(),
             keep_alive: std::time::Duration::from_secs(e.keep_alive_secs),
             max_packet_size: self.mqtt.max_packet_size as usize,
+            presence_events: e.presence_events,
         })
     }
 }

@@ -279,6 +279,11 @@ pub struct ExternalBrokerConfig {
     pub ca_file: Option<PathBuf>,
     /// MQTT keep-alive of pettracker's connections to the broker.
     pub keep_alive_secs: u64,
+    /// Take collars' connects and disconnects from the broker's client events
+    /// (`$SYS/brokers/+/clients/+/connected|disconnected`, EMQX and rmqtt), beside their own
+    /// `online` messages and the silence timeout. A broker that has no such events (Mosquitto)
+    /// or refuses the subscription costs nothing but a warning.
+    pub presence_events: bool,
 }
 
 impl Default for ExternalBrokerConfig {
@@ -291,6 +296,7 @@ impl Default for ExternalBrokerConfig {
             password: None,
             ca_file: None,
             keep_alive_secs: 60,
+            presence_events: true,
         }
     }
 }

@@ -16,6 +16,7 @@
 //! The broker authenticates the collars and enforces their topics (pettracker's auth endpoints
 //! back it), so the tracker a message is for is taken from its topic.
 
+pub mod presence;
 pub mod relay;
 pub mod source;
 
@@ -53,6 +54,8 @@ pub struct ExternalConfig {
     pub keep_alive: Duration,
     /// Largest MQTT packet, both ways.
     pub max_packet_size: usize,
+    /// Subscribe (shared) to the broker's client connected/disconnected events for presence.
+    pub presence_events: bool,
 }
 
 /// `mqtt://host:port` or `mqtts://host:port`, parsed.
@@ -177,7 +180,13 @@ pub fn start(
         let mut options = options(config, config.client_id.clone(), transport);
         options.set_clean_session(false);
         options.set_manual_acks(true);
-        source::Source::start(options, &config.group, ingest, shutdown)
+        source::Source::start(
+            options,
+            &config.group,
+            config.presence_events,
+            ingest,
+            shutdown,
+        )
     });
     tracing::info!(host = %config.url.host, port = config.url.port, tls = config.url.tls, client_id = %config.client_id, group = %config.group, ingest = source.is_some(), "using the external MQTT broker");
     Ok(ExternalBroker {

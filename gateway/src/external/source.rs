@@ -58,6 +58,7 @@ impl Source {
     pub(super) fn start(
         options: MqttOptions,
         group: &str,
+        presence_events: bool,
         ingest: Arc<Ingest>,
         shutdown: Shutdown,
     ) -> Source {
@@ -70,6 +71,12 @@ impl Source {
             subscribed: subscribed.clone(),
             ingest,
             filters: filters(group),
+            presence_filters: if presence_events {
+                super::presence::filters(group)
+            } else {
+                Vec::new()
+            },
+            subscribing: VecDeque::new(),
             generation: 0,
             waiting: VecDeque::new(),
             ready: VecDeque::new(),
@@ -110,6 +117,11 @@ struct Worker {
     subscribed: Arc<AtomicBool>,
     ingest: Arc<Ingest>,
     filters: Vec<String>,
+    /// The broker's client events (presence); empty when not wanted.
+    presence_filters: Vec<String>,
+    /// The SUBSCRIBEs sent on this connection whose SUBACK has not come, in order (SUBACKs
+    /// come in the order of their SUBSCRIBEs): `true` for the presence one.
+    subscribing: VecDeque<bool>,
     /// Counts connections: a PUBACK belongs to the connection its message came on.
     generation: u64,
     /// QoS 1 messages in the pipeline, in arrival order.
@@ -155,16 +167,30 @@ impl Worker {
                 self.ready.clear();
                 // A persistent session keeps its subscriptions, but one the broker lost (or a
                 // first connection) needs them; subscribing again is harmless.
+                self.subscribing.clear();
                 let filters = self
                     .filters
                     .iter()
                     .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
-                if let Err(err) = self.client.try_subscribe_many(filters) {
-                    tracing::error!(%err, "cannot subscribe at the external broker");
+                match self.client.try_subscribe_many(filters) {
+                    Ok(()) => self.subscribing.push_back(false),
+                    Err(err) => tracing::error!(%err, "cannot subscribe at the external broker"),
+                }
+                // Apart, so that a broker refusing its client events (or having none) does
+                // not refuse the uplink subscriptions with them.
+                if !self.presence_filters.is_empty() {
+                    let filters = self
+                        .presence_filters
+                        .iter()
+                        .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+                    if self.client.try_subscribe_many(filters).is_ok() {
+                        self.subscribing.push_back(true);
+                    }
                 }
             }
             ConnectionEvent::Lost => {
                 self.subscribed.store(false, Ordering::Release);
+                self.subscribing.clear();
                 // What is in rumqttc's queue is dropped with the connection; what is stored
                 // from now on is not acknowledged: the broker sends it again.
                 self.generation = self.generation.wrapping_add(1);
@@ -172,11 +198,17 @@ impl Worker {
             }
             ConnectionEvent::SubAck(ack) => {
                 use rumqttc::SubscribeReasonCode;
-                if ack
+                let refused = ack
                     .return_codes
                     .iter()
-                    .any(|c| matches!(c, SubscribeReasonCode::Failure))
-                {
+                    .any(|c| matches!(c, SubscribeReasonCode::Failure));
+                if self.subscribing.pop_front() == Some(true) {
+                    if refused {
+                        tracing::warn!(filters = ?self.presence_filters, "the external broker refused its client events: presence comes from the collars' own online messages, their Last Will and the silence timeout only (set external_broker.presence_events = false to stop asking)");
+                    } else {
+                        tracing::info!(filters = ?self.presence_filters, "subscribed to the broker's client events");
+                    }
+                } else if refused {
                     tracing::error!(filters = ?self.filters, "the external broker refused a subscription: check that its ACL lets pettracker's user subscribe to them");
                 } else {
                     self.subscribed.store(true, Ordering::Release);
@@ -194,6 +226,9 @@ impl Worker {
             return;
         }
         let topic = publish.topic.clone();
+        if super::presence::is_event_topic(&topic) {
+            return self.take_client_event(publish).await;
+        }
         let tracker = match DeviceTopic::parse(&topic) {
             Ok(t) if t.kind.direction() == Direction::Uplink => t.tracker,
             other => {
@@ -217,6 +252,39 @@ impl Worker {
             received_at: Utc::now(),
             last_will: false,
         };
+        self.submit(publish, device).await;
+    }
+
+    /// A broker client event: a collar's connect or disconnect goes into the pipeline as its
+    /// `online` message would; others' events are acknowledged and passed over.
+    async fn take_client_event(&mut self, publish: rumqttc::Publish) {
+        let qos = match publish.qos {
+            QoS::AtMostOnce => 0,
+            _ => 1,
+        };
+        let device = match super::presence::device_publish(
+            &publish.topic,
+            &publish.payload,
+            qos,
+            Utc::now(),
+        ) {
+            Ok(Some(device)) => device,
+            Ok(None) => {
+                self.ready.push_back(publish);
+                return;
+            }
+            Err(why) => {
+                tracing::warn!(topic = %publish.topic, why, "unreadable client event from the external broker; dropped");
+                metrics::counter!(METRIC_DROPPED).increment(1);
+                self.ready.push_back(publish);
+                return;
+            }
+        };
+        self.submit(publish, device).await;
+    }
+
+    /// Hands a message to the pipeline; a QoS 1 one waits in order for its PUBACK.
+    async fn submit(&mut self, publish: rumqttc::Publish, device: DevicePublish) {
         let qos0 = device.qos == 0;
         match self.ingest.submit(device.clone()).await {
             Ok(_) if qos0 => {}
