@@ -3,19 +3,14 @@
 
 mod common;
 
-use std::time::Duration;
-
 use chrono::{DateTime, TimeDelta, Utc};
 use common::api::{Api, assert_error};
-use common::{TestApp, connect, eventually, options, spawn_app_with};
-use futures::{SinkExt, StreamExt};
+use common::{TestApp, connect, eventually, live, options, spawn_app_with};
 use gateway::protocol::TrackerId;
 use gateway::storage::trackers::{Provisioned, provision};
 use reqwest::StatusCode;
 use rumqttc::{AsyncClient, QoS};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// A time `ago` seconds before now, in whole seconds (the protocol keeps milliseconds).
 fn whole_seconds_ago(ago: i64) -> DateTime<Utc> {
@@ -173,16 +168,7 @@ async fn a_geofence_exit_fires_once_after_the_dwell_and_a_late_batch_of_old_fixe
     assert_eq!(status, StatusCode::CREATED, "{fence}");
 
     // The feed hears the alert too.
-    let mut request = format!("ws://{}/api/v1/live", app.app.http_addr)
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {ada}").parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    ws.send(Message::text(json!({"type": "subscribe"}).to_string()))
-        .await
-        .unwrap();
+    let mut ws = live::open(&app, &ada, None).await;
 
     let base = whole_seconds_ago(120);
     let client = device(&app, &rex).await;
@@ -237,18 +223,7 @@ async fn a_geofence_exit_fires_once_after_the_dwell_and_a_late_batch_of_old_fixe
     let (_, body) = api.get("/alerts?tracker=rex", &ada).await;
     assert_eq!(body["alerts"].as_array().unwrap().len(), 1, "{body}");
 
-    let pushed = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if let Some(Ok(Message::Text(text))) = ws.next().await {
-                let message: Value = serde_json::from_str(&text).unwrap();
-                if message["type"] == "alert" {
-                    return message;
-                }
-            }
-        }
-    })
-    .await
-    .expect("no alert on the live feed");
+    let pushed = live::next(&mut ws, |m| m["type"] == "alert").await;
     assert_eq!(pushed["tracker"], "rex");
     assert_eq!(pushed["alert"]["id"], alerts[0]["id"]);
     app.stop().await;

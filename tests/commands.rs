@@ -3,11 +3,9 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::api::{Api, assert_error};
 use common::{
-    TestApp, connect, eventually, options, spawn_app_with, spawn_app_with_clock, wait_for,
+    TestApp, connect, eventually, live, options, spawn_app_with, spawn_app_with_clock, wait_for,
 };
 use gateway::ingest::Clock;
 use pettracker::config::Config;
@@ -599,10 +597,6 @@ async fn a_dead_letter_is_stored_when_retried_after_its_cause_is_gone_and_keeps_
 
 #[tokio::test]
 async fn every_transition_of_a_command_reaches_the_owner_s_and_members_live_feeds() {
-    use futures::StreamExt;
-    use tokio_tungstenite::tungstenite::Message;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
     let app = app().await;
     let (api, ada, secret) = owner_with_collar(&app, "rex").await;
     api.register("bob@example.com").await;
@@ -618,31 +612,10 @@ async fn every_transition_of_a_command_reaches_the_owner_s_and_members_live_feed
 
     let mut feeds = Vec::new();
     for token in [&ada, &bob] {
-        let mut request = format!("ws://{}/api/v1/live", app.app.http_addr)
-            .into_client_request()
-            .unwrap();
-        request
-            .headers_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
-        let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-        futures::SinkExt::send(
-            &mut ws,
-            Message::text(json!({"type": "subscribe", "trackers": ["rex"]}).to_string()),
-        )
-        .await
-        .unwrap();
+        let mut ws = live::open(&app, token, Some(&["rex"])).await;
+        // The subscription's snapshot has come before the command exists.
+        live::next(&mut ws, |m| m["type"] == "snapshot").await;
         feeds.push(ws);
-    }
-    // Both feeds have answered the subscription before the command exists.
-    for ws in &mut feeds {
-        loop {
-            let Some(Ok(Message::Text(text))) = ws.next().await else {
-                continue;
-            };
-            if serde_json::from_str::<Value>(&text).unwrap()["type"] == "snapshot" {
-                break;
-            }
-        }
     }
 
     let (client, mut events) = collar(&app, "rex", &secret).await;
@@ -661,21 +634,12 @@ async fn every_transition_of_a_command_reaches_the_owner_s_and_members_live_feed
 
     for ws in &mut feeds {
         let mut seen = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while seen.len() < 3 {
-                let Some(Ok(Message::Text(text))) = ws.next().await else {
-                    continue;
-                };
-                let message: Value = serde_json::from_str(&text).unwrap();
-                if message["type"] == "command" {
-                    assert_eq!(message["tracker"], "rex");
-                    assert_eq!(message["command"]["id"], id.as_str());
-                    seen.push(message["command"]["status"].as_str().unwrap().to_owned());
-                }
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("command events within 10 s: {seen:?}"));
+        while seen.len() < 3 {
+            let message = live::next(ws, |m| m["type"] == "command").await;
+            assert_eq!(message["tracker"], "rex");
+            assert_eq!(message["command"]["id"], id.as_str());
+            seen.push(message["command"]["status"].as_str().unwrap().to_owned());
+        }
         assert_eq!(seen, ["queued", "sent", "succeeded"]);
     }
     app.stop().await;

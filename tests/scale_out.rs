@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use common::api::Api;
-use common::eventually;
+use common::{eventually, live};
 use gateway::protocol::TrackerId;
 use gateway::storage::trackers::provision;
 use pettracker::config::{Config, Role};
@@ -567,62 +567,6 @@ async fn an_api_instance_publishes_a_command_that_reaches_the_collar_through_the
     ingest.stop().await;
 }
 
-type LiveSocket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// A live feed on `instance` for everything the token's owner may see.
-async fn live_feed(instance: &common::TestApp, token: &str) -> LiveSocket {
-    use futures::SinkExt;
-    use tokio_tungstenite::tungstenite::Message;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut request = format!("ws://{}/api/v1/live", instance.app.http_addr)
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    ws.send(Message::text(json!({"type": "subscribe"}).to_string()))
-        .await
-        .unwrap();
-    // The subscription is in place once the server says so.
-    next_message(&mut ws, |m| m["type"] == "subscribed").await;
-    ws
-}
-
-/// The next feed message `want` accepts; the others are passed over.
-async fn next_message(ws: &mut LiveSocket, want: impl Fn(&Value) -> bool) -> Value {
-    use futures::StreamExt;
-    tokio::time::timeout(gateway::testing::EVENTUALLY, async {
-        loop {
-            let message = ws.next().await.expect("the feed ended").unwrap();
-            let Ok(text) = message.to_text() else {
-                continue;
-            };
-            let Ok(value) = serde_json::from_str::<Value>(text) else {
-                continue;
-            };
-            if want(&value) {
-                return value;
-            }
-        }
-    })
-    .await
-    .expect("the feed message came")
-}
-
-/// Feed messages arriving within `quiet` of each other, until a quiet spell.
-async fn drain(ws: &mut LiveSocket, quiet: Duration) -> Vec<Value> {
-    use futures::StreamExt;
-    let mut out = Vec::new();
-    while let Ok(Some(Ok(message))) = tokio::time::timeout(quiet, ws.next()).await {
-        if let Ok(value) = serde_json::from_str::<Value>(message.to_text().unwrap_or("")) {
-            out.push(value);
-        }
-    }
-    out
-}
-
 fn telemetry(ts: DateTime<Utc>, lat: f64) -> String {
     json!([{"ts": ts.to_rfc3339(), "lat": lat, "lon": 13.4, "acc": 5.0}]).to_string()
 }
@@ -654,15 +598,15 @@ async fn api_instances_show_live_fixes_and_raise_one_alert_for_fixes_an_ingest_i
     assert_eq!(status, StatusCode::CREATED, "{fence}");
     // Whichever instance leads the alert engine, both feeds must tell what the ingest
     // instance stored.
-    let mut feed_a = live_feed(&api_a, &token).await;
-    let mut feed_b = live_feed(&api_b, &token).await;
+    let mut feed_a = live::open(&api_a, &token, None).await;
+    let mut feed_b = live::open(&api_b, &token, None).await;
 
     let rex = Collar::connect(&broker, "rex").await;
     let base = DateTime::from_timestamp(Utc::now().timestamp() - 120, 0).unwrap();
     let at = |s: i64| base + TimeDelta::seconds(s);
     rex.publish("telemetry", telemetry(at(0), 52.5)).await;
     for feed in [&mut feed_a, &mut feed_b] {
-        let position = next_message(feed, |m| m["type"] == "position").await;
+        let position = live::next(feed, |m| m["type"] == "position").await;
         assert_eq!(position["tracker"], "rex");
         assert_eq!(position["fix"]["lat"], 52.5);
     }
@@ -672,7 +616,7 @@ async fn api_instances_show_live_fixes_and_raise_one_alert_for_fixes_an_ingest_i
         rex.publish("telemetry", telemetry(at(s), 52.52)).await;
     }
     for feed in [&mut feed_a, &mut feed_b] {
-        let alert = next_message(feed, |m| m["type"] == "alert").await;
+        let alert = live::next(feed, |m| m["type"] == "alert").await;
         assert_eq!(alert["alert"]["kind"], "geofence_exit");
         assert_eq!(alert["alert"]["geofence_id"], fence["id"]);
     }
@@ -712,8 +656,8 @@ async fn an_all_instance_behind_an_external_broker_tells_its_own_feed_each_fix_o
         .await
         .unwrap();
     let token = api.owner_of("ada@example.com", &[&collar]).await;
-    let mut own = live_feed(&all, &token).await;
-    let mut other = live_feed(&api_instance, &token).await;
+    let mut own = live::open(&all, &token, None).await;
+    let mut other = live::open(&api_instance, &token, None).await;
 
     let rex = Collar::connect(&broker, "rex").await;
     let base = DateTime::from_timestamp(Utc::now().timestamp() - 60, 0).unwrap();
@@ -724,7 +668,7 @@ async fn an_all_instance_behind_an_external_broker_tells_its_own_feed_each_fix_o
     all.wait_for_count("SELECT count(*) FROM positions", 5)
         .await;
     for feed in [&mut own, &mut other] {
-        let mut times: Vec<DateTime<Utc>> = drain(feed, Duration::from_millis(1500))
+        let mut times: Vec<DateTime<Utc>> = live::drain(feed, Duration::from_millis(1500))
             .await
             .into_iter()
             .filter(|m| m["type"] == "position")

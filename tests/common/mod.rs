@@ -4,6 +4,7 @@
 pub mod api;
 pub mod browser;
 pub mod collar;
+pub mod live;
 
 use std::time::Duration;
 
