@@ -1,12 +1,13 @@
 //! Break-it: the real `pettracker serve` killed with SIGKILL while collars publish, restarted on the same database and spool; every fix that got a PUBACK is stored, exactly once.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use common::serve::ServeProcess;
 use gateway::protocol::TrackerId;
 use gateway::storage::trackers::provision;
 use pettracker::testing::fresh_database;
@@ -19,62 +20,18 @@ const ACKED_BEFORE_KILL: usize = 150;
 /// Fixes each collar sends after the restart, beyond its re-sends.
 const AFTER_RESTART: u64 = 5;
 
-/// A running `pettracker serve` and the addresses it bound.
-struct Server {
-    child: Child,
-    mqtt_port: u16,
-    /// Keeps the thread draining its log alive (a full pipe would stall the server).
-    _log: std::sync::mpsc::Receiver<String>,
-}
-
-fn serve(database_url: &str, spool: &std::path::Path) -> Server {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pettracker"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("PETTRACKER_") || key == "DATABASE_URL" || key == "RUST_LOG" {
-            cmd.env_remove(key);
-        }
-    }
-    let mut child = cmd
-        .args([
-            "serve",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--mqtt-addr",
-            "127.0.0.1:0",
-        ])
-        .env("DATABASE_URL", database_url)
-        .env("PETTRACKER_INGEST_SPOOL_DIR", spool)
-        .env("PETTRACKER_INGEST_BATCH_TIMEOUT_MS", "5")
-        .env("PETTRACKER_DATABASE_API_POOL_SIZE", "4")
-        .env("PETTRACKER_DATABASE_INGEST_POOL_SIZE", "4")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let mqtt_port = loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
-            .expect("serve never said it was serving");
-        if let Some(port) = line
-            .split("mqtt_addr=Some(127.0.0.1:")
-            .nth(1)
-            .and_then(|rest| rest.split(')').next())
-        {
-            break port.parse().unwrap();
-        }
-    };
-    Server {
-        child,
-        mqtt_port,
-        _log: rx,
-    }
+/// `pettracker serve` on `database_url` and `spool`, with its embedded broker on a free port.
+fn serve(database_url: &str, spool: &std::path::Path) -> ServeProcess {
+    ServeProcess::start(
+        &["--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0"],
+        &[
+            ("DATABASE_URL", database_url.as_ref()),
+            ("PETTRACKER_INGEST_SPOOL_DIR", spool.as_os_str()),
+            ("PETTRACKER_INGEST_BATCH_TIMEOUT_MS", "5".as_ref()),
+            ("PETTRACKER_DATABASE_API_POOL_SIZE", "4".as_ref()),
+            ("PETTRACKER_DATABASE_INGEST_POOL_SIZE", "4".as_ref()),
+        ],
+    )
 }
 
 /// One collar's fixes: device time and payload of each seq.
@@ -177,10 +134,10 @@ async fn every_fix_acknowledged_before_a_kill_9_is_stored_exactly_once_after_the
     let ledger = Arc::new(Mutex::new(Ledger::default()));
 
     // Collars publish one fix after the other until the server dies under them.
-    let mut server = serve(&url, &spool);
+    let server = serve(&url, &spool);
     let mut tasks = Vec::new();
     for (id, secret) in collars.clone() {
-        let (port, ledger) = (server.mqtt_port, ledger.clone());
+        let (port, ledger) = (server.mqtt_port(), ledger.clone());
         tasks.push(tokio::spawn(async move {
             let (client, mut events) = connect(port, &id, &secret).await;
             for seq in 1.. {
@@ -197,26 +154,14 @@ async fn every_fix_acknowledged_before_a_kill_9_is_stored_exactly_once_after_the
     })
     .await
     .expect("the collars were not acknowledged in time");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(server.child.id() as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    let status = tokio::task::spawn_blocking(move || {
-        let status = server.child.wait();
-        (server, status)
-    })
-    .await
-    .unwrap();
-    server = status.0;
-    assert!(!status.1.unwrap().success(), "the server was killed");
+    server.signal(nix::sys::signal::Signal::SIGKILL);
+    assert!(!server.wait().await.success(), "the server was killed");
     for task in tasks {
         tokio::time::timeout(Duration::from_secs(30), task)
             .await
             .expect("a collar did not notice the server died")
             .unwrap();
     }
-    drop(server);
     let acked_before: usize = ledger.lock().unwrap().acked_total();
 
     // Restarted on the same database and spool: each collar re-sends what was never
@@ -224,7 +169,7 @@ async fn every_fix_acknowledged_before_a_kill_9_is_stored_exactly_once_after_the
     let server = serve(&url, &spool);
     let mut tasks = Vec::new();
     for (id, secret) in collars.clone() {
-        let (port, ledger) = (server.mqtt_port, ledger.clone());
+        let (port, ledger) = (server.mqtt_port(), ledger.clone());
         tasks.push(tokio::spawn(async move {
             let (client, mut events) = connect(port, &id, &secret).await;
             let (unacked, last) = {
@@ -284,16 +229,8 @@ async fn every_fix_acknowledged_before_a_kill_9_is_stored_exactly_once_after_the
     assert_eq!(stored.len(), acked);
     println!("{acked_before} fixes acknowledged before the kill, {acked} in all, each stored once");
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(server.child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let mut child = server.child;
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = server.wait().await;
     assert!(status.success(), "{status:?}");
     let _ = std::fs::remove_dir_all(&spool);
 }

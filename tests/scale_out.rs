@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use common::api::Api;
+use common::serve::ServeProcess;
 use common::{eventually, live};
 use gateway::protocol::TrackerId;
 use gateway::storage::trackers::provision;
@@ -85,59 +85,36 @@ impl Drop for Mosquitto {
 
 /// A real `pettracker serve --role ingest` process.
 struct Instance {
-    child: Child,
+    process: ServeProcess,
     http: String,
-    /// Keeps the thread draining its log alive (a full pipe would stall the server).
-    _log: std::sync::mpsc::Receiver<String>,
 }
 
 impl Instance {
     async fn start(db: &TestDb, broker: &Mosquitto, client_id: &str) -> Instance {
         let spool = std::env::temp_dir().join(format!("pettracker-spool-{}-{client_id}", db.name));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pettracker"));
-        for (key, _) in std::env::vars() {
-            if key.starts_with("PETTRACKER_") || key == "DATABASE_URL" || key == "RUST_LOG" {
-                cmd.env_remove(key);
-            }
-        }
-        let mut child = cmd
-            .args(["serve", "--role", "ingest", "--http-addr", "127.0.0.1:0"])
-            .args(["--external-broker", &broker.url()])
-            .env("DATABASE_URL", db.url.expose_secret())
-            .env("PETTRACKER_EXTERNAL_BROKER_CLIENT_ID", client_id)
-            .env("PETTRACKER_EXTERNAL_BROKER_GROUP", "ingest")
-            .env("PETTRACKER_INGEST_SPOOL_DIR", &spool)
-            .env("PETTRACKER_INGEST_BATCH_TIMEOUT_MS", "5")
-            .env("PETTRACKER_DATABASE_API_POOL_SIZE", "2")
-            .env("PETTRACKER_DATABASE_INGEST_POOL_SIZE", "4")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        let http = loop {
-            let line = rx
-                .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
-                .expect("serve never said it was serving");
-            if line.contains("pettracker is serving")
-                && let Some(addr) = line
-                    .split("http_addr=")
-                    .nth(1)
-                    .and_then(|rest| rest.split_whitespace().next())
-            {
-                break format!("http://{addr}");
-            }
-        };
+        let url = broker.url();
+        let process = ServeProcess::start(
+            &[
+                "--role",
+                "ingest",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--external-broker",
+                &url,
+            ],
+            &[
+                ("DATABASE_URL", db.url.expose_secret().as_ref()),
+                ("PETTRACKER_EXTERNAL_BROKER_CLIENT_ID", client_id.as_ref()),
+                ("PETTRACKER_EXTERNAL_BROKER_GROUP", "ingest".as_ref()),
+                ("PETTRACKER_INGEST_SPOOL_DIR", spool.as_os_str()),
+                ("PETTRACKER_INGEST_BATCH_TIMEOUT_MS", "5".as_ref()),
+                ("PETTRACKER_DATABASE_API_POOL_SIZE", "2".as_ref()),
+                ("PETTRACKER_DATABASE_INGEST_POOL_SIZE", "4".as_ref()),
+            ],
+        );
         let instance = Instance {
-            child,
-            http,
-            _log: rx,
+            http: process.http(),
+            process,
         };
         // Ready = database there and the shared subscriptions granted.
         let readyz = format!("{}/readyz", instance.http);
@@ -172,23 +149,11 @@ impl Instance {
     }
 
     fn signal(&self, signal: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
+        self.process.signal(signal);
     }
 
-    async fn wait(mut self) -> std::process::ExitStatus {
-        let mut child = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap());
-        tokio::task::spawn_blocking(move || child.wait())
-            .await
-            .unwrap()
-            .unwrap()
-    }
-}
-
-impl Drop for Instance {
-    /// A failing test leaves no server behind.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    async fn wait(self) -> std::process::ExitStatus {
+        self.process.wait().await
     }
 }
 

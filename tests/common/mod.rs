@@ -5,6 +5,7 @@ pub mod api;
 pub mod browser;
 pub mod collar;
 pub mod live;
+pub mod serve;
 
 use std::time::Duration;
 
