@@ -1,8 +1,10 @@
 //! The `pettracker` binary as an operator meets it: migrate, serve, shut down, and clear errors.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+
+use common::serve::ServeProcess;
 
 use pettracker::testing::{empty_database, fresh_database};
 use secrecy::ExposeSecret;
@@ -145,34 +147,11 @@ fn a_bad_setting_in_the_config_file_is_named() {
 #[tokio::test]
 async fn serve_answers_health_checks_and_stops_cleanly_on_sigterm() {
     let db = fresh_database().await;
-    let mut child = pettracker()
-        .args([
-            "serve",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--mqtt-addr",
-            "127.0.0.1:0",
-        ])
-        .env("DATABASE_URL", db.url.expose_secret())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let addr = loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("serve never said it was serving");
-        if let Some(rest) = line.split("http_addr=").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
+    let server = ServeProcess::start(
+        &["--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0"],
+        &[("DATABASE_URL", db.url.expose_secret().as_ref())],
+    );
+    let addr = server.field("http_addr").to_owned();
     let health = reqwest::get(format!("http://{addr}/healthz"))
         .await
         .unwrap();
@@ -180,15 +159,8 @@ async fn serve_answers_health_checks_and_stops_cleanly_on_sigterm() {
     let ready = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
     assert_eq!(ready.status(), 200);
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = server.wait().await;
     assert!(status.success(), "{status:?}");
 }
 
