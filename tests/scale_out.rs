@@ -1,4 +1,4 @@
-//! Scale-out behind a real Mosquitto 2: `ingest` instances sharing the collars' messages through a shared subscription, one killed with SIGKILL and restarted under the same identity, and an `api` instance whose commands reach a collar through the broker.
+//! Scale-out behind a real Mosquitto 2: `ingest` instances sharing the collars' messages through a shared subscription, one killed with SIGKILL and restarted under the same identity, `api` instances whose commands reach a collar through the broker, whose live feeds tell what any instance ingested and whose alerts are raised once, by whichever instance leads them.
 //!
 //! Collars here talk to Mosquitto only (anonymous: the broker's device authentication is not
 //! what these tests are about); "acknowledged" is the app-level ack on `trackers/{id}/ack`,
@@ -19,6 +19,7 @@ use common::{eventually, live};
 use gateway::protocol::TrackerId;
 use gateway::storage::trackers::provision;
 use pettracker::config::{Config, Role};
+use pettracker::leadership::Job;
 use pettracker::testing::{TestDb, fresh_database};
 use reqwest::StatusCode;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -604,8 +605,23 @@ async fn api_instances_show_live_fixes_and_raise_one_alert_for_fixes_an_ingest_i
         1
     );
 
-    api_b.stop().await;
-    api_a.stop().await;
+    // The instance judging goes away; the other takes over from the state it saved, and the
+    // return home (20 s and 2 fixes after 50 s) is raised there.
+    let (leader, mut survivor) = if api_a.app.standing(Job::Alerts).leading {
+        (api_a, (api_b, feed_b))
+    } else {
+        (api_b, (api_a, feed_a))
+    };
+    leader.stop().await;
+    for s in [60, 70, 80] {
+        rex.publish("telemetry", telemetry(at(s), 52.5)).await;
+    }
+    let alert = live::next(&mut survivor.1, |m| m["type"] == "alert").await;
+    assert_eq!(alert["alert"]["kind"], "geofence_enter");
+    assert_eq!(alert["alert"]["at"], json!(at(70)));
+    assert!(survivor.0.app.standing(Job::Alerts).leading);
+
+    survivor.0.stop().await;
     ingest.stop().await;
 }
 
