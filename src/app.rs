@@ -276,7 +276,14 @@ pub async fn spawn_with_clock(config: Config, clock: ingest::Clock) -> anyhow::R
     let (command_wake, command_woken) = crate::commands::dispatch::channel();
     let broker = match (external, relay, &pipeline) {
         (Some(external), Some(relay), pipeline) => {
-            let ingest = pipeline.as_ref().map(|p| p.hooks.clone());
+            let ingest = pipeline.as_ref().map(|p| {
+                let revoked = gateway::external::revoked::start(
+                    database.pool.clone(),
+                    database.url.clone(),
+                    shutdown.clone(),
+                );
+                (p.hooks.clone(), revoked)
+            });
             BrokerSide::External(Arc::new(gateway::external::start(
                 &external,
                 ingest,

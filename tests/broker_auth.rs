@@ -98,13 +98,22 @@ async fn a_collar_with_its_own_secret_is_allowed_and_with_another_denied() {
 }
 
 #[tokio::test]
-async fn a_revoked_collar_is_denied() {
+async fn a_revoked_collar_is_denied_its_connect_and_its_next_publish() {
     let app = spawn().await;
     let rex = provision(&app, "rex").await;
+    assert_eq!(
+        emqx_may(&app, "rex", "publish", "trackers/rex/telemetry").await,
+        "allow"
+    );
     gateway::storage::trackers::revoke(&app.app.pool, &TrackerId::parse("rex").unwrap())
         .await
         .unwrap();
     assert_eq!(emqx_connect(&app, "rex", "rex", &rex).await, "deny");
+    // Still connected to the broker: its next publish is refused too (EMQX then disconnects it).
+    assert_eq!(
+        emqx_may(&app, "rex", "publish", "trackers/rex/telemetry").await,
+        "deny"
+    );
     app.app.shutdown().await.unwrap();
 }
 
@@ -138,6 +147,7 @@ async fn a_wrong_or_missing_shared_secret_is_refused_before_anything_is_checked(
 #[tokio::test]
 async fn a_collar_may_publish_and_subscribe_on_its_own_topics_only() {
     let app = spawn().await;
+    provision(&app, "rex").await;
     for topic in [
         "trackers/rex/telemetry",
         "trackers/rex/status",

@@ -666,3 +666,75 @@ async fn an_all_instance_behind_an_external_broker_tells_its_own_feed_each_fix_o
     api_instance.stop().await;
     all.stop().await;
 }
+
+/// Mosquitto keeps delivering a collar revoked while connected (nothing asks it to disconnect
+/// the collar): the ingest instance passes over its messages from the moment of revocation.
+#[tokio::test]
+async fn messages_of_a_collar_revoked_while_connected_to_the_broker_are_not_stored() {
+    let db = fresh_database().await;
+    let broker = Mosquitto::start(&db.name).await;
+    let ingest = spawn(&db, &broker, Role::Ingest, "ingest-a").await;
+    let ids = trackers(&db, "rev", 2).await;
+    let (rex, fido) = (
+        Collar::connect(&broker, &ids[0]).await,
+        Collar::connect(&broker, &ids[1]).await,
+    );
+    let base = Utc::now() - TimeDelta::hours(1);
+    rex.fix(base, 1).await;
+    ingest
+        .wait_for_count(
+            "SELECT count(*) FROM positions WHERE tracker_id = 'rev-0'",
+            1,
+        )
+        .await;
+    gateway::storage::trackers::revoke(&db.pool, &TrackerId::parse("rev-0").unwrap())
+        .await
+        .unwrap();
+    // The revocation reaches the instance by a notification; once one message was passed over,
+    // every later one is.
+    let mut seq = 1;
+    eventually("a message of the revoked collar is passed over", || {
+        seq += 1;
+        let (seq, rex, ingest) = (seq, &rex, &ingest);
+        async move {
+            rex.fix(base, seq).await;
+            let dropped = metric(ingest, "pettracker_external_revoked_dropped_total").await;
+            (dropped > 0.0).then_some(()).ok_or(format!("{dropped}"))
+        }
+    })
+    .await;
+    let stored = ingest
+        .count("SELECT count(*) FROM positions WHERE tracker_id = 'rev-0'")
+        .await;
+    for more in 1..=3 {
+        rex.fix(base, 100 + more).await;
+    }
+    // One instance takes the messages in order: once fido's is stored, rex's were handled.
+    fido.fix(base, 1).await;
+    ingest
+        .wait_for_count(
+            "SELECT count(*) FROM positions WHERE tracker_id = 'rev-1'",
+            1,
+        )
+        .await;
+    assert_eq!(
+        ingest
+            .count("SELECT count(*) FROM positions WHERE tracker_id = 'rev-0'")
+            .await,
+        stored
+    );
+    ingest.stop().await;
+}
+
+/// The value of `series` on an in-process instance's /metrics (0 when absent).
+async fn metric(instance: &common::TestApp, series: &str) -> f64 {
+    reqwest::get(format!("http://{}/metrics", instance.app.http_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}

@@ -202,9 +202,7 @@ pub fn routes(
         .and(with_state(state))
         .and(json_body::<AuthorizeRequest>())
         .then(|broker: Broker, state: HttpState, body| async move {
-            broker
-                .answer(authorize(&state.broker_auth, &body))
-                .into_response()
+            respond(authorize(&state, &body).await.map(|ok| broker.answer(ok)))
         })
         .boxed();
 
@@ -246,15 +244,29 @@ async fn authenticate(state: &HttpState, req: AuthenticateRequest) -> Result<boo
 }
 
 /// Whether the client may do what it asks. The broker only asks about clients it has
-/// authenticated (through [`authenticate`]), so their username is the one checked there.
-fn authorize(auth: &BrokerAuth, req: &AuthorizeRequest) -> bool {
+/// authenticated (through [`authenticate`]), so their username is the one checked there. A
+/// collar revoked since it connected is refused (and, with EMQX's `deny_action = disconnect`,
+/// disconnected).
+async fn authorize(state: &HttpState, req: &AuthorizeRequest) -> Result<bool, ApiError> {
+    let auth = &state.broker_auth;
     let action = Action::from(req.action);
     let allowed = if auth.is_service(&req.username) {
         access::service_may(action, &req.topic)
     } else {
         let username = Some(req.username.as_str()).filter(|u| !u.is_empty());
-        access::device_identity(&req.clientid, username)
-            .is_ok_and(|tracker| access::device_may(&tracker, action, &req.topic))
+        match access::device_identity(&req.clientid, username) {
+            Ok(tracker) if access::device_may(&tracker, action, &req.topic) => {
+                gateway::storage::trackers::is_live(&state.pool, &tracker)
+                    .await
+                    .map_err(|err| {
+                        tracing::warn!(%err, %tracker, "cannot check a tracker for the broker");
+                        ApiError::Unavailable {
+                            retry_after_secs: 1,
+                        }
+                    })?
+            }
+            _ => false,
+        }
     };
     if !allowed {
         let action = match action {
@@ -262,9 +274,9 @@ fn authorize(auth: &BrokerAuth, req: &AuthorizeRequest) -> bool {
             Action::Subscribe => "subscribe",
         };
         metrics::counter!(METRIC_ACL_DENIED, "action" => action).increment(1);
-        tracing::info!(client_id = %preview(&req.clientid), topic = %preview(&req.topic), action, "broker client's request refused: not its topic");
+        tracing::info!(client_id = %preview(&req.clientid), topic = %preview(&req.topic), action, "broker client's request refused: not its topic, or revoked");
     }
-    allowed
+    Ok(allowed)
 }
 
 /// The start of a value a client chose, for logs.

@@ -18,6 +18,7 @@
 
 pub mod presence;
 pub mod relay;
+pub mod revoked;
 pub mod source;
 
 use std::path::PathBuf;
@@ -157,11 +158,12 @@ pub fn start_relay(
 }
 
 /// Connects to the broker (in the background: a broker that is away at start is retried with
-/// backoff, and readiness says so). With `ingest`, the ingest session subscribes and feeds it.
-/// `relay` (from [`start_relay`]) is kept with the other connections.
+/// backoff, and readiness says so). With `ingest`, the ingest session subscribes and feeds it,
+/// passing over the messages of `revoked` trackers. `relay` (from [`start_relay`]) is kept with
+/// the other connections.
 pub fn start(
     config: &ExternalConfig,
-    ingest: Option<Arc<Ingest>>,
+    ingest: Option<(Arc<Ingest>, Arc<revoked::Revoked>)>,
     relay: relay::Relay,
     shutdown: Shutdown,
 ) -> Result<ExternalBroker, ExternalError> {
@@ -176,7 +178,7 @@ pub fn start(
     downlink_options.set_clean_session(true);
     let (client, events) = AsyncClient::new(downlink_options, DOWNLINK_QUEUE);
     let downlink = Connection::spawn(client, events, "downlink", None);
-    let source = ingest.map(|ingest| {
+    let source = ingest.map(|(ingest, revoked)| {
         let mut options = options(config, config.client_id.clone(), transport);
         options.set_clean_session(false);
         options.set_manual_acks(true);
@@ -185,6 +187,7 @@ pub fn start(
             &config.group,
             config.presence_events,
             ingest,
+            revoked,
             shutdown,
         )
     });

@@ -60,6 +60,7 @@ impl Source {
         group: &str,
         presence_events: bool,
         ingest: Arc<Ingest>,
+        revoked: Arc<super::revoked::Revoked>,
         shutdown: Shutdown,
     ) -> Source {
         let (client, events) = AsyncClient::new(options, REQUESTS);
@@ -70,6 +71,7 @@ impl Source {
             client,
             subscribed: subscribed.clone(),
             ingest,
+            revoked,
             filters: filters(group),
             presence_filters: if presence_events {
                 super::presence::filters(group)
@@ -116,6 +118,8 @@ struct Worker {
     client: AsyncClient,
     subscribed: Arc<AtomicBool>,
     ingest: Arc<Ingest>,
+    /// Trackers whose messages are passed over (the broker may still deliver them).
+    revoked: Arc<super::revoked::Revoked>,
     filters: Vec<String>,
     /// The broker's client events (presence); empty when not wanted.
     presence_filters: Vec<String>,
@@ -285,6 +289,12 @@ impl Worker {
 
     /// Hands a message to the pipeline; a QoS 1 one waits in order for its PUBACK.
     async fn submit(&mut self, publish: rumqttc::Publish, device: DevicePublish) {
+        if self.revoked.contains(device.tracker.as_str()) {
+            tracing::debug!(tracker = %device.tracker, "message of a revoked tracker; dropped");
+            metrics::counter!(METRIC_REVOKED).increment(1);
+            self.ready.push_back(publish);
+            return;
+        }
         let qos0 = device.qos == 0;
         match self.ingest.submit(device.clone()).await {
             Ok(_) if qos0 => {}
@@ -346,6 +356,8 @@ async fn front_stored(waiting: &mut VecDeque<InFlight>) -> Result<(), Refused> {
 
 /// Messages from the external broker that were not device uplinks.
 pub const METRIC_DROPPED: &str = "pettracker_external_dropped_total";
+/// Messages of revoked trackers the external broker still delivered.
+pub const METRIC_REVOKED: &str = "pettracker_external_revoked_dropped_total";
 
 #[cfg(test)]
 mod tests {

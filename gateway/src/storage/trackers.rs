@@ -151,6 +151,30 @@ pub async fn authenticate(
     Ok(row.is_some_and(|r| secret_matches(r.get(0), secret)))
 }
 
+/// Whether `tracker` is provisioned and not revoked (what a broker asks before letting a
+/// connected collar publish or subscribe).
+pub async fn is_live(pool: &Pool, tracker: &TrackerId) -> Result<bool, StorageError> {
+    let row = client(pool)
+        .await?
+        .query_opt(
+            "SELECT 1 FROM trackers WHERE tracker_id = $1 AND NOT revoked",
+            &[&tracker.as_str()],
+        )
+        .await
+        .map_err(StorageError::query("checking a tracker"))?;
+    Ok(row.is_some())
+}
+
+/// Every revoked tracker (revocation is for good).
+pub async fn revoked(pool: &Pool) -> Result<Vec<String>, StorageError> {
+    let rows = client(pool)
+        .await?
+        .query("SELECT tracker_id FROM trackers WHERE revoked", &[])
+        .await
+        .map_err(StorageError::query("listing revoked trackers"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 /// Marks a tracker revoked; its credentials stop working at once, and running servers
 /// are told (NOTIFY) to disconnect it.
 pub async fn revoke(pool: &Pool, tracker: &TrackerId) -> Result<(), ProvisionError> {
