@@ -227,8 +227,14 @@ async fn session(
         tokio::select! {
             () = &mut connection => break Ended::Lost,
             _ = liveness.tick() => {
-                let alive = tokio::time::timeout(LIVENESS_TIMEOUT, client.simple_query("SELECT 1")).await;
-                if !matches!(alive, Ok(Ok(_))) {
+                // The connection is driven only where it is polled: the check waits on both,
+                // or the query would never be sent and every check would time out.
+                let check = tokio::time::timeout(LIVENESS_TIMEOUT, client.simple_query("SELECT 1"));
+                let alive = tokio::select! {
+                    alive = check => matches!(alive, Ok(Ok(_))),
+                    () = &mut connection => false,
+                };
+                if !alive {
                     break Ended::Lost;
                 }
             }

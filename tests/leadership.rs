@@ -56,6 +56,22 @@ async fn leads_every_job(app: &TestApp) -> Result<(), String> {
     Ok(())
 }
 
+/// A leader checks its connection every `LIVENESS_INTERVAL` (2 s) and gives the job up when
+/// the check fails or takes longer than 5 s: on a healthy connection it must keep leading
+/// through several checks, in one term.
+#[tokio::test]
+async fn a_leader_on_a_healthy_connection_keeps_every_job_through_its_liveness_checks() {
+    let app = spawn_app().await;
+    eventually("the process leads every job", || leads_every_job(&app)).await;
+    tokio::time::sleep(pettracker::leadership::LIVENESS_INTERVAL * 5).await;
+    for job in Job::ALL {
+        let standing = app.app.standing(job);
+        assert!(standing.leading, "{job:?}: {standing:?}");
+        assert_eq!(standing.terms, 1, "{job:?}: {standing:?}");
+    }
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn of_two_processes_on_one_database_one_leads_each_job_and_the_other_takes_over_when_it_stops()
  {
