@@ -118,6 +118,21 @@ pub struct BatchRows {
 }
 
 impl BatchRows {
+    /// The trackers the batch writes for, sorted, each once.
+    pub fn trackers(&self) -> Vec<&str> {
+        let mut trackers: Vec<&str> = self
+            .fixes
+            .iter()
+            .map(|f| f.tracker_id.as_str())
+            .chain(self.statuses.iter().map(|s| s.tracker_id.as_str()))
+            .chain(self.presence.iter().map(|p| p.tracker_id.as_str()))
+            .chain(self.command_reports.iter().map(|c| c.tracker_id.as_str()))
+            .collect();
+        trackers.sort_unstable();
+        trackers.dedup();
+        trackers
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -227,6 +242,10 @@ WITH ins AS (
 )
 SELECT (SELECT count(*) FROM ins)";
 
+/// Takes the status rows of a batch's trackers in tracker order (see [`write_batch`]).
+const LOCK_TRACKERS: &str = "SELECT 1 FROM tracker_status WHERE tracker_id = ANY($1)
+    ORDER BY tracker_id FOR UPDATE";
+
 /// Writes a batch atomically, in one transaction. Command reports go to `commands`; without one
 /// (a process that does not run the server) they are dead letters.
 ///
@@ -252,6 +271,18 @@ pub async fn write_batch(
     };
     let tx = client.transaction().await.map_err(q("starting a batch"))?;
     let started = Instant::now();
+    // Two transactions may write the same trackers: behind an external broker whose shared
+    // subscription hands one collar's messages to two ingest instances, or a spool replay beside
+    // the live writer. Each row they touch belongs to a tracker, so taking the trackers' status
+    // rows first, in one order, makes them queue instead of deadlocking (statements below
+    // would take a tracker's rows in different orders: its 5-minute row before its status in
+    // the fix insert, its status first in the status update).
+    let trackers = rows.trackers();
+    if !trackers.is_empty() {
+        tx.execute(LOCK_TRACKERS, &[&trackers])
+            .await
+            .map_err(q("locking the batch's trackers"))?;
+    }
     if let Some(stmt) = &stmt {
         outcome.fixes_stored = write_fixes(&*tx, stmt, &rows.fixes).await?;
         outcome.duplicates = rows.fixes.len() as u64 - outcome.fixes_stored;

@@ -125,7 +125,7 @@ pub enum StorageError {
     TimescaleMissing,
     #[error("schema_migrations names an unknown backend {0:?}")]
     UnknownBackend(String),
-    #[error("database error while {context}: {source}")]
+    #[error("database error while {context}: {}", pg_reason(.source))]
     Query {
         context: &'static str,
         #[source]
@@ -133,6 +133,15 @@ pub enum StorageError {
     },
     #[error("no database connection available: {0}")]
     Pool(String),
+}
+
+/// What PostgreSQL said (its SQLSTATE and message: "40P01 deadlock detected"), where the
+/// client's own text would only say "db error".
+fn pg_reason(err: &tokio_postgres::Error) -> String {
+    match err.as_db_error() {
+        Some(db) => format!("{} {}", db.code().code(), db.message()),
+        None => err.to_string(),
+    }
 }
 
 impl StorageError {
