@@ -35,6 +35,67 @@ struct Mosquitto {
 
 impl Mosquitto {
     async fn start(name: &str) -> Mosquitto {
+        // Generous queues: an ingest instance that is down keeps its share of the messages
+        // queued in its persistent session until it comes back.
+        Mosquitto::start_with(name, |port, _| {
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                 max_queued_messages 100000\nmax_inflight_messages 100\nlog_dest stderr\n\
+                 log_type error\nlog_type warning\n"
+            )
+        })
+        .await
+    }
+
+    /// Mosquitto with the configuration and ACL shipped in broker-config/mosquitto/, on a free
+    /// port, with a password file holding `users` (user name, password).
+    async fn start_shipped(name: &str, users: &[(&str, &str)]) -> Mosquitto {
+        let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/broker-config/mosquitto");
+        let users: Vec<(String, String)> = users
+            .iter()
+            .map(|(u, p)| (u.to_string(), p.to_string()))
+            .collect();
+        Mosquitto::start_with(name, move |port, dir| {
+            let passwd = dir.join("passwd");
+            for (i, (user, password)) in users.iter().enumerate() {
+                let mut cmd = Command::new("/usr/bin/mosquitto_passwd");
+                if i == 0 {
+                    cmd.arg("-c");
+                }
+                let status = cmd
+                    .arg("-b")
+                    .arg(&passwd)
+                    .arg(user)
+                    .arg(password)
+                    .status()
+                    .expect("mosquitto_passwd is installed with mosquitto");
+                assert!(status.success());
+            }
+            // Mosquitto started as root drops to its own user, which must reach these.
+            let data = dir.join("data");
+            std::fs::create_dir_all(&data).unwrap();
+            for path in [dir, &data] {
+                std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+                    .unwrap();
+            }
+            std::fs::set_permissions(&passwd, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+                .unwrap();
+            std::fs::read_to_string(format!("{shipped}/mosquitto.conf"))
+                .unwrap()
+                .replace("listener 1883", &format!("listener {port} 127.0.0.1"))
+                .replace("/mosquitto/config/passwd", passwd.to_str().unwrap())
+                .replace("/mosquitto/config/acl", &format!("{shipped}/acl"))
+                .replace("/mosquitto/data/", &format!("{}/", data.display()))
+                + "log_dest stderr\nlog_type error\nlog_type warning\n"
+        })
+        .await
+    }
+
+    /// Mosquitto with the configuration `config(port, dir)` returns.
+    async fn start_with(
+        name: &str,
+        config: impl FnOnce(u16, &std::path::Path) -> String,
+    ) -> Mosquitto {
         let dir = std::env::temp_dir().join(format!("pettracker-mosquitto-{name}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -43,21 +104,11 @@ impl Mosquitto {
             .local_addr()
             .unwrap()
             .port();
-        let config = dir.join("mosquitto.conf");
-        // Generous queues: an ingest instance that is down keeps its share of the messages
-        // queued in its persistent session until it comes back.
-        std::fs::write(
-            &config,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 max_queued_messages 100000\nmax_inflight_messages 100\nlog_dest stderr\n\
-                 log_type error\nlog_type warning\n"
-            ),
-        )
-        .unwrap();
+        let file = dir.join("mosquitto.conf");
+        std::fs::write(&file, config(port, &dir)).unwrap();
         let child = Command::new("/usr/sbin/mosquitto")
             .arg("-c")
-            .arg(&config)
+            .arg(&file)
             .stdout(Stdio::null())
             .spawn()
             .expect("mosquitto is installed (apt-get install mosquitto)");
@@ -170,8 +221,16 @@ struct Collar {
 
 impl Collar {
     async fn connect(broker: &Mosquitto, id: &str) -> Collar {
+        Collar::connect_as(broker, id, None).await
+    }
+
+    /// A collar signing in with its tracker id and `secret` (anonymous without).
+    async fn connect_as(broker: &Mosquitto, id: &str, secret: Option<&str>) -> Collar {
         let mut options = MqttOptions::new(id, "127.0.0.1", broker.port);
         options.set_keep_alive(Duration::from_secs(30));
+        if let Some(secret) = secret {
+            options.set_credentials(id, secret);
+        }
         let (client, mut events) = AsyncClient::new(options, 1000);
         let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
         let (command_tx, commands) = tokio::sync::mpsc::unbounded_channel();
@@ -737,4 +796,53 @@ async fn metric(instance: &common::TestApp, series: &str) -> f64 {
         .lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
         .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+/// broker-config/mosquitto/ as shipped (password file, ACL on the username, no anonymous
+/// clients): pettracker's instances sign in as the service user with several connections each,
+/// a collar with its own secret, and everything flows: fix stored, app-level ack, live relay.
+#[tokio::test]
+async fn the_shipped_mosquitto_configuration_carries_a_collars_fix_its_ack_and_the_live_relay() {
+    const SERVICE_PASSWORD: &str = "service-password-for-the-test";
+    let db = fresh_database().await;
+    let rex = provision(&db.pool, &TrackerId::parse("rex").unwrap(), None)
+        .await
+        .unwrap();
+    let broker = Mosquitto::start_shipped(
+        &db.name,
+        &[
+            ("pettracker.server", SERVICE_PASSWORD),
+            ("rex", &rex.secret),
+        ],
+    )
+    .await;
+    let service = |c: &mut Config| {
+        c.external_broker.username = Some("pettracker.server".to_owned());
+        c.external_broker.password = Some(SecretString::from(SERVICE_PASSWORD));
+    };
+    let ingest = spawn_with(&db, &broker, Role::Ingest, "ingest-a", service).await;
+    let api_instance = spawn_with(&db, &broker, Role::Api, "api-a", service).await;
+    let api = Api::new(&api_instance);
+    let token = api.owner_of("ada@example.com", &[&rex]).await;
+    let mut feed = live::open(&api_instance, &token, None).await;
+
+    let collar = Collar::connect_as(&broker, "rex", Some(&rex.secret)).await;
+    collar.fix(Utc::now() - TimeDelta::minutes(5), 1).await;
+    eventually("the collar's fix is acknowledged", || async {
+        (collar.acked() == 1)
+            .then_some(())
+            .ok_or(collar.acked().to_string())
+    })
+    .await;
+    assert_eq!(
+        ingest
+            .count("SELECT count(*) FROM positions WHERE tracker_id = 'rex'")
+            .await,
+        1
+    );
+    let position = live::next(&mut feed, |m| m["type"] == "position").await;
+    assert_eq!(position["fix"]["seq"], 1);
+
+    api_instance.stop().await;
+    ingest.stop().await;
 }
