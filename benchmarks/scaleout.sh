@@ -37,7 +37,7 @@
 #     with the app-level ack on the way back. BENCH_MOSQUITTO_NODELAY=0 leaves it out.
 #
 # The three runs share one database, in that order, so the later ones write into a larger table
-# (a few hundred thousand rows more: small next to the differences measured here).
+# (up to about two million rows more at 60 s each: small next to the differences measured here).
 # On a 2-core machine the ingest instances, Mosquitto, PostgreSQL and the load generator all
 # share the same two cores: a second instance adds no CPU, only another process to feed.
 #
