@@ -29,7 +29,7 @@ TARGETS = {
     "history_bucket_5m_30d_p99": ("le", 100, "<= 100 ms"),
     "outage_fixes_lost": ("le", 0, "0"),
 }
-ORDER = ["ingest", "broker", "live", "collars", "history", "outage", "browser", "fleet"]
+ORDER = ["ingest", "broker", "live", "collars", "history", "outage", "browser", "fleet", "scaleout"]
 
 
 def load(out):

@@ -476,6 +476,7 @@ async fn every_fix_the_load_generator_sends_is_acknowledged_and_stored() {
         tasks: 1,
         duration: None,
         ramp: None,
+        await_app_ack: false,
     };
     let report = load::run(cfg, Duration::from_secs(60), |_, _| {})
         .await
@@ -491,6 +492,47 @@ async fn every_fix_the_load_generator_sends_is_acknowledged_and_stored() {
     )
     .await;
     assert_eq!(app.count("SELECT count(*) FROM dead_letters").await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn with_await_app_ack_every_fix_counted_is_already_stored_when_the_load_returns() {
+    let app = spawn_app().await;
+    let mut credentials = Vec::new();
+    for id in ["appack-1", "appack-2", "appack-3"] {
+        credentials.push(Credential {
+            tracker_id: TrackerId::parse(id).unwrap(),
+            secret: app.provision(id).await,
+        });
+    }
+    let cfg = LoadConfig {
+        credentials,
+        brokers: vec![Broker::plain("127.0.0.1", app.mqtt_port())],
+        messages_per_collar: 20,
+        fixes_per_message: 2,
+        qos: rumqttc::QoS::AtLeastOnce,
+        inflight: 3,
+        rate: None,
+        tasks: 1,
+        duration: None,
+        ramp: None,
+        await_app_ack: true,
+    };
+    let report = load::run(cfg, Duration::from_secs(60), |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(report.acknowledged_by, "app_ack");
+    assert_eq!(
+        (report.messages, report.fixes, report.failed_collars),
+        (60, 120, 0)
+    );
+    assert!(report.latency_ms_max.is_some() && report.latency_ms_p50 <= report.latency_ms_max);
+    // No waiting: an app-level ack is sent only after the commit.
+    assert_eq!(
+        app.count("SELECT count(*) FROM positions WHERE tracker_id LIKE 'appack-%'")
+            .await,
+        120
+    );
     app.stop().await;
 }
 

@@ -1,14 +1,16 @@
 //! Load mode for benchmarks: many collars multiplexed over a few tasks, publishing at a target rate or flat out, with throughput and latency figures.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, TimeDelta, Utc};
-use gateway::protocol::{Encoding, MAX_FIXES_PER_MESSAGE, RawFix, encode_telemetry, topics};
-use rumqttc::{AsyncClient, Event, Outgoing, Packet, QoS};
+use gateway::protocol::{
+    Encoding, MAX_FIXES_PER_MESSAGE, RawFix, decode_ack, encode_telemetry, topics,
+};
+use rumqttc::{AsyncClient, Event, Outgoing, Packet, QoS, SubscribeReasonCode};
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -38,6 +40,11 @@ pub struct LoadConfig {
     /// thousands does not boot in the same millisecond, and a burst would only measure the
     /// listen backlog.
     pub ramp: Option<Duration>,
+    /// Count a message done when the server's app-level ack (`{"seq":N}` on `trackers/{id}/ack`,
+    /// sent after commit) covers it, not at its PUBACK. Behind an external broker the PUBACK
+    /// comes from the broker before anything is stored, so only the app-level ack says the fix
+    /// is in the database; the in-flight window then counts messages not yet app-acked.
+    pub await_app_ack: bool,
 }
 
 /// Running totals, for a progress line.
@@ -49,19 +56,22 @@ pub struct LoadProgress {
 }
 
 /// The result of a run. `fixes` counts fixes in messages the broker acknowledged (QoS 1) or
-/// that left the socket (QoS 0).
+/// that left the socket (QoS 0); with `await_app_ack`, fixes the server's app-level ack covered.
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadReport {
     pub collars: usize,
     pub messages_per_collar: u64,
     pub fixes_per_message: u64,
     pub qos: u8,
+    /// What counted a message done: `puback`, `sent` (QoS 0) or `app_ack`.
+    pub acknowledged_by: &'static str,
     pub messages: u64,
     pub fixes: u64,
     pub seconds: f64,
     pub messages_per_second: f64,
     pub fixes_per_second: f64,
-    /// Publish to PUBACK, QoS 1 only (the server acks once the message is durably accepted).
+    /// Publish to PUBACK, QoS 1 only (the server acks once the message is durably accepted);
+    /// with `await_app_ack`, publish to the app-level ack covering the message.
     pub latency_ms_p50: Option<f64>,
     pub latency_ms_p90: Option<f64>,
     pub latency_ms_p99: Option<f64>,
@@ -178,6 +188,13 @@ pub async fn run(
         messages_per_collar: cfg.messages_per_collar,
         fixes_per_message: cfg.fixes_per_message,
         qos: cfg.qos as u8,
+        acknowledged_by: if cfg.await_app_ack {
+            "app_ack"
+        } else if cfg.qos == QoS::AtMostOnce {
+            "sent"
+        } else {
+            "puback"
+        },
         messages,
         fixes,
         seconds,
@@ -191,7 +208,43 @@ pub async fn run(
     })
 }
 
-/// One collar's connection: publishes its messages and returns publish-to-PUBACK latencies in µs.
+/// How long a collar waits for an app-level ack while it has messages out before it gives up
+/// (and counts as failed): a lost ack would otherwise hang the run at its end.
+const APP_ACK_SILENCE: Duration = Duration::from_secs(30);
+
+/// A collar's messages waiting for the server's app-level ack, in the order they were published.
+/// Acks are cumulative (docs/protocol.md): `{"seq":N}` covers every message whose highest
+/// `seq` is ≤ N, so one ack may settle several messages, and a stale one settles none.
+#[derive(Debug, Default)]
+pub(crate) struct AwaitingAcks {
+    /// (highest `seq` in the message, when it was published)
+    sent: VecDeque<(u64, Instant)>,
+}
+
+impl AwaitingAcks {
+    pub(crate) fn published(&mut self, last_seq: u64, at: Instant) {
+        self.sent.push_back((last_seq, at));
+    }
+
+    /// The ack `seq` arrived at `now`: the publish-to-ack times of the messages it settles.
+    pub(crate) fn acked(&mut self, seq: u64, now: Instant) -> Vec<Duration> {
+        let mut settled = Vec::new();
+        while let Some(&(last, at)) = self.sent.front()
+            && last <= seq
+        {
+            settled.push(now.saturating_duration_since(at));
+            self.sent.pop_front();
+        }
+        settled
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.sent.is_empty()
+    }
+}
+
+/// One collar's connection: publishes its messages and returns publish-to-PUBACK latencies in µs
+/// (publish-to-app-ack with `await_app_ack`).
 // Each argument is one collar's share of the run (its identity, schedule, shared counters);
 // a struct bundling them would exist only for this one call.
 #[allow(clippy::too_many_arguments)]
@@ -212,6 +265,10 @@ async fn collar_load(
     let cap = cfg.inflight as usize * 2 + 8;
     let (client, mut events) = AsyncClient::new(o, cap);
     let topic = topics::telemetry(id);
+    let ack_topic = topics::ack(id);
+    let app_ack = cfg.await_app_ack;
+    let mut awaiting = AwaitingAcks::default();
+    let mut last_heard = Instant::now();
     let want = cfg.messages_per_collar;
     let per = cfg.fixes_per_message;
     let (mut requested, mut done) = (0u64, 0u64);
@@ -235,10 +292,43 @@ async fn collar_load(
         let may_send = connected && requested < want && requested - done < window;
         tokio::select! {
             event = events.poll() => match event.with_context(|| format!("{id}: connection"))? {
+                Event::Incoming(Packet::ConnAck(_)) if app_ack => {
+                    // Acks published before the subscription is in place would be lost: send
+                    // only once it is granted.
+                    client
+                        .try_subscribe(&ack_topic, QoS::AtLeastOnce)
+                        .with_context(|| format!("{id}: request queue"))?;
+                }
                 Event::Incoming(Packet::ConnAck(_)) => {
                     connected = true;
                     progress.connected.fetch_add(1, Ordering::Relaxed);
                 }
+                Event::Incoming(Packet::SubAck(ack)) if app_ack && !connected => {
+                    anyhow::ensure!(
+                        ack.return_codes.iter().all(|c| matches!(c, SubscribeReasonCode::Success(_))),
+                        "{id}: the broker refused the subscription to {ack_topic}: {:?}",
+                        ack.return_codes
+                    );
+                    connected = true;
+                    last_heard = Instant::now();
+                    progress.connected.fetch_add(1, Ordering::Relaxed);
+                }
+                Event::Incoming(Packet::Publish(p)) if app_ack && p.topic == ack_topic => {
+                    let seq = decode_ack(&p.payload)
+                        .with_context(|| format!("{id}: a malformed ack"))?
+                        .seq
+                        .get();
+                    let now = Instant::now();
+                    last_heard = now;
+                    for latency in awaiting.acked(u64::try_from(seq).unwrap_or(0), now) {
+                        latencies.push(micros(latency));
+                        done += 1;
+                        progress.messages_done.fetch_add(1, Ordering::Relaxed);
+                        progress.fixes_done.fetch_add(per, Ordering::Relaxed);
+                    }
+                }
+                Event::Outgoing(Outgoing::Publish(_)) if app_ack => {}
+                Event::Incoming(Packet::PubAck(_)) if app_ack => {}
                 Event::Outgoing(Outgoing::Publish(pkid)) => {
                     if cfg.qos == QoS::AtMostOnce {
                         done += 1;
@@ -275,9 +365,22 @@ async fn collar_load(
                     .try_publish(&topic, cfg.qos, false, payload)
                     .with_context(|| format!("{id}: request queue"))?;
                 requested += 1;
+                if app_ack {
+                    if awaiting.is_empty() {
+                        last_heard = Instant::now();
+                    }
+                    awaiting.published(seq, Instant::now());
+                }
                 if let Some(p) = period {
                     next_send += p;
                 }
+            }
+            _ = tokio::time::sleep_until(last_heard + APP_ACK_SILENCE), if app_ack && !awaiting.is_empty() => {
+                anyhow::bail!(
+                    "{id}: no app-level ack for {} s; {} published messages not acknowledged",
+                    APP_ACK_SILENCE.as_secs(),
+                    requested - done
+                );
             }
         }
     }
@@ -288,4 +391,34 @@ async fn collar_load(
     })
     .await;
     Ok(latencies)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ack_settles_every_message_up_to_its_seq_and_no_later_one() {
+        let t0 = Instant::now();
+        let mut awaiting = AwaitingAcks::default();
+        // Three messages of 2 fixes each: highest seqs 2, 4, 6.
+        for (i, last) in [2u64, 4, 6].into_iter().enumerate() {
+            awaiting.published(last, t0 + Duration::from_millis(10 * i as u64));
+        }
+        // Cumulative: ack 4 settles the first two, with their own publish-to-ack times.
+        let settled = awaiting.acked(4, t0 + Duration::from_millis(50));
+        assert_eq!(
+            settled,
+            vec![Duration::from_millis(50), Duration::from_millis(40)]
+        );
+        // A stale or partial ack settles nothing (seq 5 is inside the third message).
+        assert!(awaiting.acked(3, t0 + Duration::from_millis(60)).is_empty());
+        assert!(awaiting.acked(5, t0 + Duration::from_millis(60)).is_empty());
+        assert!(!awaiting.is_empty());
+        assert_eq!(
+            awaiting.acked(6, t0 + Duration::from_millis(70)),
+            vec![Duration::from_millis(50)]
+        );
+        assert!(awaiting.is_empty());
+    }
 }

@@ -175,6 +175,12 @@ struct LoadArgs {
     /// Seconds between progress lines on stderr.
     #[arg(long, default_value_t = 5)]
     progress_every: u64,
+    /// Count a message done when the server's app-level ack (`{"seq":N}` on
+    /// `trackers/{id}/ack`, sent after commit) covers it, instead of at its PUBACK: behind an
+    /// external broker the broker itself sends the PUBACK, before anything is stored.
+    /// --inflight then bounds the messages not yet app-acked.
+    #[arg(long)]
+    await_app_ack: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -330,6 +336,7 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<()> {
         tasks: args.tasks,
         duration: args.duration.map(Duration::from_secs_f64),
         ramp: args.ramp.map(Duration::from_secs_f64),
+        await_app_ack: args.await_app_ack,
     };
     let total = cfg.credentials.len() as u64 * args.messages * args.fixes_per_message;
     let every = Duration::from_secs(args.progress_every.max(1));
