@@ -21,22 +21,18 @@
 # fails otherwise.
 #
 # Mosquitto runs with the shipped broker-config/mosquitto/mosquitto.conf and acl (password file,
-# ACL patterns), on a free 127.0.0.1 port. Differences, and why:
-#   - its data directory: persistence off (Mosquitto writes its store only at autosave and exit,
-#     so this changes nothing per message);
-#   - no use_username_as_clientid: it renames every client to its username, and pettracker keeps
-#     two connections per instance under its one service user (`{client_id}` for ingest and
-#     `{client_id}-downlink`), so with it the two take each other's session over in a loop
-#     (seen: "Connection closed by peer abruptly" every few ms, never ready). The collars here
-#     connect with client id = username = tracker id anyway, so the ACL's %u patterns hold;
-#   - max_inflight_messages: the shipped file leaves Mosquitto's default (20 unacknowledged
-#     messages towards each client), and an ingest instance PUBACKs only after commit, so that
-#     window bounds each instance's throughput. BENCH_MOSQUITTO_INFLIGHT sets it (0: the default);
-#   - set_tcp_nodelay true (as broker.sh): without it Nagle's algorithm holds Mosquitto's small
-#     packets for the peer's delayed ACK (40 ms on Linux), on the way to pettracker and again
-#     with the app-level ack on the way back. BENCH_MOSQUITTO_NODELAY=0 leaves it out.
+# ACL patterns on the username, 100 messages in flight per client, TCP_NODELAY), on a free
+# 127.0.0.1 port, persistence off (Mosquitto writes its store only at autosave and exit, so this
+# changes nothing per message). BENCH_MOSQUITTO_INFLIGHT=N sets another in-flight window (0:
+# Mosquitto's default of 20); BENCH_MOSQUITTO_NODELAY=0 turns Nagle's algorithm back on.
 #
-# The three runs share one database, in that order, so the later ones write into a larger table
+#   4. Mosquitto + one ingest instance + one `--role api` instance: the live relay's cost. The
+#      ingest instance publishes every validated event on `pettracker/v1/live/{tracker}` in
+#      runs 2-4 alike; here an API instance also subscribes, so Mosquitto delivers each event
+#      once more and the API instance decodes it onto its live bus (no WebSocket is open: the
+#      cost of the feed itself is benchmarks/live.sh's). Compared with run 2.
+#
+# The runs share one database, in that order, so the later ones write into a larger table
 # (up to about two million rows more at 60 s each: small next to the differences measured here).
 # On a 2-core machine the ingest instances, Mosquitto, PostgreSQL and the load generator all
 # share the same two cores: a second instance adds no CPU, only another process to feed.
@@ -72,7 +68,7 @@ warm=$(( duration / 6 > 3 ? duration / 6 : 3 ))
 # shellcheck disable=SC2119 # no extra serve flags: the defaults, as ingest.sh
 start_server
 log "server pid $server, mqtt $mqtt_port, postgres $pg_port"
-for setup in emb one two; do provision "$setup" "$collars" "$work/$setup.jsonl"; done
+for setup in emb one two relay; do provision "$setup" "$collars" "$work/$setup.jsonl"; done
 
 # cpu_snapshot "PETTRACKER_PIDS" MOSQUITTO_PID LOAD_PID -> CPU seconds so far (user + system) of
 # pettracker (summed), Mosquitto, PostgreSQL (the postmaster and all its children) and the load
@@ -177,15 +173,15 @@ sed -e "s|^listener 1883$|listener $mq_port 127.0.0.1|" \
     -e 's|^persistence true$|persistence false|' -e '/^persistence_location/d' \
     broker-config/mosquitto/mosquitto.conf >"$mqdir/mosquitto.conf"
 grep -q "^listener $mq_port " "$mqdir/mosquitto.conf" || { echo "broker-config/mosquitto/mosquitto.conf changed: no 'listener 1883' line" >&2; exit 1; }
-[ "$mq_inflight" = 0 ] || echo "max_inflight_messages $mq_inflight" >>"$mqdir/mosquitto.conf"
-[ "$mq_nodelay" = 0 ] || echo "set_tcp_nodelay true" >>"$mqdir/mosquitto.conf"
+if [ "$mq_inflight" = 0 ]; then sed -i '/^max_inflight_messages/d' "$mqdir/mosquitto.conf"
+else sed -i "s|^max_inflight_messages .*|max_inflight_messages $mq_inflight|" "$mqdir/mosquitto.conf"; fi
+[ "$mq_nodelay" = 1 ] || sed -i '/^set_tcp_nodelay/d' "$mqdir/mosquitto.conf"
 printf 'log_dest file %s/mosquitto.log\nlog_type error\nlog_type warning\n' "$mqdir" >>"$mqdir/mosquitto.conf"
-sed -i '/^use_username_as_clientid/d' "$mqdir/mosquitto.conf"
 cp broker-config/mosquitto/acl "$mqdir/acl"
 svc_password=$(python3 -c 'import secrets; print(secrets.token_urlsafe(18))')
 # Password file: the collars of runs 2 and 3 and pettracker's service user, hashed in one go.
 { printf 'pettracker.server:%s\n' "$svc_password"
-  cat "$work/one.jsonl" "$work/two.jsonl" | python3 -c '
+  cat "$work/one.jsonl" "$work/two.jsonl" "$work/relay.jsonl" | python3 -c '
 import json, sys
 for line in sys.stdin:
     if line.strip():
@@ -204,9 +200,9 @@ for _ in $(seq 1 50); do
 done
 log "mosquitto pid $mq_pid on port $mq_port, max_inflight_messages $mq_inflight (0: Mosquitto's default), set_tcp_nodelay $mq_nodelay"
 
-# start_ingest NAME -> sets ingest_pid, ingest_http (the instance's HTTP port)
+# start_ingest NAME [ROLE] -> sets ingest_pid, ingest_http (the instance's HTTP port)
 start_ingest() {
-  local name=$1
+  local name=$1 role=${2:-ingest}
   ingest_http=$(free_port)
   env -u PETTRACKER_DATABASE_DATA_DIR \
     DATABASE_URL="$db_url" \
@@ -215,7 +211,7 @@ start_ingest() {
     PETTRACKER_EXTERNAL_BROKER_USERNAME=pettracker.server \
     PETTRACKER_EXTERNAL_BROKER_PASSWORD="$svc_password" \
     PETTRACKER_INGEST_SPOOL_DIR="$work/spool-$name" \
-    "$bin"/pettracker serve --role ingest --http-addr "127.0.0.1:$ingest_http" \
+    "$bin"/pettracker serve --role "$role" --http-addr "127.0.0.1:$ingest_http" \
       --external-broker "mqtt://127.0.0.1:$mq_port" >"$work/ingest-$name.log" 2>&1 &
   ingest_pid=$!; bench_pids+=("$ingest_pid")
   # Ready = database reached and the shared subscriptions granted.
@@ -240,16 +236,31 @@ two=$(run scaleout_mosquitto_2_ingest "$mq_port" two "$mq_pid" "$a_pid" "$b_pid"
 # How Mosquitto shared run 3's messages between the two.
 share_a=$(( $(telemetry_received "$a_http") - a0 )); share_b=$(telemetry_received "$b_http")
 
-for p in "$a_pid" "$b_pid"; do kill -TERM "$p" 2>/dev/null || true; done
-for p in "$a_pid" "$b_pid"; do wait "$p" 2>/dev/null || true; done
+kill -TERM "$b_pid" 2>/dev/null || true; wait "$b_pid" 2>/dev/null || true
 
-python3 - "$emb" "$one" "$two" "$share_a" "$share_b" "$mq_inflight" "$mq_nodelay" <<'EOF'
+# --- 4. Mosquitto + one ingest instance + one API instance (the live relay) -------------------
+start_ingest api api; api_pid=$ingest_pid
+relay0=$(curl -fs "http://127.0.0.1:$ingest_http/metrics" | awk '/^pettracker_live_events_published_total / {print $2; f=1} END {if (!f) print 0}')
+log "mosquitto + one ingest instance + one API instance on the live relay, ${duration}s"
+relay=$(run scaleout_mosquitto_1_ingest_1_api "$mq_port" relay "$mq_pid" "$a_pid" "$api_pid")
+relayed=$(( $(curl -fs "http://127.0.0.1:$ingest_http/metrics" | awk '/^pettracker_live_events_published_total / {print $2; f=1} END {if (!f) print 0}' | cut -d. -f1) - ${relay0%.*} ))
+
+for p in "$a_pid" "$api_pid"; do kill -TERM "$p" 2>/dev/null || true; done
+for p in "$a_pid" "$api_pid"; do wait "$p" 2>/dev/null || true; done
+
+python3 - "$emb" "$one" "$two" "$share_a" "$share_b" "$mq_inflight" "$mq_nodelay" "$relay" "$relayed" <<'EOF'
 import json, sys
 emb, one, two = (json.loads(a) for a in sys.argv[1:4])
 share_a, share_b, mq_inflight, nodelay = (int(a) for a in sys.argv[4:8])
+relay, relayed = json.loads(sys.argv[8]), int(sys.argv[9])
 two["messages_per_instance"] = [share_a, share_b]
+relay["events_on_the_api_instances_bus"] = relayed
+# What the relay's delivery to one API instance costs per fix: the CPU of pettracker (ingest +
+# API instance) and Mosquitto beyond run 2's, which published the same events to nobody.
+cost = lambda e: e["cpu_us_per_fix"]["pettracker"] + e["cpu_us_per_fix"]["mosquitto"]
+relay["relay_delivery_cpu_us_per_fix"] = round(cost(relay) - cost(one), 1)
 print(json.dumps(emb))
-for e in (one, two):
+for e in (one, two, relay):
     e["mosquitto_max_inflight_messages"] = mq_inflight or "default (20)"
     e["mosquitto_tcp_nodelay"] = bool(nodelay)
     print(json.dumps(dict(e, baseline_name=emb["name"], baseline_value=emb["value"],
