@@ -228,6 +228,18 @@ start_ingest a; a_pid=$ingest_pid; a_http=$ingest_http
 log "mosquitto + one ingest instance, ${duration}s"
 one=$(run scaleout_mosquitto_1_ingest "$mq_port" one "$mq_pid" "$a_pid")
 
+# --- 4. Mosquitto + one ingest instance + one API instance (the live relay) -------------------
+# Before run 3: once a second ingest instance has joined the group, its persistent session keeps
+# taking its share of the messages after it stops (they wait there for it), and the first
+# instance's cumulative acks would cover fixes held in that session.
+start_ingest api api; api_pid=$ingest_pid; api_http=$ingest_http
+bus_events() { curl -fs "http://127.0.0.1:$api_http/metrics" | awk '/^pettracker_live_events_published_total / {print int($2); f=1} END {if (!f) print 0}'; }
+relay0=$(bus_events)
+log "mosquitto + one ingest instance + one API instance on the live relay, ${duration}s"
+relay=$(run scaleout_mosquitto_1_ingest_1_api "$mq_port" relay "$mq_pid" "$a_pid" "$api_pid")
+relayed=$(( $(bus_events) - relay0 ))
+kill -TERM "$api_pid" 2>/dev/null || true; wait "$api_pid" 2>/dev/null || true
+
 start_ingest b; b_pid=$ingest_pid; b_http=$ingest_http
 # --- 3. Mosquitto + two ingest instances ------------------------------------------------------
 a0=$(telemetry_received "$a_http")
@@ -236,17 +248,8 @@ two=$(run scaleout_mosquitto_2_ingest "$mq_port" two "$mq_pid" "$a_pid" "$b_pid"
 # How Mosquitto shared run 3's messages between the two.
 share_a=$(( $(telemetry_received "$a_http") - a0 )); share_b=$(telemetry_received "$b_http")
 
-kill -TERM "$b_pid" 2>/dev/null || true; wait "$b_pid" 2>/dev/null || true
-
-# --- 4. Mosquitto + one ingest instance + one API instance (the live relay) -------------------
-start_ingest api api; api_pid=$ingest_pid
-relay0=$(curl -fs "http://127.0.0.1:$ingest_http/metrics" | awk '/^pettracker_live_events_published_total / {print $2; f=1} END {if (!f) print 0}')
-log "mosquitto + one ingest instance + one API instance on the live relay, ${duration}s"
-relay=$(run scaleout_mosquitto_1_ingest_1_api "$mq_port" relay "$mq_pid" "$a_pid" "$api_pid")
-relayed=$(( $(curl -fs "http://127.0.0.1:$ingest_http/metrics" | awk '/^pettracker_live_events_published_total / {print $2; f=1} END {if (!f) print 0}' | cut -d. -f1) - ${relay0%.*} ))
-
-for p in "$a_pid" "$api_pid"; do kill -TERM "$p" 2>/dev/null || true; done
-for p in "$a_pid" "$api_pid"; do wait "$p" 2>/dev/null || true; done
+for p in "$a_pid" "$b_pid"; do kill -TERM "$p" 2>/dev/null || true; done
+for p in "$a_pid" "$b_pid"; do wait "$p" 2>/dev/null || true; done
 
 python3 - "$emb" "$one" "$two" "$share_a" "$share_b" "$mq_inflight" "$mq_nodelay" "$relay" "$relayed" <<'EOF'
 import json, sys
