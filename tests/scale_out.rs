@@ -846,3 +846,34 @@ async fn the_shipped_mosquitto_configuration_carries_a_collars_fix_its_ack_and_t
     api_instance.stop().await;
     ingest.stop().await;
 }
+
+/// A rolling update or a scale-down stops an ingest instance with SIGTERM: it leaves the shared
+/// subscriptions first, so the broker gives the other instance every message meanwhile instead
+/// of queueing half of them in the stopped instance's session.
+#[tokio::test]
+async fn an_ingest_instance_that_stops_cleanly_leaves_its_share_to_the_others() {
+    const PER_COLLAR: u64 = 20;
+    let db = fresh_database().await;
+    let broker = Mosquitto::start(&db.name).await;
+    let a = Instance::start(&db, &broker, "ingest-a").await;
+    let b = Instance::start(&db, &broker, "ingest-b").await;
+    b.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(b.wait().await.success());
+
+    let base = Utc::now() - TimeDelta::hours(1);
+    let mut collars = Vec::new();
+    for id in trackers(&db, "left", 3).await {
+        collars.push(Collar::connect(&broker, &id).await);
+    }
+    for seq in 1..=PER_COLLAR {
+        for collar in &collars {
+            collar.fix(base, seq).await;
+        }
+    }
+    wait_all_stored(&db, &collars, PER_COLLAR).await;
+    assert_each_stored_once(&db, &collars, PER_COLLAR).await;
+    assert_eq!(a.telemetry_received().await, 3 * PER_COLLAR);
+
+    a.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(a.wait().await.success());
+}

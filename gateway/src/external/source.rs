@@ -148,7 +148,15 @@ impl Worker {
                 biased;
                 () = shutdown.recv(), if !self.shutting_down => {
                     self.shutting_down = true;
-                    tracing::info!(waiting = self.waiting.len(), "external broker: taking no more messages; acknowledging those stored");
+                    // Out of the shared subscriptions first: while this instance is away (a
+                    // restart, a scale-down) the broker gives the other instances its share
+                    // instead of queueing it in this session. The session keeps what it had.
+                    for filter in self.filters.iter().chain(&self.presence_filters) {
+                        if let Err(err) = self.client.try_unsubscribe(filter.clone()) {
+                            tracing::warn!(%err, %filter, "could not leave a shared subscription; the broker keeps routing its share here until the session expires");
+                        }
+                    }
+                    tracing::info!(waiting = self.waiting.len(), "external broker: left the shared subscriptions; taking no more messages; acknowledging those stored");
                 }
                 stored = front_stored(&mut self.waiting), if !self.waiting.is_empty() => {
                     self.stored(stored).await;
