@@ -80,11 +80,16 @@ impl Mosquitto {
             }
             std::fs::set_permissions(&passwd, std::os::unix::fs::PermissionsExt::from_mode(0o644))
                 .unwrap();
+            // A copy: the checkout may be where Mosquitto's user cannot read (under /root).
+            let acl = dir.join("acl");
+            std::fs::copy(format!("{shipped}/acl"), &acl).unwrap();
+            std::fs::set_permissions(&acl, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+                .unwrap();
             std::fs::read_to_string(format!("{shipped}/mosquitto.conf"))
                 .unwrap()
                 .replace("listener 1883", &format!("listener {port} 127.0.0.1"))
                 .replace("/mosquitto/config/passwd", passwd.to_str().unwrap())
-                .replace("/mosquitto/config/acl", &format!("{shipped}/acl"))
+                .replace("/mosquitto/config/acl", acl.to_str().unwrap())
                 .replace("/mosquitto/data/", &format!("{}/", data.display()))
                 + "log_dest stderr\nlog_type error\nlog_type warning\n"
         })
