@@ -181,8 +181,11 @@ pub async fn spawn_with_clock(config: Config, clock: ingest::Clock) -> anyhow::R
         );
         // Validated fixes reach the live feeds through this bus, before they are stored.
         let live_bus = Arc::new(crate::live::LiveBus::new(config.live.bus_capacity));
-        let live_hub =
-            crate::live::Hub::start(live_bus.as_ref(), config.live_options(), shutdown.clone());
+        let live_hub = crate::live::Hub::start(
+            live_bus.as_ref(),
+            crate::live::LiveOptions::from_settings(&config.live),
+            shutdown.clone(),
+        );
         let alerts = crate::alerts::start(
             database.pool.clone(),
             config.alerts,
@@ -193,7 +196,7 @@ pub async fn spawn_with_clock(config: Config, clock: ingest::Clock) -> anyhow::R
         );
         leaderships.push(alert_leadership);
         // Alerts raised here or in another instance, as the database announces them.
-        tokio::spawn(crate::alerts::announce(
+        tokio::spawn(crate::live::announce::alerts(
             notify::listen(
                 database.url.clone(),
                 crate::alerts::store::ALERT_CHANNEL,
@@ -203,7 +206,7 @@ pub async fn spawn_with_clock(config: Config, clock: ingest::Clock) -> anyhow::R
         ));
         let (pool, base, stop) = (
             database.pool.clone(),
-            config.alerts.webhook_delivery(),
+            crate::alerts::webhooks::DeliverySettings::from_settings(&config.alerts),
             shutdown.clone(),
         );
         tokio::spawn(until_ready(Box::pin(async move {
@@ -341,7 +344,7 @@ pub async fn spawn_with_clock(config: Config, clock: ingest::Clock) -> anyhow::R
             crate::commands::NOTIFY_CHANNEL,
             shutdown.clone(),
         );
-        tokio::spawn(crate::commands::announce(
+        tokio::spawn(crate::live::announce::commands(
             command_events,
             api.live_bus.clone(),
         ));
@@ -386,7 +389,7 @@ pub async fn spawn_with_clock(config: Config, clock: ingest::Clock) -> anyhow::R
             live: api.live_hub.clone(),
             alerts: api.alerts.handle.clone(),
             web: Arc::new(http::web::WebSettings::new(config.map.clone())),
-            webhook_egress: config.alerts.webhook_egress(),
+            webhook_egress: crate::alerts::egress::Egress::from_settings(&config.alerts),
             broker_auth: Arc::new(http::broker_auth::BrokerAuth::from_config(
                 &config.broker_auth,
             )),

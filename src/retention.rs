@@ -11,6 +11,7 @@ use gateway::shutdown::Shutdown;
 use gateway::storage::retention::{self, DeviceWindows, Rule};
 use gateway::storage::{self, Backend, StorageError, pool_error_reason};
 
+use crate::commands::lifecycle::CommandStatus;
 use crate::config::StorageConfig;
 
 /// Pause between two chunks of one table: row locks are released in between, and ingest's
@@ -57,7 +58,7 @@ impl RetentionSettings {
             Rule::new(
                 "commands",
                 "updated_at",
-                Some("status IN ('succeeded', 'failed', 'expired', 'cancelled')"),
+                Some(CommandStatus::TERMINAL_SQL),
                 self.commands,
             ),
             Rule::new(

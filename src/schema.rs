@@ -7,7 +7,7 @@
 //! Migrations 1 and 5 were rearranged at the gateway/server split: `users` and
 //! `trackers.owner_id` moved from 1 (now the device side's) to 5 (accounts). Together they build
 //! the same schema as before, so a database migrated by an earlier release, which recorded the
-//! older texts, keeps its checksums valid (`earlier_checksums`); `tests/upgrade.rs` proves it on a
+//! older texts, keeps its checksums valid (`earlier_checksums`); `tests/schema.rs` proves it on a
 //! database of the release before.
 
 use gateway::storage::migrate::{History, MIGRATIONS as DEVICE_MIGRATIONS, Migration};

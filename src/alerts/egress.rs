@@ -24,6 +24,13 @@ pub struct Egress {
 }
 
 impl Egress {
+    /// From the `[alerts]` settings.
+    pub fn from_settings(alerts: &crate::config::AlertSettings) -> Egress {
+        Egress {
+            allow_loopback: alerts.webhook_allow_loopback,
+        }
+    }
+
     /// Why `ip` may not be reached, or `None` if it may.
     pub fn refuses(self, ip: IpAddr) -> Option<&'static str> {
         let ip = match ip {

@@ -532,20 +532,6 @@ impl Engine {
     }
 }
 
-/// Passes the alerts the database announces ([`store::ALERT_CHANNEL`]), raised by this or any
-/// other instance, to this instance's live feeds.
-pub async fn announce(
-    mut alerts: tokio::sync::mpsc::Receiver<String>,
-    bus: Arc<crate::live::LiveBus>,
-) {
-    while let Some(raw) = alerts.recv().await {
-        match serde_json::from_str::<store::AlertView>(&raw) {
-            Ok(alert) => bus.publish(crate::live::LiveEvent::Alert(alert)),
-            Err(err) => tracing::warn!(%raw, %err, "unreadable alert announcement"),
-        }
-    }
-}
-
 pub(crate) mod events {
     //! Alert telemetry as small typed events.
     pub const RAISED: &str = "pettracker_alerts_raised_total";

@@ -35,6 +35,18 @@ pub struct DeliverySettings {
     pub egress: Egress,
 }
 
+impl DeliverySettings {
+    /// From the `[alerts]` settings.
+    pub fn from_settings(alerts: &crate::config::AlertSettings) -> DeliverySettings {
+        DeliverySettings {
+            retry_base: alerts.webhook_retry_base(),
+            timeout: Duration::from_millis(alerts.webhook_timeout_ms),
+            concurrency: alerts.webhook_concurrency,
+            egress: Egress::from_settings(alerts),
+        }
+    }
+}
+
 /// Attempts before a delivery is given up as failed.
 pub const MAX_ATTEMPTS: i32 = 8;
 /// Longest wait between two attempts.

@@ -77,6 +77,11 @@ impl CommandStatus {
         )
     }
 
+    /// The SQL condition a finished command meets, for statements (retention) that cannot call
+    /// [`CommandStatus::is_terminal`]; a test keeps the two in step.
+    pub const TERMINAL_SQL: &'static str =
+        "status IN ('succeeded', 'failed', 'expired', 'cancelled')";
+
     /// Whether its parameters may still change: only before it is first sent.
     pub fn params_may_change(self) -> bool {
         self == CommandStatus::Queued
@@ -269,6 +274,21 @@ mod tests {
             .filter(|s| !s.is_terminal())
             .collect();
         assert_eq!(open, [Queued, Sent, Delivered]);
+    }
+
+    #[test]
+    fn the_sql_condition_for_finished_commands_names_exactly_the_terminal_states() {
+        let named: Vec<_> = CommandStatus::TERMINAL_SQL
+            .split('\'')
+            .skip(1)
+            .step_by(2)
+            .map(|name| CommandStatus::parse(name).expect(name))
+            .collect();
+        let terminal: Vec<_> = CommandStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .collect();
+        assert_eq!(named, terminal);
     }
 
     #[test]

@@ -173,19 +173,6 @@ pub struct Announced {
     pub tracker_id: String,
 }
 
-/// Passes the announced transitions to the live feed.
-pub async fn announce(
-    mut events: tokio::sync::mpsc::Receiver<String>,
-    bus: std::sync::Arc<crate::live::LiveBus>,
-) {
-    while let Some(raw) = events.recv().await {
-        match serde_json::from_str::<Announced>(&raw) {
-            Ok(announced) => bus.publish(crate::live::LiveEvent::Command(announced)),
-            Err(err) => tracing::warn!(%raw, %err, "unreadable command event"),
-        }
-    }
-}
-
 /// A command as the API shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct CommandView {

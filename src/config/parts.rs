@@ -28,20 +28,6 @@ impl Config {
         }
     }
 
-    /// The live feed's session settings.
-    pub fn live_options(&self) -> crate::live::LiveOptions {
-        crate::live::LiveOptions {
-            queue_capacity: self.live.queue_capacity,
-            ping_interval: std::time::Duration::from_secs(self.live.ping_interval_secs),
-            // Never shorter than two ping intervals, or a healthy client could time out between pings.
-            idle_timeout: std::time::Duration::from_secs(
-                self.live
-                    .idle_timeout_secs
-                    .max(2 * self.live.ping_interval_secs),
-            ),
-        }
-    }
-
     /// The listener settings the broker takes.
     pub fn broker_config(&self) -> gateway::broker::BrokerConfig {
         let m = &self.mqtt;

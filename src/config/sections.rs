@@ -117,23 +117,6 @@ impl AlertSettings {
     pub fn webhook_retry_base(&self) -> Duration {
         Duration::from_millis(self.webhook_retry_base_ms)
     }
-
-    /// Where webhooks may point.
-    pub fn webhook_egress(&self) -> crate::alerts::egress::Egress {
-        crate::alerts::egress::Egress {
-            allow_loopback: self.webhook_allow_loopback,
-        }
-    }
-
-    /// What the webhook delivery worker takes.
-    pub fn webhook_delivery(&self) -> crate::alerts::webhooks::DeliverySettings {
-        crate::alerts::webhooks::DeliverySettings {
-            retry_base: self.webhook_retry_base(),
-            timeout: Duration::from_millis(self.webhook_timeout_ms),
-            concurrency: self.webhook_concurrency,
-            egress: self.webhook_egress(),
-        }
-    }
 }
 
 /// The WebSocket live feed (`GET /api/v1/live`); see docs/live.md.

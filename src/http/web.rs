@@ -164,13 +164,7 @@ fn serve(
     if_none_match: Option<String>,
 ) -> warp::reply::Response {
     let hash = file.metadata.sha256_hash();
-    let etag = format!(
-        "\"{}\"",
-        hash[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    );
+    let etag = format!("\"{}\"", hex::encode(&hash[..16]));
     let unchanged = if_none_match
         .as_deref()
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));

@@ -6,6 +6,7 @@
 //! committed: a client that subscribes with `since` gets the database's rows *and* these, so a
 //! fix that is on its way to the database is neither lost nor sent twice.
 
+pub mod announce;
 pub mod bus;
 pub mod events;
 pub mod relay;
@@ -32,6 +33,21 @@ pub struct LiveOptions {
     pub queue_capacity: usize,
     pub ping_interval: Duration,
     pub idle_timeout: Duration,
+}
+
+impl LiveOptions {
+    /// From the `[live]` settings.
+    pub fn from_settings(live: &crate::config::LiveSettings) -> LiveOptions {
+        LiveOptions {
+            queue_capacity: live.queue_capacity,
+            ping_interval: Duration::from_secs(live.ping_interval_secs),
+            // Never shorter than two ping intervals, or a healthy client could time out between pings.
+            idle_timeout: Duration::from_secs(
+                live.idle_timeout_secs
+                    .max(live.ping_interval_secs.saturating_mul(2)),
+            ),
+        }
+    }
 }
 
 /// A session's inbox as the hub sees it.

@@ -26,7 +26,7 @@ pub struct Migration {
     /// Checksums an earlier text of this version was recorded with, when statements were moved
     /// between versions without changing the schema they build together (migrations 1 and 5 at
     /// the gateway/server split). A database that recorded one of them is up to date for this
-    /// version; `tests/upgrade.rs` proves it on a database of the release before.
+    /// version; `tests/schema.rs` proves it on a database of the release before.
     pub earlier_checksums: &'static [&'static str],
 }
 
@@ -49,8 +49,8 @@ impl Migration {
     }
 }
 
-/// The device side's migrations: the tables the ingest path writes. Versions 3 to 9 are the
-/// server's.
+/// The device side's migrations: the tables the ingest path writes. Versions 3 to 9, 12 and
+/// 13 are the server's (`src/schema.rs`).
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
