@@ -77,6 +77,9 @@ pub struct Standing {
     pub leading: bool,
     /// Times this process has become the leader since it started.
     pub terms: u64,
+    /// Liveness checks passed in the current term: a test (or an operator) can see a leader
+    /// keep its lock through them instead of guessing from elapsed time.
+    pub checks: u64,
 }
 
 /// The job's work while this process leads: it gets a shutdown that fires when leadership ends
@@ -217,6 +220,7 @@ async fn session(
     standing.send_modify(|s| {
         s.leading = true;
         s.terms = s.terms.saturating_add(1);
+        s.checks = 0;
     });
     tracing::info!(job = job.name(), "leading this job for the fleet");
     let (stop_job, job_shutdown) = shutdown::channel();
@@ -237,6 +241,7 @@ async fn session(
                 if !alive {
                     break Ended::Lost;
                 }
+                standing.send_modify(|s| s.checks = s.checks.saturating_add(1));
             }
             result = &mut running => {
                 // A job ends only when told to; one that ends early (a panic) is restarted

@@ -20,3 +20,5 @@ pub mod shutdown;
 pub mod storage;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "server")]
+pub mod typed_secret;

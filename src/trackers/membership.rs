@@ -43,9 +43,7 @@ pub enum MemberError {
 /// verification costs, so an unknown tracker id answers as slowly as a wrong claim code.
 fn dummy_hash() -> &'static str {
     static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HASH.get_or_init(|| {
-        gateway::storage::trackers::hash_claim_code("not-a-claim-code-at-all").unwrap_or_default()
-    })
+    HASH.get_or_init(|| gateway::typed_secret::hash("not-a-claim-code-at-all").unwrap_or_default())
 }
 
 /// Makes `user` the owner of an unclaimed tracker whose claim code matches. Claiming a tracker
@@ -74,11 +72,10 @@ pub async fn claim(
         None => (dummy_hash().to_owned(), None),
     };
     let candidate = code.trim().to_ascii_uppercase();
-    let matches = tokio::task::spawn_blocking(move || {
-        gateway::storage::trackers::claim_code_matches(&hash, &candidate)
-    })
-    .await
-    .unwrap_or(false);
+    let matches =
+        tokio::task::spawn_blocking(move || gateway::typed_secret::matches(&hash, &candidate))
+            .await
+            .unwrap_or(false);
     let claimable = row.is_some() && matches && owner.is_none_or(|o| o == user);
     if !claimable {
         return Err(ClaimError::NotClaimable);

@@ -3,10 +3,9 @@
 //! Device secrets are 256 random bits, so a fast SHA-256 digest is as safe to store as a slow
 //! password hash (nobody can guess through 2^256 values) and lets thousands of collars reconnect
 //! at once without the CPU cost of argon2. Claim codes are short enough for a person to type from
-//! the box, so they get argon2 like passwords.
+//! the box, so they get argon2 like passwords
+//! ([`crate::typed_secret`]).
 
-use argon2::password_hash::{PasswordHasher, SaltString};
-use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use deadpool_postgres::Pool;
 use rand::Rng;
 use sha2::{Digest, Sha256};
@@ -50,29 +49,6 @@ fn secret_matches(stored: &str, secret: &[u8]) -> bool {
     bool::from(stored.as_bytes().ct_eq(hash_secret(secret).as_bytes()))
 }
 
-/// The stored form of a claim code: argon2id with the crate's default (OWASP-recommended)
-/// parameters, because a person types the code, so it is short enough to guess at.
-pub fn hash_claim_code(code: &str) -> Result<String, StorageError> {
-    let salt_bytes: [u8; 16] = rand::random();
-    let salt = SaltString::encode_b64(&salt_bytes)
-        .map_err(|e| StorageError::Pool(format!("hashing failed: {e}")))?;
-    Argon2::default()
-        .hash_password(code.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| StorageError::Pool(format!("hashing failed: {e}")))
-}
-
-/// Whether `code` is the claim code `stored` was made from (slow on purpose, see above).
-pub fn claim_code_matches(stored: &str, code: &str) -> bool {
-    PasswordHash::new(stored)
-        .map(|hash| {
-            Argon2::default()
-                .verify_password(code.as_bytes(), &hash)
-                .is_ok()
-        })
-        .unwrap_or(false)
-}
-
 async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, StorageError> {
     pool.get()
         .await
@@ -93,10 +69,11 @@ pub async fn provision(
     let claim_code = random_token(12, b"ABCDEFGHJKMNPQRSTUVWXYZ23456789");
     let claim_hash = tokio::task::spawn_blocking({
         let code = claim_code.clone();
-        move || hash_claim_code(&code)
+        move || crate::typed_secret::hash(&code)
     })
     .await
-    .map_err(|e| StorageError::Pool(e.to_string()))??;
+    .map_err(|e| StorageError::Pool(e.to_string()))?
+    .map_err(|e| StorageError::Pool(e.to_string()))?;
     let mut client = client(pool).await?;
     let tx = client
         .transaction()
@@ -215,14 +192,5 @@ mod tests {
         assert!(secret_matches(&stored, b"right"));
         assert!(!secret_matches(&stored, b"wrong"));
         assert!(!secret_matches("", b"right"));
-    }
-
-    #[test]
-    fn a_claim_code_hash_matches_only_its_code() {
-        let stored = hash_claim_code("ABCD2345EFGH").unwrap();
-        assert!(stored.starts_with("$argon2id$"));
-        assert!(claim_code_matches(&stored, "ABCD2345EFGH"));
-        assert!(!claim_code_matches(&stored, "ABCD2345EFGJ"));
-        assert!(!claim_code_matches("not a hash", "x"));
     }
 }
