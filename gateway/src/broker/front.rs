@@ -26,6 +26,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 
+use crate::backoff::Backoff;
 use crate::shutdown::Shutdown;
 
 /// Sockets the front door closed before they reached the broker, by reason (`max_connections`,
@@ -170,20 +171,26 @@ pub(super) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// out of file descriptors because of MQTT clients (HTTP and the database need some too).
 pub(super) async fn accept_loop(listener: TcpListener, transport: Transport, door: Arc<Door>) {
     let mut shutdown = door.shutdown.clone();
+    // Short and capped low: descriptors free up as sockets close, and accepting should resume
+    // soon after.
+    let mut failing = Backoff::new(Duration::from_millis(10), Duration::from_secs(1));
     loop {
         let (socket, peer) = tokio::select! {
             _ = shutdown.recv() => return,
             accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+                Ok(accepted) => {
+                    failing.reset();
+                    accepted
+                }
                 Err(err) => {
                     // Out of file descriptors (the cap is above what the limit allows) or a
-                    // connection reset while queued: wait a little instead of spinning.
+                    // connection reset while queued: wait instead of spinning.
                     if door.may_warn() {
                         tracing::warn!(%err, "MQTT accept failed (logged at most every 10 s)");
                     }
                     tokio::select! {
                         _ = shutdown.recv() => return,
-                        _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                        () = failing.wait() => continue,
                     }
                 }
             },

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::{Connection, ConnectionEvent};
+use crate::backoff::Backoff;
 use crate::broker::{DevicePublish, Refused};
 use crate::ingest::{Ingest, Pending};
 use crate::protocol::{DeviceTopic, Direction, TopicKind};
@@ -83,6 +84,7 @@ impl Source {
             waiting: VecDeque::new(),
             ready: VecDeque::new(),
             shutting_down: false,
+            resubmit: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
         };
         let worker = tokio::spawn(worker.run(events_from, shutdown));
         Source {
@@ -134,6 +136,9 @@ struct Worker {
     ready: VecDeque<rumqttc::Publish>,
     /// Taking nothing new; finishing what was taken.
     shutting_down: bool,
+    /// Between hand-ins of a message neither the database nor the spool took: the spool's own
+    /// retries wait by theirs, this one keeps a full disk from turning into a busy loop.
+    resubmit: Backoff,
 }
 
 impl Worker {
@@ -324,13 +329,16 @@ impl Worker {
             return;
         };
         match result {
-            Ok(()) if front.generation == self.generation => self.ready.push_back(front.publish),
-            Ok(()) => {}
+            Ok(()) if front.generation == self.generation => {
+                self.resubmit.reset();
+                self.ready.push_back(front.publish);
+            }
+            Ok(()) => self.resubmit.reset(),
             Err(refused) => {
                 // Neither the database nor the disk took it: hand it in again, keeping its
                 // place (the spool's retry has its own backoff; this one just does not spin).
                 tracing::warn!(%refused, "stored neither in the database nor in the spool; trying again");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                self.resubmit.wait().await;
                 match self.ingest.submit(front.device.clone()).await {
                     Ok(pending) => {
                         front.pending = pending;
