@@ -13,6 +13,8 @@ pub mod external;
 pub mod ingest;
 #[cfg(feature = "server")]
 pub mod live;
+#[cfg(feature = "server")]
+pub mod peer;
 pub mod protocol;
 #[cfg(feature = "server")]
 pub mod shutdown;

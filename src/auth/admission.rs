@@ -105,17 +105,7 @@ impl PasswordGate {
     }
 }
 
-/// The bucket an address counts against. One IPv6 host usually holds a whole /64 and can pick
-/// any address in it, so IPv6 is counted per /64; an IPv4 address mapped into IPv6 is itself.
-pub fn address_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
-        },
-    }
-}
+pub use gateway::peer::address_key;
 
 #[cfg(test)]
 mod tests {

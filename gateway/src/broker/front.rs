@@ -112,9 +112,10 @@ impl Door {
         }
     }
 
-    /// A place among `ip`'s handshakes, or `None` if it has its fill.
+    /// A place among the handshakes of `ip`'s host (its /64 for IPv6: a host can take any
+    /// address in it), or `None` if it has its fill.
     fn begin_handshake(self: &Arc<Self>, ip: IpAddr) -> Option<Handshake> {
-        let ip = ip.to_canonical();
+        let ip = crate::peer::address_key(ip);
         let mut handshakes = self.handshakes.lock().ok()?;
         let count = handshakes.entry(ip).or_insert(0);
         if *count >= self.max_handshakes_per_ip {
