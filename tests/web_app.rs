@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::api::{Api, PASSWORD};
@@ -385,7 +386,7 @@ async fn an_owner_registers_claims_a_collar_and_sees_it_move_on_the_live_map() {
 }
 
 #[tokio::test]
-async fn a_day_is_replayed_with_playback_a_daily_summary_and_an_export() {
+async fn a_day_is_replayed_with_playback_a_daily_summary_and_exports_in_every_format() {
     let (app, api, url) = app_with(|_| {}).await;
     api.register("ada@example.com").await;
     // Two days of a collar reporting every 30 s, through the ingest write path; the playback
@@ -461,21 +462,35 @@ async fn a_day_is_replayed_with_playback_a_daily_summary_and_an_export() {
         "{distance}"
     );
 
-    // GPX of the range: every fix of it, saved by the browser.
-    browser.click("[data-testid=export-gpx]").await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let gpx = loop {
-        let done = std::fs::read_dir(&downloads)
-            .unwrap()
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|e| e == "gpx"));
-        if let Some(path) = done {
-            break std::fs::read_to_string(path).unwrap();
+    // Each export of the range: every fix of it, saved by the browser (the token goes in a
+    // header, so the app fetches it and hands the browser the file).
+    let saved = |extension: &'static str| {
+        let downloads = downloads.clone();
+        let browser = &browser;
+        async move {
+            browser
+                .click(&format!("[data-testid=export-{extension}]"))
+                .await;
+            let deadline = tokio::time::Instant::now() + WAIT;
+            loop {
+                // Chromium writes to a `.crdownload` file and renames it when complete.
+                let done = std::fs::read_dir(&downloads)
+                    .unwrap()
+                    .filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .find(|p| p.extension().is_some_and(|e| e == extension));
+                if let Some(path) = done {
+                    break std::fs::read_to_string(path).unwrap();
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no {extension} downloaded"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
-        assert!(tokio::time::Instant::now() < deadline, "no GPX downloaded");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    let gpx = saved("gpx").await;
     let doc = roxmltree::Document::parse(&gpx).unwrap();
     let trkpts = doc
         .descendants()
@@ -485,6 +500,34 @@ async fn a_day_is_replayed_with_playback_a_daily_summary_and_an_export() {
         trkpts as f64, points,
         "the export holds the fixes the track showed"
     );
+    let geojson: serde_json::Value = serde_json::from_str(&saved("geojson").await).unwrap();
+    let features = geojson["features"].as_array().unwrap();
+    let line = &features[0]["geometry"];
+    assert_eq!(line["type"], "LineString");
+    assert_eq!(line["coordinates"].as_array().unwrap().len() as f64, points);
+    let fixes = features
+        .iter()
+        .filter(|f| f["geometry"]["type"] == "Point")
+        .count();
+    assert_eq!(fixes as f64, points, "one Point feature per fix");
+    let csv = saved("csv").await;
+    let mut rows = csv.lines();
+    assert!(rows.next().unwrap().starts_with("ts,lat,lon"), "{csv:.200}");
+    assert_eq!(rows.count() as f64, points, "one CSV row per fix");
+    // No token ever travels in a URL the browser may log or keep in its history.
+    let urls = browser
+        .js(
+            "return [location.href, ...performance.getEntriesByType('resource').map(e => e.name)];",
+            vec![],
+        )
+        .await;
+    for url in urls.as_array().unwrap() {
+        let url = url.as_str().unwrap();
+        assert!(
+            !url.contains("token") && !url.contains("ptk_") && !url.contains("eyJ"),
+            "{url}"
+        );
+    }
 
     // Thirty days come downsampled.
     browser.click("[data-testid=range-30-days]").await;
@@ -664,8 +707,9 @@ async fn a_safe_zone_drawn_on_the_map_raises_an_escape_alert_in_the_owners_and_a
 }
 
 #[tokio::test]
-async fn a_buzzer_command_is_seen_through_to_succeeded_and_a_cancelled_light_is_retried() {
-    let (app, _, url, rex) = with_rex(|_| {}).await;
+async fn a_buzzer_command_is_seen_through_to_succeeded_a_cancelled_light_is_retried_and_the_reporting_interval_and_live_mode_reach_the_collar()
+ {
+    let (app, api, url, rex) = with_rex(|_| {}).await;
     // The simulated collar of firmware-sim: it answers commands as real firmware does.
     let home = firmware_sim::BERLIN.homes(1, 7)[0];
     let mut config = firmware_sim::CollarConfig::new(
@@ -733,6 +777,54 @@ async fn a_buzzer_command_is_seen_through_to_succeeded_and_a_cancelled_light_is_
             "(() => { const c = document.querySelector('[data-testid=command][data-type=light]'); return c && c.dataset.status === 'delivered' && c.textContent.includes('attempt 2'); })()",
         )
         .await;
+
+    // The reporting interval, then live mode: each is done, and the collar reports as told.
+    let collar = fleet.stats[0].clone();
+    browser.fill("[data-testid=interval-seconds]", "20").await;
+    browser.click("[data-testid=cmd-interval]").await;
+    browser
+        .wait_until("the interval set", "document.querySelector('[data-testid=command][data-type=set_interval][data-status=succeeded]')")
+        .await;
+    let reports_every = |ms: u64| {
+        let collar = collar.clone();
+        async move {
+            tokio::time::timeout(
+                WAIT,
+                collar.wait_until(|s| s.interval_ms.load(Ordering::Relaxed) == ms),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the collar reports every {} ms, not {ms}",
+                    collar.interval_ms.load(Ordering::Relaxed)
+                )
+            })
+        }
+    };
+    reports_every(20_000).await;
+    browser.fill("[data-testid=live-minutes]", "2").await;
+    browser.click("[data-testid=cmd-live]").await;
+    browser
+        .wait_until("live mode on", "document.querySelector('[data-testid=command][data-type=live_mode][data-status=succeeded]')")
+        .await;
+    reports_every(5_000).await;
+    let (token, _) = api.login("ada@example.com").await;
+    let (status, body) = api
+        .get(&format!("/commands?tracker={}", rex.tracker_id), &token)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let sent = body["commands"].as_array().unwrap().clone();
+    let params = |kind: &str| {
+        sent.iter()
+            .find(|c| c["type"] == kind)
+            .map(|c| c["params"].clone())
+            .unwrap_or_else(|| panic!("no {kind} in {sent:?}"))
+    };
+    assert_eq!(params("set_interval"), json!({"seconds": 20}));
+    assert_eq!(
+        params("live_mode"),
+        json!({"minutes": 2, "interval_secs": 5})
+    );
     browser.assert_console_clean(&[]).await;
     browser.close().await;
     fleet.stop().await;

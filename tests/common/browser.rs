@@ -332,6 +332,26 @@ impl Browser {
             "const done = arguments[arguments.length - 1]; requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(done, 400)));",
         )
         .await;
+        // Nothing wider than the screen: on a phone a sideways scroll hides half of every row.
+        // The body clips, so look at each element; the map, and the strips meant to scroll
+        // sideways (tabs, wide tables, payloads), are allowed to.
+        let wider = self
+            .js(
+                "const w = document.documentElement.clientWidth; \
+                 return [...document.querySelectorAll('body *')].filter(n => { \
+                   const r = n.getBoundingClientRect(); \
+                   return r.width > 0 && (r.right > w + 1 || r.left < -1) \
+                     && !n.closest('.leaflet-container, .tabs, .table-wrap, pre, [hidden]'); \
+                 }).slice(0, 5).map(n => n.outerHTML.slice(0, 160));",
+                vec![],
+            )
+            .await;
+        assert_eq!(
+            wider,
+            json!([]),
+            "{name} on {}: wider than the screen",
+            self.screen.name()
+        );
         let png = self.client.screenshot().await.unwrap();
         let file = format!("{name}-{}.png", self.screen.name());
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-screenshots");
