@@ -919,7 +919,16 @@ async fn a_second_user_sees_none_of_the_first_users_pets_anywhere_in_the_app() {
     browser
         .wait_until("Bob's own pet", &marker_position("bobs-own"))
         .await;
-    for screen in ["#/pets", "#/pets/rex", "#/history", "#/zones", "#/alerts"] {
+    for screen in [
+        "#/pets",
+        "#/pets/rex",
+        "#/history",
+        "#/history/rex",
+        "#/zones",
+        "#/alerts",
+        "#/apps",
+        "#/account",
+    ] {
         browser.open(screen).await;
         // Let each screen load what it loads.
         browser
