@@ -1376,3 +1376,92 @@ async fn a_polygon_zone_is_drawn_renamed_reassigned_and_deleted() {
     assert_eq!(zones["geofences"], json!([]));
     finish(browser, app).await;
 }
+
+/// `pettracker demo` as a user runs it: its first line says where the app is and how to sign in,
+/// and following it shows the demo's pets moving.
+#[tokio::test]
+async fn the_demos_first_line_is_the_app_url_and_a_login_that_shows_its_pets_moving() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    use secrecy::ExposeSecret;
+    let db = pettracker::testing::fresh_database().await;
+    let dir = std::env::temp_dir().join(format!("pettracker-demo-web-{}", db.name));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pettracker"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("PETTRACKER_") || key == "DATABASE_URL" || key == "RUST_LOG" {
+            cmd.env_remove(key);
+        }
+    }
+    let mut child = cmd
+        .args([
+            "demo",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--mqtt-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--pets", "3", "--interval", "1", "--dir"])
+        .arg(&dir)
+        .env("DATABASE_URL", db.url.expose_secret())
+        // No internet here: no basemap.
+        .env("PETTRACKER_MAP_TILE_URL", "")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the demo printed nothing");
+    // "pettracker demo: open http://ADDR/ and sign in as EMAIL / PASSWORD"
+    let words: Vec<&str> = first.split_whitespace().collect();
+    let url = words
+        .iter()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL first: {first}"));
+    let (email, password) = first
+        .split_once("sign in as ")
+        .and_then(|(_, login)| login.split_once(" / "))
+        .unwrap_or_else(|| panic!("no login first: {first}"));
+
+    let mut browser = Browser::start(Screen::Phone).await;
+    browser.sign_in(url, email.trim(), password.trim()).await;
+    let ids = browser
+        .wait_until(
+            "three pets listed",
+            "(() => { const ids = [...document.querySelectorAll('[data-testid=pet-marker]')].map(m => m.dataset.trackerId); return ids.length === 3 ? ids : null; })()",
+        )
+        .await;
+    let first_id = ids[0].as_str().unwrap().to_owned();
+    let at = browser
+        .wait_until("its marker placed", &marker_position(&first_id))
+        .await;
+    // The demo's collars report every second; their pets walk.
+    browser
+        .wait_until(
+            "the pet moved on the map",
+            &format!(
+                "(() => {{ const p = {}; return p && (p[0] !== {} || p[1] !== {}); }})()",
+                marker_position(&first_id),
+                at[0],
+                at[1]
+            ),
+        )
+        .await;
+    browser.assert_console_clean(&[]).await;
+    browser.close().await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success(), "the demo stops cleanly");
+    let _ = std::fs::remove_dir_all(&dir);
+}
