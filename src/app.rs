@@ -393,6 +393,11 @@ pub async fn spawn_with_clock(config: Config, clock: ingest::Clock) -> anyhow::R
             broker_auth: Arc::new(http::broker_auth::BrokerAuth::from_config(
                 &config.broker_auth,
             )),
+            // Validated with the configuration, so nothing is left to refuse here.
+            trusted_proxies: Arc::new(
+                http::client::TrustedProxies::parse(&config.http.trusted_proxies)
+                    .unwrap_or_default(),
+            ),
         })),
         None => Http::Health(http::Health {
             pool: database.pool.clone(),

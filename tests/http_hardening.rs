@@ -493,6 +493,98 @@ async fn a_flood_of_registrations_and_logins_from_one_address_is_throttled_while
     app.stop().await;
 }
 
+async fn sign_in_forwarded(
+    http: &reqwest::Client,
+    base: &str,
+    what: &str,
+    email: &str,
+    forwarded_for: &str,
+) -> StatusCode {
+    http.post(format!("{base}/auth/{what}"))
+        .header("x-forwarded-for", forwarded_for)
+        .json(&json!({"email": email, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_a_flood_counts_against_its_forwarded_client_and_the_header_is_believed_from_no_one_else()
+ {
+    let app = spawn_app_with(|c| {
+        c.auth.address_attempts_per_minute = 1;
+        c.auth.address_attempts_burst = 3;
+        c.http.trusted_proxies = vec!["127.0.0.2".to_owned()];
+    })
+    .await;
+    let base = format!("http://{}/api/v1", app.app.http_addr);
+    let proxy = client_from(Ipv4Addr::new(127, 0, 0, 2));
+    // One client floods through the proxy (the proxy appends what it saw after the client's
+    // own claim): its fourth attempt is refused...
+    let flood = "198.51.100.1, 203.0.113.1";
+    for i in 0..3 {
+        let status = sign_in_forwarded(
+            &proxy,
+            &base,
+            "register",
+            &format!("f{i}@example.com"),
+            flood,
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "attempt {i}");
+    }
+    let status = sign_in_forwarded(&proxy, &base, "register", "f3@example.com", flood).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    // ...changing its own claim does not help, and everyone else behind the same proxy still
+    // signs in.
+    let status = sign_in_forwarded(
+        &proxy,
+        &base,
+        "register",
+        "f4@example.com",
+        "198.51.100.99, 203.0.113.1",
+    )
+    .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let status = sign_in_forwarded(
+        &proxy,
+        &base,
+        "register",
+        "carol@example.com",
+        "203.0.113.2",
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    // A peer that is not a trusted proxy writes the header in vain: it is its own address.
+    let direct = client_from(Ipv4Addr::new(127, 0, 0, 3));
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let claimed = format!("203.0.113.{}", 100 + i);
+        statuses.push(
+            sign_in_forwarded(
+                &direct,
+                &base,
+                "register",
+                &format!("d{i}@example.com"),
+                &claimed,
+            )
+            .await,
+        );
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::CREATED,
+            StatusCode::CREATED,
+            StatusCode::CREATED,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn when_every_hashing_slot_stays_busy_a_sign_in_is_answered_503_with_retry_after() {
     let app = spawn_app_with(|c| {

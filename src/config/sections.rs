@@ -154,6 +154,10 @@ pub struct HttpConfig {
     pub rate_limit_per_second: u32,
     /// Requests a credential may make at once after being idle: a page load fires several.
     pub rate_limit_burst: u32,
+    /// Reverse proxies (addresses or CIDR blocks, such as the Ingress controller's pod network)
+    /// whose `X-Forwarded-For` names the client for the per-address sign-in limits. Empty: the
+    /// header is ignored, since any client could write it.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -162,6 +166,7 @@ impl Default for HttpConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             rate_limit_per_second: 50,
             rate_limit_burst: 200,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -252,6 +252,12 @@ fn sample(key: &Key) -> (&'static str, serde_json::Value) {
         Kind::Int => return ("3", serde_json::json!(3)),
         Kind::Float => return ("0.5", serde_json::json!(0.5)),
         Kind::Bool => return ("true", serde_json::json!(true)),
+        Kind::List if name == "http.trusted_proxies" => {
+            return (
+                "10.0.0.0/8, 192.0.2.1",
+                serde_json::json!(["10.0.0.0/8", "192.0.2.1"]),
+            );
+        }
         Kind::List => {
             return (
                 "ada@example.com, bob@example.com",
@@ -402,4 +408,35 @@ fn an_api_instance_needs_an_external_broker_and_bad_broker_settings_name_their_k
             assert!(!err.contains("\"x\""), "{err}");
         }
     }
+}
+
+#[test]
+fn a_trusted_proxy_that_is_no_address_is_refused_naming_the_key() {
+    let err = load(
+        "[http]\ntrusted_proxies = [\"10.0.0.0/8\", \"ingress\"]\n",
+        &[],
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("http.trusted_proxies") && text.contains("\"ingress\""),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_kubernetes_configuration_file_loads_with_every_key_it_sets() {
+    let manifest = include_str!("../../deploy/configmap.yaml");
+    // The block scalar under `pettracker.toml: |`, indented by four spaces.
+    let toml: String = manifest
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("pettracker.toml: |"))
+        .skip(1)
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| format!("{}\n", l.get(4..).unwrap_or_default()))
+        .collect();
+    assert!(toml.contains("[http]"), "{toml}");
+    let config = load(&toml, &[]).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    assert_eq!(config.http.trusted_proxies, ["10.0.0.0/8"]);
+    assert_eq!(config.ingest.batch_size, 2000);
 }

@@ -68,6 +68,10 @@ impl Config {
                     .to_owned(),
             ));
         }
+        if let Err(message) = crate::http::client::TrustedProxies::parse(&self.http.trusted_proxies)
+        {
+            return Err(fail("http.trusted_proxies", message));
+        }
         if let Some(bad) = self.auth.admin_emails.iter().find(|e| !e.contains('@')) {
             return Err(fail(
                 "auth.admin_emails",

@@ -1,7 +1,7 @@
 //! The accounts part of the API under `/api/v1`: register, login, token refresh and logout, `me`,
 //! API keys, and the [`authenticated`] filter every other API route uses to know its caller.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -154,22 +154,23 @@ pub fn routes(
     state: HttpState,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static {
     let state_only = with_state(state.clone());
+    let client = super::client::client_ip(state.trusted_proxies.clone());
     let signed_in = with_caller(state);
 
     let register = warp::path!("api" / "v1" / "auth" / "register")
         .and(warp::post())
         .and(state_only.clone())
-        .and(warp::addr::remote())
+        .and(client.clone())
         .and(json_body::<Credentials>())
-        .then(|state, remote, body| async move { respond(register(state, remote, body).await) })
+        .then(|state, client, body| async move { respond(register(state, client, body).await) })
         .boxed();
 
     let login = warp::path!("api" / "v1" / "auth" / "login")
         .and(warp::post())
         .and(state_only.clone())
-        .and(warp::addr::remote())
+        .and(client)
         .and(json_body::<Credentials>())
-        .then(|state, remote, body| async move { respond(login(state, remote, body).await) })
+        .then(|state, client, body| async move { respond(login(state, client, body).await) })
         .boxed();
 
     let refresh = warp::path!("api" / "v1" / "auth" / "refresh")
@@ -253,10 +254,10 @@ struct NewApiKey {
 
 async fn register(
     state: HttpState,
-    remote: Option<SocketAddr>,
+    client: Option<IpAddr>,
     body: Credentials,
 ) -> Result<Response, ApiError> {
-    state.auth.passwords.admit(remote.map(|a| a.ip()))?;
+    state.auth.passwords.admit(client)?;
     let email = Email::parse(&body.email)?;
     let password = Password::parse(&body.password, &email)?;
     let is_admin = state.auth.is_admin_email(&email.normalized());
@@ -279,10 +280,10 @@ async fn register(
 
 async fn login(
     state: HttpState,
-    remote: Option<SocketAddr>,
+    client: Option<IpAddr>,
     body: Credentials,
 ) -> Result<Response, ApiError> {
-    let user = check_login(&state, remote, &body).await?;
+    let user = check_login(&state, client, &body).await?;
     let refresh_token =
         store::issue_refresh_token(&state.pool, user.id, state.auth.refresh_ttl).await?;
     token_response(&state, user.id, user.is_admin, refresh_token)
@@ -292,14 +293,14 @@ async fn login(
 /// of both ways to log in (this route, and the app's cookie session in [`super::session`]).
 pub(super) async fn check_login(
     state: &HttpState,
-    remote: Option<SocketAddr>,
+    client: Option<IpAddr>,
     body: &Credentials,
 ) -> Result<store::User, ApiError> {
     // Every attempt counts against the address, whatever the email: rotating emails must not
     // get around the throttle below, which counts failures per (email, address).
-    state.auth.passwords.admit(remote.map(|a| a.ip()))?;
+    state.auth.passwords.admit(client)?;
     let email = Email::parse(&body.email)?;
-    let throttle_key = LoginThrottle::key(&email.normalized(), remote.map(|a| a.ip()));
+    let throttle_key = LoginThrottle::key(&email.normalized(), client);
     // Checked before the password, so a throttled guesser costs us no hashing either.
     if let Err(wait) = state.auth.throttle.check(&throttle_key) {
         return Err(ApiError::TooManyRequests {

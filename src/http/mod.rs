@@ -4,6 +4,7 @@ pub mod admin;
 pub mod alerts;
 pub mod auth;
 pub mod broker_auth;
+pub mod client;
 pub mod commands;
 pub mod error;
 pub mod fields;
@@ -60,6 +61,8 @@ pub struct HttpState {
     pub webhook_egress: crate::alerts::egress::Egress,
     /// The external broker's shared secret and pettracker's own identity on it.
     pub broker_auth: Arc<broker_auth::BrokerAuth>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (`http.trusted_proxies`).
+    pub trusted_proxies: Arc<client::TrustedProxies>,
 }
 
 /// What the command routes need beyond the database.

@@ -6,8 +6,6 @@
 //! sites from making the browser send the cookie; the JSON routes stay as they were for other
 //! clients.
 
-use std::net::SocketAddr;
-
 use secrecy::SecretString;
 use warp::http::StatusCode;
 use warp::http::header::{HeaderValue, SET_COOKIE};
@@ -31,6 +29,7 @@ pub const COOKIE_PATH: &str = "/api/v1/auth/session";
 pub fn routes(
     state: HttpState,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static {
+    let client = super::client::client_ip(state.trusted_proxies.clone());
     let with_state = warp::any().map(move || state.clone());
     let secure = warp::header::optional::<String>("x-forwarded-proto")
         .and(warp::header::optional::<String>("origin"))
@@ -44,11 +43,11 @@ pub fn routes(
     let open = warp::path!("api" / "v1" / "auth" / "session")
         .and(warp::post())
         .and(with_state.clone())
-        .and(warp::addr::remote())
+        .and(client)
         .and(secure)
         .and(json_body::<Credentials>())
-        .then(|state, remote, secure, body| async move {
-            respond(open(state, remote, secure, body).await)
+        .then(|state, client, secure, body| async move {
+            respond(open(state, client, secure, body).await)
         })
         .boxed();
 
@@ -79,11 +78,11 @@ pub fn routes(
 
 async fn open(
     state: HttpState,
-    remote: Option<SocketAddr>,
+    client: Option<std::net::IpAddr>,
     secure: bool,
     body: Credentials,
 ) -> Result<Response, ApiError> {
-    let user = check_login(&state, remote, &body).await?;
+    let user = check_login(&state, client, &body).await?;
     let refresh_token =
         store::issue_refresh_token(&state.pool, user.id, state.auth.refresh_ttl).await?;
     session_response(&state, &user, &refresh_token, secure)
