@@ -68,8 +68,7 @@ impl Config {
                     .to_owned(),
             ));
         }
-        if let Err(message) = crate::http::client::TrustedProxies::parse(&self.http.trusted_proxies)
-        {
+        if let Err(message) = gateway::peer::TrustedProxies::parse(&self.http.trusted_proxies) {
             return Err(fail("http.trusted_proxies", message));
         }
         if let Some(bad) = self.auth.admin_emails.iter().find(|e| !e.contains('@')) {
