@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use gateway::broker::{self, BrokerConfig, BrokerError, BrokerHandle, DeviceHooks, DevicePublish};
-use gateway::broker::{Authentication, Refused, TlsListener};
+use gateway::broker::{Accepting, Authentication, Refused, TlsListener};
 use gateway::protocol::TrackerId;
 use gateway::testing::{closed_by_server, eventually};
 use rumqttc::{
@@ -32,6 +32,9 @@ struct Recorder {
     delay: Mutex<Duration>,
     /// How long `disconnected` takes (the pipeline's takes a database round trip).
     disconnect_delay: Mutex<Duration>,
+    /// When set, each publish is recorded as handed in at once and counts as stored only when
+    /// the test releases a permit: the pipeline with its database paused.
+    gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
 }
 
 #[async_trait::async_trait]
@@ -45,6 +48,9 @@ impl DeviceHooks for Recorder {
     }
 
     async fn accept_publish(&self, publish: DevicePublish) -> Result<(), Refused> {
+        if self.gate.lock().await.is_some() {
+            return self.submit_publish(publish).await?.await;
+        }
         let delay = *self.delay.lock().await;
         tokio::time::sleep(delay).await;
         if self.refuse.load(Ordering::SeqCst) {
@@ -56,6 +62,28 @@ impl DeviceHooks for Recorder {
             .push(format!("accepted {}", publish.topic));
         self.publishes.lock().await.push(publish);
         Ok(())
+    }
+
+    async fn submit_publish(&self, publish: DevicePublish) -> Result<Accepting, Refused> {
+        let gate = self.gate.lock().await.clone();
+        let Some(gate) = gate else {
+            let accepted = self.accept_publish(publish).await;
+            return Ok(Box::pin(std::future::ready(accepted)));
+        };
+        let payload = String::from_utf8_lossy(&publish.payload).into_owned();
+        self.events
+            .lock()
+            .await
+            .push(format!("submitted {payload}"));
+        Ok(Box::pin(async move {
+            match gate.acquire().await {
+                Ok(permit) => {
+                    permit.forget();
+                    Ok(())
+                }
+                Err(_) => Err(Refused("closed".into())),
+            }
+        }))
     }
 
     async fn connected(&self, tracker: &TrackerId) {
@@ -912,4 +940,113 @@ async fn a_retained_or_qos_2_last_will_is_refused_on_both_protocol_versions() {
         );
         handle.shutdown().await;
     }
+}
+
+/// rmqtt runs one publish hook per connection at a time; the front door takes a collar's own
+/// publishes itself so that they all reach the pipeline while the first is still being stored.
+#[tokio::test]
+async fn a_collars_publishes_are_all_handed_in_before_the_first_is_stored_and_acked_in_order() {
+    let (handle, rec) = start(config()).await;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    *rec.gate.lock().await = Some(gate.clone());
+    let (client, mut events) = connect(options(&handle, "rex", Some(SECRET)))
+        .await
+        .unwrap();
+    for i in 0..5 {
+        client
+            .publish(
+                "trackers/rex/telemetry",
+                QoS::AtLeastOnce,
+                false,
+                i.to_string(),
+            )
+            .await
+            .unwrap();
+    }
+    let acks = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = acks.clone();
+    let poll = tokio::spawn(async move {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(ack))) => seen.lock().unwrap().push(ack.pkid),
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    let submitted: Vec<String> = (0..5).map(|i| format!("submitted {i}")).collect();
+    rec.wait_events("all five handed in, none stored yet", |e| {
+        e.iter().filter(|e| e.starts_with("submitted")).count() == 5
+    })
+    .await;
+    assert_eq!(
+        rec.events()
+            .await
+            .into_iter()
+            .filter(|e| e.starts_with("submitted"))
+            .collect::<Vec<_>>(),
+        submitted,
+        "in the order they were published"
+    );
+    assert!(
+        acks.lock().unwrap().is_empty(),
+        "no PUBACK before its message is stored"
+    );
+    // The first stored: its PUBACK alone.
+    gate.add_permits(1);
+    wait_until("the first PUBACK", || acks.lock().unwrap().len() == 1).await;
+    // The rest: their PUBACKs in the order of the PUBLISHes.
+    gate.add_permits(4);
+    wait_until("every PUBACK", || acks.lock().unwrap().len() == 5).await;
+    let got = acks.lock().unwrap().clone();
+    let mut sorted = got.clone();
+    sorted.sort_unstable();
+    assert_eq!(got, sorted, "PUBACKs in the order of the PUBLISHes");
+    poll.abort();
+    handle.shutdown().await;
+}
+
+/// The front door keeps rmqtt from seeing the publishes it takes, so it keeps the session's
+/// keep-alive itself, and the collar never sees a PINGRESP it did not ask for.
+#[tokio::test]
+async fn a_collar_that_only_publishes_outlives_its_keep_alive_and_gets_no_pingresp_it_did_not_ask_for()
+ {
+    let (handle, _rec) = start(config()).await;
+    let addr = handle.tcp_addr().unwrap();
+    let mut socket = TcpStream::connect(addr).await.unwrap();
+    // MQTT 3.1.1 CONNECT: client id = username = rex, keep-alive 2 s.
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0b1100_0010, 0, 2];
+    for field in ["rex", "rex", SECRET] {
+        body.extend_from_slice(&(field.len() as u16).to_be_bytes());
+        body.extend_from_slice(field.as_bytes());
+    }
+    let mut connect = vec![0x10, body.len() as u8];
+    connect.extend_from_slice(&body);
+    socket.write_all(&connect).await.unwrap();
+    let mut connack = [0u8; 4];
+    socket.read_exact(&mut connack).await.unwrap();
+    assert_eq!(connack, [0x20, 0x02, 0x00, 0x00]);
+    // QoS 0 publishes every half second for three keep-alives, and no PINGREQ: rmqtt alone would
+    // have closed the session after 1.5 keep-alives (3 s).
+    let topic = b"trackers/rex/status";
+    let mut qos0 = vec![0x30, (2 + topic.len() + 2) as u8, 0, topic.len() as u8];
+    qos0.extend_from_slice(topic);
+    qos0.extend_from_slice(b"{}");
+    for _ in 0..12 {
+        socket.write_all(&qos0).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Still open: a QoS 1 publish gets its PUBACK, and it is the first byte the collar reads.
+    let mut qos1 = vec![0x32, (2 + topic.len() + 2 + 2) as u8, 0, topic.len() as u8];
+    qos1.extend_from_slice(topic);
+    qos1.extend_from_slice(&[0x00, 0x07]);
+    qos1.extend_from_slice(b"{}");
+    socket.write_all(&qos1).await.unwrap();
+    let mut puback = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(10), socket.read_exact(&mut puback))
+        .await
+        .expect("an answer")
+        .expect("the connection is open");
+    assert_eq!(puback, [0x40, 0x02, 0x00, 0x07]);
+    handle.shutdown().await;
 }

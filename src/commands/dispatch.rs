@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use deadpool_postgres::Pool;
 use gateway::backoff::Backoff;
-use gateway::broker::{Authentication, DeviceHooks, DevicePublish, Downlink, Refused};
+use gateway::broker::{Accepting, Authentication, DeviceHooks, DevicePublish, Downlink, Refused};
 use gateway::protocol::{self, Command, CommandId, CommandType, TrackerId};
 use gateway::shutdown::Shutdown;
 use gateway::storage::{StorageError, pool_error_reason};
@@ -101,6 +101,10 @@ impl<H: DeviceHooks> DeviceHooks for WakeOnConnect<H> {
 
     async fn accept_publish(&self, publish: DevicePublish) -> Result<(), Refused> {
         self.inner.accept_publish(publish).await
+    }
+
+    async fn submit_publish(&self, publish: DevicePublish) -> Result<Accepting, Refused> {
+        self.inner.submit_publish(publish).await
     }
 
     async fn connected(&self, tracker: &TrackerId) {

@@ -39,7 +39,7 @@ pub const METRIC_SOCKETS_CLOSED: &str = "pettracker_mqtt_sockets_closed_total";
 const RELAY_BUFFER: usize = 4 * 1024;
 
 /// After a collar has closed its side, how long rmqtt may take to finish (it closes on EOF).
-const LINGER: Duration = Duration::from_secs(5);
+pub(super) const LINGER: Duration = Duration::from_secs(5);
 
 /// Connections waiting for `accept` in the kernel: a fleet reconnecting at once after an outage
 /// arrives in a burst (Linux caps it at `net.core.somaxconn`, 4,096 by default).
@@ -64,6 +64,9 @@ pub(super) struct Door {
     started: Instant,
     /// Which loopback address the next hop connection comes from.
     next_source: AtomicU32,
+    /// Where collars' own uplink publishes go straight from here ([`super::uplink`]); `None` in
+    /// open mode, where rmqtt routes everything to whoever subscribed.
+    pub uplink: Option<Arc<dyn super::DeviceHooks>>,
 }
 
 /// One socket's place among its address's handshakes; dropping it (CONNECT complete, or the
@@ -87,7 +90,12 @@ impl Drop for Handshake {
 }
 
 impl Door {
-    pub fn new(upstream: SocketAddr, config: &super::BrokerConfig, shutdown: Shutdown) -> Self {
+    pub fn new(
+        upstream: SocketAddr,
+        config: &super::BrokerConfig,
+        uplink: Option<Arc<dyn super::DeviceHooks>>,
+        shutdown: Shutdown,
+    ) -> Self {
         Self {
             upstream,
             slots: Arc::new(Semaphore::new(
@@ -109,6 +117,7 @@ impl Door {
             last_warning: AtomicI64::new(i64::MIN),
             started: Instant::now(),
             next_source: AtomicU32::new(0),
+            uplink,
         }
     }
 
@@ -234,6 +243,8 @@ enum Closed {
     Eof,
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Uplink(#[from] super::uplink::Ended),
 }
 
 async fn connection(
@@ -250,7 +261,7 @@ async fn connection(
         outcome = serve(&door, socket, transport, deadline, handshake) => outcome,
     };
     let reason = match &outcome {
-        Ok(()) | Err(Closed::Io(_)) | Err(Closed::Eof) => None,
+        Ok(()) | Err(Closed::Io(_)) | Err(Closed::Eof) | Err(Closed::Uplink(_)) => None,
         Err(Closed::Timeout) => Some("handshake_timeout"),
         Err(Closed::BadConnect(_)) => Some("bad_connect"),
         Err(Closed::Handshake(_)) => Some("handshake_failed"),
@@ -379,6 +390,18 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
     read_connect(&mut client, &mut first, door.max_packet_size, deadline).await?;
     drop(handshake);
     let mut upstream = connect_upstream(door, deadline).await?;
+    // A collar speaking for a tracker: its own publishes are taken here once rmqtt accepts it.
+    let taken = door.uplink.clone().and_then(|hooks| {
+        let len = check_connect(&first, door.max_packet_size).ok().flatten()?;
+        let connect = super::uplink::Connect::parse(&first[..len])?;
+        let tracker = crate::protocol::TrackerId::parse(&connect.client_id).ok()?;
+        Some((hooks, tracker, connect, len))
+    });
+    if let Some((hooks, tracker, connect, len)) = taken {
+        let connect_packet = first.split_to(len);
+        upstream.write_all(&connect_packet).await?;
+        return take_uplink(door, client, first, upstream, hooks, tracker, connect).await;
+    }
     upstream.write_all(&first).await?;
     drop(first);
 
@@ -398,6 +421,67 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
     };
     both_ways(to_broker, to_client).await
 }
+
+/// After CONNECT: passes rmqtt's CONNACK on and, if it accepts the collar, relays the rest
+/// through [`super::uplink`]; otherwise as bytes (rmqtt closes a refused connection).
+async fn take_uplink<S: AsyncRead + AsyncWrite + Unpin>(
+    door: &Door,
+    client: S,
+    after_connect: BytesMut,
+    upstream: TcpStream,
+    hooks: Arc<dyn super::DeviceHooks>,
+    tracker: crate::protocol::TrackerId,
+    connect: super::uplink::Connect,
+) -> Result<(), Closed> {
+    let (client_rx, mut client_tx) = tokio::io::split(client);
+    let (upstream_rx, mut upstream_tx) = upstream.into_split();
+    let mut upstream_rx = BufReader::with_capacity(RELAY_BUFFER, upstream_rx);
+    // rmqtt answers once the credentials are checked (a database round trip, or a wait for an
+    // ending session of the same client id); nothing more is read from the collar meanwhile.
+    let connack = timeout(
+        CONNACK_WAIT,
+        super::uplink::read_packet(&mut upstream_rx, door.max_packet_size),
+    )
+    .await
+    .map_err(|_| Closed::Timeout)??;
+    let Some(connack) = connack else {
+        return Ok(());
+    };
+    client_tx.write_all(&connack).await?;
+    let client_rx = BufReader::with_capacity(
+        RELAY_BUFFER,
+        std::io::Cursor::new(after_connect).chain(client_rx),
+    );
+    if !super::uplink::connack_accepts(&connack) {
+        let mut client_rx = client_rx;
+        let to_broker = async {
+            let copied = tokio::io::copy_buf(&mut client_rx, &mut upstream_tx).await;
+            let _ = upstream_tx.shutdown().await;
+            copied.map(drop)
+        };
+        let to_client = async {
+            let copied = tokio::io::copy_buf(&mut upstream_rx, &mut client_tx).await;
+            let _ = client_tx.shutdown().await;
+            copied.map(drop)
+        };
+        return both_ways(to_broker, to_client).await;
+    }
+    super::uplink::relay(
+        hooks,
+        tracker,
+        connect,
+        door.max_packet_size,
+        client_rx,
+        client_tx,
+        upstream_rx,
+        upstream_tx,
+    )
+    .await?;
+    Ok(())
+}
+
+/// How long rmqtt may take to answer a CONNECT: beyond its own authentication timeout.
+const CONNACK_WAIT: Duration = Duration::from_secs(60);
 
 /// Relays until the connection is over. When the broker closes (DISCONNECT, kick, refused
 /// CONNACK), it is: the client's side is dropped too, so a client that ignores the close cannot

@@ -22,6 +22,14 @@ pub trait DeviceHooks: Send + Sync + 'static {
     /// or queued (QoS 0). `Err` makes the broker drop the connection without PUBACK, so the
     /// collar sends the message again later.
     async fn accept_publish(&self, publish: DevicePublish) -> Result<(), Refused>;
+    /// [`DeviceHooks::accept_publish`] in two steps, so that one connection can have several
+    /// messages on their way: this returns once the message has its place in line (messages are
+    /// ingested in the order of these calls), and the [`Accepting`] it gives completes as
+    /// `accept_publish` would have. The default takes the message whole, one at a time.
+    async fn submit_publish(&self, publish: DevicePublish) -> Result<Accepting, Refused> {
+        let accepted = self.accept_publish(publish).await;
+        Ok(Box::pin(std::future::ready(accepted)))
+    }
     /// A collar finished connecting.
     async fn connected(&self, tracker: &TrackerId);
     /// A collar's connection ended (any reason, including a kick or a keep-alive timeout).
@@ -37,6 +45,11 @@ pub trait Downlink: Send + Sync + 'static {
     /// to the broker (the callers retry: commands are re-sent, acks are cumulative).
     async fn publish(&self, topic: &str, payload: Bytes, qos: u8) -> Result<(), BrokerError>;
 }
+
+/// The rest of a publish handed in by [`DeviceHooks::submit_publish`]: `Ok` once it is durably
+/// accepted (QoS 1) or queued (QoS 0).
+pub type Accepting =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Refused>> + Send>>;
 
 /// What the gateway says of a collar's credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,6 +207,7 @@ pub fn fit_connections_to_open_file_limit(wanted: usize) -> usize {
 pub mod access;
 mod front;
 mod rmqtt;
+mod uplink;
 
 pub use self::front::METRIC_SOCKETS_CLOSED;
 

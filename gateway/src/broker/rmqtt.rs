@@ -160,7 +160,8 @@ pub async fn start(
     });
 
     let (stop, stopped) = crate::shutdown::channel();
-    let door = Arc::new(front::Door::new(upstream, &config, stopped));
+    let uplink = (!config.open).then(|| state.device.clone());
+    let door = Arc::new(front::Door::new(upstream, &config, uplink, stopped));
     let mut accept_tasks = Vec::new();
     let addr_of =
         |l: &tokio::net::TcpListener, configured: SocketAddr| l.local_addr().unwrap_or(configured);

@@ -20,7 +20,7 @@ use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::broker::{Authentication, DeviceHooks, DevicePublish, Refused};
+use crate::broker::{Accepting, Authentication, DeviceHooks, DevicePublish, Refused};
 use crate::protocol::{TrackerId, ValidationLimits};
 use crate::shutdown::Shutdown;
 use crate::storage;
@@ -342,6 +342,12 @@ impl Ingest {
     }
 
     async fn enqueue(&self, inbound: Inbound, wait: bool) -> Result<(), Refused> {
+        self.enter(inbound, wait).await?.await
+    }
+
+    /// Puts `inbound` on the pipeline's queue (waiting for room at most the accept timeout) and
+    /// returns what completes once it is stored, if `wait`, within the same timeout.
+    async fn enter(&self, inbound: Inbound, wait: bool) -> Result<Accepting, Refused> {
         let (done, committed) = if wait {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some(rx))
@@ -358,15 +364,18 @@ impl Ingest {
             .await
             .map_err(|_| Refused("ingest queue full".to_owned()))?
             .map_err(|_| Refused("ingest is shutting down".to_owned()))?;
-        if let Some(committed) = committed {
+        let Some(committed) = committed else {
+            return Ok(Box::pin(std::future::ready(Ok(()))));
+        };
+        Ok(Box::pin(async move {
             let stored_at = tokio::time::timeout_at(deadline, committed)
                 .await
                 .map_err(|_| Refused("not committed in time".to_owned()))?
                 .map_err(|_| Refused("could not be stored".to_owned()))?;
             events::stage(events::Stage::Ack, stored_at.elapsed());
             events::puback_wait(entered.elapsed());
-        }
-        Ok(())
+            Ok(())
+        }))
     }
 }
 
@@ -389,6 +398,11 @@ impl DeviceHooks for Ingest {
     async fn accept_publish(&self, publish: DevicePublish) -> Result<(), Refused> {
         let wait = publish.qos >= 1;
         self.enqueue(Inbound::Publish(publish), wait).await
+    }
+
+    async fn submit_publish(&self, publish: DevicePublish) -> Result<Accepting, Refused> {
+        let wait = publish.qos >= 1;
+        self.enter(Inbound::Publish(publish), wait).await
     }
 
     async fn connected(&self, tracker: &TrackerId) {
