@@ -345,7 +345,9 @@ async fn a_client_that_reconnects_with_since_gets_exactly_the_positions_it_misse
 #[tokio::test]
 async fn a_client_that_stops_reading_delays_neither_other_clients_nor_ingest() {
     let app = spawn_app_with(|c| {
-        c.live.queue_capacity = 128;
+        // Room for the whole burst: the collar has many messages in flight, so its 4,000 fixes
+        // reach the bus within moments, faster than a debug-built test client reads them.
+        c.live.queue_capacity = 8192;
         c.live.ping_interval_secs = 1;
         c.live.idle_timeout_secs = 3;
     })
