@@ -505,7 +505,11 @@ impl State {
         loop {
             let old = self.scx.extends.shared().await.entry(id.clone()).session();
             let Some(old) = old else { return };
-            if old.connected().await.unwrap_or(false) || !ends_with_removal(&old).await {
+            let connected = old.connected().await.unwrap_or(false);
+            // A session that has read its client's DISCONNECT still counts as connected for a
+            // moment while it winds down, and answers no kick by then either: it is ending too.
+            let said_goodbye = old.disconnect().await.ok().flatten().is_some();
+            if (connected && !said_goodbye) || !ends_with_removal(&old).await {
                 return;
             }
             if tokio::time::Instant::now() >= give_up {
