@@ -1382,18 +1382,12 @@ async fn a_polygon_zone_is_drawn_renamed_reassigned_and_deleted() {
 #[tokio::test]
 async fn the_demos_first_line_is_the_app_url_and_a_login_that_shows_its_pets_moving() {
     use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
 
     use secrecy::ExposeSecret;
     let db = pettracker::testing::fresh_database().await;
     let dir = std::env::temp_dir().join(format!("pettracker-demo-web-{}", db.name));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pettracker"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("PETTRACKER_") || key == "DATABASE_URL" || key == "RUST_LOG" {
-            cmd.env_remove(key);
-        }
-    }
-    let mut child = cmd
+    let mut child = common::serve::pettracker_command()
         .args([
             "demo",
             "--http-addr",

@@ -4,6 +4,18 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// The real `pettracker` binary, with none of the test runner's own `PETTRACKER_*`,
+/// `DATABASE_URL` or `RUST_LOG`: what it reads is what the test gives it.
+pub fn pettracker_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pettracker"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("PETTRACKER_") || key == "DATABASE_URL" || key == "RUST_LOG" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
 /// A running `pettracker serve`, killed when dropped (a failing test leaves no server behind).
 pub struct ServeProcess {
     child: Child,
@@ -17,13 +29,7 @@ impl ServeProcess {
     /// Starts `pettracker serve` with `args` and `env`, none of the test runner's own
     /// `PETTRACKER_*`, `DATABASE_URL` or `RUST_LOG`, and waits until it says it is serving.
     pub fn start(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> ServeProcess {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pettracker"));
-        for (key, _) in std::env::vars() {
-            if key.starts_with("PETTRACKER_") || key == "DATABASE_URL" || key == "RUST_LOG" {
-                cmd.env_remove(key);
-            }
-        }
-        let mut child = cmd
+        let mut child = pettracker_command()
             .arg("serve")
             .args(args)
             .envs(env.iter().copied())

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, timeout, timeout_at};
@@ -405,10 +405,24 @@ async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
     upstream.write_all(&first).await?;
     drop(first);
 
-    let (client_rx, mut client_tx) = tokio::io::split(client);
-    let (upstream_rx, mut upstream_tx) = upstream.into_split();
-    let mut client_rx = BufReader::with_capacity(RELAY_BUFFER, client_rx);
-    let mut upstream_rx = BufReader::with_capacity(RELAY_BUFFER, upstream_rx);
+    let (client_rx, client_tx) = tokio::io::split(client);
+    let (upstream_rx, upstream_tx) = upstream.into_split();
+    copy_both_ways(
+        BufReader::with_capacity(RELAY_BUFFER, client_rx),
+        client_tx,
+        BufReader::with_capacity(RELAY_BUFFER, upstream_rx),
+        upstream_tx,
+    )
+    .await
+}
+
+/// Copies bytes each way until the connection is over ([`both_ways`]).
+async fn copy_both_ways(
+    mut client_rx: impl AsyncBufRead + Unpin,
+    mut client_tx: impl AsyncWrite + Unpin,
+    mut upstream_rx: impl AsyncBufRead + Unpin,
+    mut upstream_tx: impl AsyncWrite + Unpin,
+) -> Result<(), Closed> {
     let to_broker = async {
         let copied = tokio::io::copy_buf(&mut client_rx, &mut upstream_tx).await;
         let _ = upstream_tx.shutdown().await;
@@ -434,7 +448,7 @@ async fn take_uplink<S: AsyncRead + AsyncWrite + Unpin>(
     connect: super::uplink::Connect,
 ) -> Result<(), Closed> {
     let (client_rx, mut client_tx) = tokio::io::split(client);
-    let (upstream_rx, mut upstream_tx) = upstream.into_split();
+    let (upstream_rx, upstream_tx) = upstream.into_split();
     let mut upstream_rx = BufReader::with_capacity(RELAY_BUFFER, upstream_rx);
     // rmqtt answers once the credentials are checked (a database round trip, or a wait for an
     // ending session of the same client id); nothing more is read from the collar meanwhile.
@@ -453,18 +467,7 @@ async fn take_uplink<S: AsyncRead + AsyncWrite + Unpin>(
         std::io::Cursor::new(after_connect).chain(client_rx),
     );
     if !super::uplink::connack_accepts(&connack) {
-        let mut client_rx = client_rx;
-        let to_broker = async {
-            let copied = tokio::io::copy_buf(&mut client_rx, &mut upstream_tx).await;
-            let _ = upstream_tx.shutdown().await;
-            copied.map(drop)
-        };
-        let to_client = async {
-            let copied = tokio::io::copy_buf(&mut upstream_rx, &mut client_tx).await;
-            let _ = client_tx.shutdown().await;
-            copied.map(drop)
-        };
-        return both_ways(to_broker, to_client).await;
+        return copy_both_ways(client_rx, client_tx, upstream_rx, upstream_tx).await;
     }
     super::uplink::relay(
         hooks,
