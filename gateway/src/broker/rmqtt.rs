@@ -406,6 +406,11 @@ enum Refusal {
     NotAuthorized(&'static str),
 }
 
+/// How long a CONNECT waits for a connected session of its client id to show the DISCONNECT that
+/// may be on its way to it: a reconnect right after a DISCONNECT must not find the old session
+/// ending mid-kick. A real takeover (the old connection still alive) is delayed by this much.
+const DISCONNECT_IN_FLIGHT: Duration = Duration::from_millis(50);
+
 /// Whether a session that is not connected goes away when its teardown ends (clean session, or
 /// MQTT 5 session expiry 0), rather than staying as an offline persistent session.
 async fn ends_with_removal(session: &Session) -> bool {
@@ -501,7 +506,8 @@ impl State {
     /// for.
     async fn wait_for_ending_session(&self, client_id: &str) {
         let id = Id::from(self.scx.node.id(), ClientId::from(client_id));
-        let give_up = tokio::time::Instant::now() + self.takeover_wait;
+        let started = tokio::time::Instant::now();
+        let give_up = started + self.takeover_wait;
         loop {
             let old = self.scx.extends.shared().await.entry(id.clone()).session();
             let Some(old) = old else { return };
@@ -509,7 +515,14 @@ impl State {
             // A session that has read its client's DISCONNECT still counts as connected for a
             // moment while it winds down, and answers no kick by then either: it is ending too.
             let said_goodbye = old.disconnect().await.ok().flatten().is_some();
-            if (connected && !said_goodbye) || !ends_with_removal(&old).await {
+            if connected && !said_goodbye {
+                // The old connection's DISCONNECT may still be on its way through the front
+                // door's hop while this CONNECT has already arrived: give it a moment to show
+                // before taking the session over (a live session then answers the kick).
+                if started.elapsed() >= DISCONNECT_IN_FLIGHT {
+                    return;
+                }
+            } else if !ends_with_removal(&old).await {
                 return;
             }
             if tokio::time::Instant::now() >= give_up {
