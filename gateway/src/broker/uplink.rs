@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use chrono::Utc;
+use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -349,6 +350,7 @@ where
         let write = async {
             let mut waiting: VecDeque<InFlight> = VecDeque::new();
             let mut taking = true;
+            let mut acks: Vec<u8> = Vec::new();
             loop {
                 tokio::select! {
                     // rmqtt first: a kick or a refusal ends the connection before anything else.
@@ -369,9 +371,36 @@ where
                         if let Err(refused) = stored {
                             return Err(Ended::Refused(refused.0));
                         }
-                        if let Some(id) = done.and_then(|d| d.packet_id) {
-                            let [hi, lo] = id.to_be_bytes();
-                            client_tx.write_all(&[0x40, 0x02, hi, lo]).await?;
+                        // A commit usually stores several of this collar's messages at once:
+                        // their PUBACKs go out in one write, not one send (and one wake-up of
+                        // the collar) each. Still in order, and none before its own commit.
+                        while waiting.len() < MAX_IN_FLIGHT {
+                            match in_flight_rx.try_recv() {
+                                Ok(entry) => waiting.push_back(entry),
+                                Err(_) => break,
+                            }
+                        }
+                        acks.clear();
+                        push_puback(&mut acks, done.and_then(|d| d.packet_id));
+                        let mut refused = None;
+                        while let Some(next) = waiting.front_mut() {
+                            match next.accepting.as_mut().now_or_never() {
+                                Some(Ok(())) => {
+                                    let next = waiting.pop_front();
+                                    push_puback(&mut acks, next.and_then(|d| d.packet_id));
+                                }
+                                Some(Err(err)) => {
+                                    refused = Some(err);
+                                    break;
+                                }
+                                None => break,
+                            }
+                        }
+                        if !acks.is_empty() {
+                            client_tx.write_all(&acks).await?;
+                        }
+                        if let Some(refused) = refused {
+                            return Err(Ended::Refused(refused.0));
                         }
                     }
                     entry = in_flight_rx.recv(), if taking && waiting.len() < MAX_IN_FLIGHT => match entry {
@@ -398,6 +427,14 @@ where
             let _ = tokio::time::timeout(super::front::LINGER, &mut to_client).await;
             done
         }
+    }
+}
+
+/// Appends the PUBACK a QoS 1 message is owed (QoS 0 is owed none).
+fn push_puback(acks: &mut Vec<u8>, packet_id: Option<u16>) {
+    if let Some(id) = packet_id {
+        let [hi, lo] = id.to_be_bytes();
+        acks.extend_from_slice(&[0x40, 0x02, hi, lo]);
     }
 }
 
