@@ -294,7 +294,9 @@ impl Default for ExternalBrokerConfig {
 pub struct IngestSettings {
     /// Rows per database transaction at most.
     pub batch_size: usize,
-    /// A batch is written at the latest this long after its first row arrived.
+    /// While its writer is busy, a batch closes (and queues) this long after its first row arrived;
+    /// a free writer takes it at once. Longer than a write under load: closing early only queues
+    /// small batches that each pay a statement and a COMMIT.
     pub batch_timeout_ms: u64,
     /// Messages waiting for decoding; when full, publishers wait (backpressure).
     pub queue_capacity: usize,
@@ -314,8 +316,8 @@ pub struct IngestSettings {
 impl Default for IngestSettings {
     fn default() -> Self {
         Self {
-            batch_size: 1000,
-            batch_timeout_ms: 20,
+            batch_size: 4000,
+            batch_timeout_ms: 1000,
             queue_capacity: 10_000,
             accept_timeout_ms: 5_000,
             spool_dir: PathBuf::from("data/spool"),

@@ -438,5 +438,5 @@ fn the_kubernetes_configuration_file_loads_with_every_key_it_sets() {
     assert!(toml.contains("[http]"), "{toml}");
     let config = load(&toml, &[]).unwrap_or_else(|e| panic!("{e}\n{toml}"));
     assert_eq!(config.http.trusted_proxies, ["10.0.0.0/8"]);
-    assert_eq!(config.ingest.batch_size, 2000);
+    assert_eq!(config.ingest.batch_size, 4000);
 }

@@ -3,7 +3,10 @@
 //! A batch goes to its writer as soon as the writer is free, with whatever arrived meanwhile:
 //! under load, batches grow to what arrives during one write, and a message waits about one
 //! write, never a timer on top of it. The timer only closes a batch while the writer is busy, so
-//! one batch never spans more than `batch_timeout` of arrivals.
+//! one batch never spans more than `batch_timeout` of arrivals; it is set well above a write's
+//! time (1 s by default), because a batch closed early only queues behind the busy writer as one
+//! more statement and COMMIT: at a 20 ms timer, batches of ~440 rows queued ~95 ms each, and
+//! single-fix ingest made 21,000 fixes/s against 27,000–30,000 with the long timer (BENCHMARKS.md).
 
 use std::collections::HashMap;
 use std::sync::Arc;

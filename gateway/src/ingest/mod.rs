@@ -35,7 +35,9 @@ pub use write::{AckDue, CommittedBatches};
 pub struct IngestConfig {
     /// A batch closes when it holds this many rows...
     pub batch_size: usize,
-    /// ...or this long after its first row arrived.
+    /// ...or this long after its first row arrived, while its writer is still busy (a free writer
+    /// takes it at once). Longer than a write under load, so a busy writer's next batch is one
+    /// batch, not a queue of small ones that each pay a statement and a COMMIT (BENCHMARKS.md).
     pub batch_timeout: Duration,
     /// Messages waiting to be decoded; when full, publish hooks wait (backpressure).
     pub queue_capacity: usize,
@@ -99,8 +101,8 @@ impl Clock {
 impl Default for IngestConfig {
     fn default() -> Self {
         Self {
-            batch_size: 1000,
-            batch_timeout: Duration::from_millis(20),
+            batch_size: 4000,
+            batch_timeout: Duration::from_millis(1000),
             queue_capacity: 10_000,
             accept_timeout: Duration::from_secs(5),
             spool_dir: PathBuf::from("data/spool"),
