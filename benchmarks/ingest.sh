@@ -69,9 +69,14 @@ log "10 fixes per message, ${duration}s"
 batch=$(mqtt_run ingest_batch10_qos1 10 "$work/batch.jsonl")
 # The same collars held to 80 % of the single-fix maximum: the PUBACK latency a fleet sees
 # below saturation (at the maximum, a closed loop's latency is only its window over its rate).
-rated=$(python3 -c "import json, sys; print(round(json.loads(sys.argv[1])['value'] * 0.8))" "$single")
-log "single-fix messages at 80 % of the maximum ($rated msg/s), ${duration}s"
-at80=$(mqtt_run ingest_single_fix_qos1_at_80pct 1 "$work/rated.jsonl" --rate "$rated")
+# INGEST_LOAD_PERCENTS="80 60 40": the same at more loads, for PUBACK latency against load.
+rated_runs=()
+for pct in ${INGEST_LOAD_PERCENTS:-80}; do
+  rated=$(python3 -c "import json, sys; print(round(json.loads(sys.argv[1])['value'] * $pct / 100))" "$single")
+  log "single-fix messages at $pct % of the maximum ($rated msg/s), ${duration}s"
+  run=$(mqtt_run "ingest_single_fix_qos1_at_${pct}pct" 1 "$work/rated.jsonl" --rate "$rated")
+  rated_runs+=("$(python3 -c "import json, sys; print(json.dumps(dict(json.loads(sys.argv[1]), target_rate=int(sys.argv[2]))))" "$run" "$rated")")
+done
 
 # --- baselines, same database, same row shape ---------------------------------------------------
 collars=100
@@ -105,11 +110,11 @@ log "naive INSERT baseline: $naive_rows rows"
 t0=$(now); psql_ -f "$naive" >/dev/null; t1=$(now)
 naive_rate=$(python3 -c "print($naive_rows/($t1-$t0))")
 
-python3 - "$single" "$batch" "$copy" "$naive_rate" "$rows" "$naive_rows" "$at80" <<'EOF'
+printf '%s\n' "${rated_runs[@]}"
+python3 - "$single" "$batch" "$copy" "$naive_rate" "$rows" "$naive_rows" <<'EOF'
 import json, sys
 single, batch = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 copy, naive, rows, naive_rows = float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
-print(json.dumps(dict(json.loads(sys.argv[7]), target_rate=round(single["value"] * 0.8))))
 for e in (single, batch):
     print(json.dumps(dict(e, baseline_name="raw_copy_baseline", baseline_value=round(copy), ratio=round(e["value"] / copy, 3))))
     print(json.dumps({"name": e["name"] + "_vs_naive", "value": e["value"], "unit": "fixes/s",
