@@ -120,6 +120,16 @@ pub const MIGRATIONS: &[Migration] = &[
         transactional: true,
         earlier_checksums: &[],
     },
+    Migration {
+        version: 15,
+        name: "daily summaries' trigger in one pass",
+        timescale: &[],
+        postgres: &[include_str!(
+            "migrations/0015_tracker_days_one_pass_postgres.sql"
+        )],
+        transactional: true,
+        earlier_checksums: &[],
+    },
 ];
 
 /// Every migration of a pettracker database, the device side's and the server's, in order.
