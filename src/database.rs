@@ -59,7 +59,7 @@ impl Database {
             }
         };
         let pool = storage::pool(&url, config.database.api_pool_size)?;
-        let ingest_pool = storage::pool(&url, config.database.ingest_pool_size)?;
+        let ingest_pool = storage::ingest_pool(&url, config.database.ingest_pool_size)?;
         Ok(Database {
             pool,
             ingest_pool,

@@ -191,8 +191,12 @@ pub struct WriteOutcome {
 /// Fixes into `positions` and each tracker's newest one into `tracker_status`, as one statement
 /// with a cached prepared statement: one round trip for the rows, however many.
 ///
-/// `newer` compares against the status row as it was before this statement (all parts of a
-/// statement see the same snapshot), which is what "moves only forward in device time" needs.
+/// `upd` moves a status row only forward in device time: its CASEs compare the batch's newest
+/// fix with the row as it was before this statement (the UPDATE's own target row: all parts of a
+/// statement see the same snapshot, and the batch holds the row's lock from [`LOCK_TRACKERS`]).
+/// The `= ANY($13)` repeats the join's keys as an index condition: the generic plan guesses ten
+/// rows from `unnest`, and on a table of a few thousand trackers it otherwise scans and hashes
+/// the whole table on every batch (BENCHMARKS.md, issue 17).
 ///
 /// `roll` keeps `positions_5m` (the last fix of each 5-minute interval, read by bucketed history)
 /// in step from the fixes that were new; sorted by tracker, so two batches touching the same
@@ -222,22 +226,20 @@ WITH ins AS (
     WHERE excluded.device_time > r.device_time
 ), upd AS (
     UPDATE tracker_status s SET
-        last_fix_time = CASE WHEN newer THEN u.t ELSE s.last_fix_time END,
-        last_lat      = CASE WHEN newer THEN u.lat ELSE s.last_lat END,
-        last_lon      = CASE WHEN newer THEN u.lon ELSE s.last_lon END,
-        last_accuracy = CASE WHEN newer THEN u.acc ELSE s.last_accuracy END,
-        last_speed    = CASE WHEN newer THEN u.spd ELSE s.last_speed END,
-        last_heading  = CASE WHEN newer THEN u.hdg ELSE s.last_heading END,
-        last_seq      = CASE WHEN newer THEN u.seq ELSE s.last_seq END,
-        battery       = CASE WHEN newer AND u.bat IS NOT NULL THEN u.bat ELSE s.battery END,
+        last_fix_time = CASE WHEN (s.last_fix_time IS NULL OR u.t > s.last_fix_time) THEN u.t ELSE s.last_fix_time END,
+        last_lat      = CASE WHEN (s.last_fix_time IS NULL OR u.t > s.last_fix_time) THEN u.lat ELSE s.last_lat END,
+        last_lon      = CASE WHEN (s.last_fix_time IS NULL OR u.t > s.last_fix_time) THEN u.lon ELSE s.last_lon END,
+        last_accuracy = CASE WHEN (s.last_fix_time IS NULL OR u.t > s.last_fix_time) THEN u.acc ELSE s.last_accuracy END,
+        last_speed    = CASE WHEN (s.last_fix_time IS NULL OR u.t > s.last_fix_time) THEN u.spd ELSE s.last_speed END,
+        last_heading  = CASE WHEN (s.last_fix_time IS NULL OR u.t > s.last_fix_time) THEN u.hdg ELSE s.last_heading END,
+        last_seq      = CASE WHEN (s.last_fix_time IS NULL OR u.t > s.last_fix_time) THEN u.seq ELSE s.last_seq END,
+        battery       = CASE WHEN (s.last_fix_time IS NULL OR u.t > s.last_fix_time) AND u.bat IS NOT NULL THEN u.bat ELSE s.battery END,
         last_seen     = greatest(s.last_seen, u.seen),
         updated_at    = now()
-    FROM (SELECT *, (st.last_fix_time IS NULL OR x.t > st.last_fix_time) AS newer
-          FROM unnest($13::text[], $14::timestamptz[], $15::float8[], $16::float8[], $17::float4[],
-                      $18::float4[], $19::float4[], $20::int8[], $21::int2[], $22::timestamptz[])
-               AS x(tracker_id, t, lat, lon, acc, spd, hdg, seq, bat, seen)
-          JOIN tracker_status st USING (tracker_id)) u
-    WHERE s.tracker_id = u.tracker_id
+    FROM unnest($13::text[], $14::timestamptz[], $15::float8[], $16::float8[], $17::float4[],
+                $18::float4[], $19::float4[], $20::int8[], $21::int2[], $22::timestamptz[])
+             AS u(tracker_id, t, lat, lon, acc, spd, hdg, seq, bat, seen)
+    WHERE s.tracker_id = u.tracker_id AND s.tracker_id = ANY($13::text[])
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM ins)";
@@ -269,6 +271,12 @@ pub async fn write_batch(
                 .map_err(q("preparing the fix insert"))?,
         )
     };
+    // Cached like the fix insert: prepared once per connection, not parsed, planned and
+    // described again (one more round trip) on every batch.
+    let lock = client
+        .prepare_cached(LOCK_TRACKERS)
+        .await
+        .map_err(q("preparing the tracker lock"))?;
     let tx = client.transaction().await.map_err(q("starting a batch"))?;
     let started = Instant::now();
     // Two transactions may write the same trackers: behind an external broker whose shared
@@ -279,7 +287,7 @@ pub async fn write_batch(
     // the fix insert, its status first in the status update).
     let trackers = rows.trackers();
     if !trackers.is_empty() {
-        tx.execute(LOCK_TRACKERS, &[&trackers])
+        tx.execute(&lock, &[&trackers])
             .await
             .map_err(q("locking the batch's trackers"))?;
     }

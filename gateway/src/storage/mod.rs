@@ -10,7 +10,9 @@ pub mod trackers;
 use std::str::FromStr;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    Hook, HookError, Manager, ManagerConfig, Pool, PoolBuilder, RecyclingMethod, Runtime,
+};
 use secrecy::{ExposeSecret, SecretString};
 
 pub use migrate::{History, MigrationReport};
@@ -220,7 +222,42 @@ pub fn pool(url: &SecretString, pool_size: usize) -> Result<Pool, StorageError> 
     build_pool(url, pool_size).map(|(pool, _)| pool)
 }
 
+/// [`pool`] for ingest's connections (its writers, the spool's replay, device authentication),
+/// whose statements have one shape each and run hundreds of times a second: they always take
+/// the cached generic plan. By default PostgreSQL plans again on every execution while a custom
+/// plan looks cheaper than the generic one, which it does for the batch statement's small
+/// batches (one collar's fix, the common case below saturation): 25 % of PostgreSQL's CPU in the
+/// realistic fleet went to planning it (BENCHMARKS.md, issue 17). The generic plan is right for
+/// every batch size: each row is found by key (see `WRITE_FIXES` in `storage::ingest`).
+pub fn ingest_pool(url: &SecretString, pool_size: usize) -> Result<Pool, StorageError> {
+    // A generic plan does not know how many keys an array holds (it assumes ten), and with the
+    // default random_page_cost of 4 it then reads a table of a few thousand trackers whole
+    // rather than probe its key ten times. Ingest's tables are small and hot, in memory: a
+    // random read costs about what a sequential one does (the value usual for SSDs).
+    const INGEST_SESSION: &str =
+        "SET plan_cache_mode = force_generic_plan; SET random_page_cost = 1.1";
+    let (pool, _) = build_pool_with(url, pool_size, |builder| {
+        builder.post_create(Hook::async_fn(|client, _| {
+            Box::pin(async move {
+                client
+                    .batch_execute(INGEST_SESSION)
+                    .await
+                    .map_err(HookError::Backend)
+            })
+        }))
+    })?;
+    Ok(pool)
+}
+
 fn build_pool(url: &SecretString, pool_size: usize) -> Result<(Pool, String), StorageError> {
+    build_pool_with(url, pool_size, |builder| builder)
+}
+
+fn build_pool_with(
+    url: &SecretString,
+    pool_size: usize,
+    hooks: impl FnOnce(PoolBuilder) -> PoolBuilder,
+) -> Result<(Pool, String), StorageError> {
     let (mut config, target) = describe_url(url)?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(5));
@@ -233,11 +270,12 @@ fn build_pool(url: &SecretString, pool_size: usize) -> Result<(Pool, String), St
             recycling_method: RecyclingMethod::Fast,
         },
     );
-    let pool = Pool::builder(manager)
+    let builder = Pool::builder(manager)
         .max_size(pool_size.max(1))
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(Duration::from_secs(10)))
-        .create_timeout(Some(Duration::from_secs(10)))
+        .create_timeout(Some(Duration::from_secs(10)));
+    let pool = hooks(builder)
         .build()
         .map_err(|e| StorageError::Pool(e.to_string()))?;
     Ok((pool, target))
