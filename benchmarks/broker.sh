@@ -54,9 +54,10 @@ while :; do n=$(wc -l <"$work/sub.out"); [ "$n" = "$prev" ] && break; prev=$n; s
 # One of three full runs left a subscriber that ignored SIGTERM (still holding 200 MiB 37 min later).
 kill $sub 2>/dev/null || true; sleep 0.2; kill -9 $sub 2>/dev/null || true
 
-python3 - "$pt" "$stored" "$mq" "$n" <<'EOF'
+python3 - "$pt" "$stored" "$mq" "$n" "$quick" <<'EOF'
 import json, sys
 pt, stored, mq, delivered = json.loads(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4])
+quick = sys.argv[5] == "1"
 mq_rate, pt_rate = mq["messages_per_second"], pt["messages_per_second"]
 print(json.dumps({"name": "broker_hop_mosquitto", "value": round(mq_rate), "unit": "msg/s",
     "messages_acknowledged": mq["messages"], "delivered_to_subscriber": delivered,
@@ -65,8 +66,17 @@ print(json.dumps({"name": "broker_hop_pettracker", "value": round(pt_rate), "uni
     "baseline_name": "broker_hop_mosquitto", "baseline_value": round(mq_rate), "ratio": round(pt_rate / mq_rate, 3),
     "messages_acknowledged": pt["messages"], "stored": stored,
     "puback_ms_p50": pt["latency_ms_p50"], "puback_ms_p99": pt["latency_ms_p99"], "failed_collars": pt["failed_collars"]}))
-if stored != pt["fixes"] or pt["failed_collars"] or mq["failed_collars"]:
+if stored != pt["fixes"] or pt["failed_collars"]:
     sys.exit("a collar failed or pettracker lost an acknowledged fix")
+# The baseline's own failures make the ratio meaningless: fatal in a measuring run. The smoke run
+# (--quick, debug load generator) only checks that the scenario works for pettracker; once, on
+# a slow machine, 19 of Mosquitto's 1,000 collars failed there (all connect at once, and the
+# kernel answered Mosquitto's full listen queue with SYN cookies) while pettracker lost nothing.
+if mq["failed_collars"]:
+    message = f"{mq['failed_collars']} collars failed against mosquitto (the baseline)"
+    if not quick:
+        sys.exit(message)
+    print(message + "; smoke run, not fatal", file=sys.stderr)
 if delivered != mq["messages"]:
     print(f"mosquitto delivered {delivered} of {mq['messages']} messages to the subscriber", file=sys.stderr)
 EOF
