@@ -3,8 +3,7 @@
 -- row once (at its first new fix) instead of at every fix and again for the late check, and the
 -- UTC day is binned (`date_bin`, plain arithmetic) instead of truncated in a time zone (a zone
 -- lookup per fix; the same instant either way). Same rows, same sums, same order of additions.
--- Measured on the batch transaction at 500 trackers × 800 fixes and at 10-fix batches
--- (BENCHMARKS.md, issue 17).
+-- Measured with the ingest and fleet benchmarks (BENCHMARKS.md, "Ingest: where the cores go").
 CREATE OR REPLACE FUNCTION pettracker_days_after_insert() RETURNS trigger
 LANGUAGE plpgsql
 SET enable_hashjoin = off SET enable_mergejoin = off AS $$
