@@ -130,6 +130,16 @@ pub const MIGRATIONS: &[Migration] = &[
         transactional: true,
         earlier_checksums: &[],
     },
+    Migration {
+        version: 16,
+        name: "daily summaries' trigger in one statement",
+        timescale: &[],
+        postgres: &[include_str!(
+            "migrations/0016_tracker_days_one_statement_postgres.sql"
+        )],
+        transactional: true,
+        earlier_checksums: &[],
+    },
 ];
 
 /// Every migration of a pettracker database, the device side's and the server's, in order.

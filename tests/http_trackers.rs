@@ -855,6 +855,99 @@ async fn the_kept_daily_summary_is_the_one_computed_from_the_fixes_through_late_
     app.stop().await;
 }
 
+/// The moving-time function, as migration 7 has it, but first waiting for advisory lock 4242:
+/// while the test holds the lock, the daily-summary trigger stops between reading a day's row
+/// and writing it (it calls the function for each new fix in between).
+const HELD_MOVING_TIME: &str = "
+CREATE OR REPLACE FUNCTION moving_segment_s(prev_time TIMESTAMPTZ, prev_lat DOUBLE PRECISION,
+                                            prev_lon DOUBLE PRECISION, t TIMESTAMPTZ,
+                                            lat DOUBLE PRECISION, lon DOUBLE PRECISION)
+RETURNS DOUBLE PRECISION LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    PERFORM pg_advisory_lock_shared(4242);
+    PERFORM pg_advisory_unlock_shared(4242);
+    RETURN CASE WHEN t - prev_time > INTERVAL '0' AND t - prev_time <= INTERVAL '5 minutes'
+                     AND haversine_m(prev_lat, prev_lon, lat, lon) >= 0.5 * extract(epoch FROM t - prev_time)
+                THEN extract(epoch FROM t - prev_time)::DOUBLE PRECISION
+                ELSE 0 END;
+END
+$$";
+
+#[tokio::test]
+async fn a_kept_day_that_changes_while_a_batch_computes_it_is_computed_again_from_its_fixes() {
+    // Retention deleting one of the day's fixes while the batch's trigger works on the day: it
+    // marks the row stale, or (an emptied day) deletes it.
+    for deletes_the_row in [false, true] {
+        let app = spawn_app().await;
+        collar(&app, "rex").await;
+        let base = (Utc::now().date_naive() - TimeDelta::days(1))
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            .and_utc();
+        write_fixes(&app, walk("rex", base, &[60, 180, 300])).await;
+        let holder = app.app.pool.get().await.unwrap();
+        holder.batch_execute(HELD_MOVING_TIME).await.unwrap();
+        holder
+            .execute("SELECT pg_advisory_lock(4242)", &[])
+            .await
+            .unwrap();
+
+        // A fix appended to the day; its trigger has read the day's row and waits.
+        let batch = {
+            let client = app.app.pool.get().await.unwrap();
+            let t = base + TimeDelta::seconds(420);
+            tokio::spawn(async move {
+                client
+                    .execute(
+                        "INSERT INTO positions (tracker_id, device_time, lat, lon)
+                         VALUES ('rex', $1, 52.52, 13.41)",
+                        &[&t],
+                    )
+                    .await
+            })
+        };
+        app.wait_for_count(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+            1,
+        )
+        .await;
+        let other = app.app.pool.get().await.unwrap();
+        other
+            .execute(
+                "DELETE FROM positions WHERE tracker_id = 'rex' AND device_time = $1",
+                &[&(base + TimeDelta::seconds(60))],
+            )
+            .await
+            .unwrap();
+        if deletes_the_row {
+            other
+                .execute("DELETE FROM tracker_days WHERE tracker_id = 'rex'", &[])
+                .await
+                .unwrap();
+        }
+        holder
+            .execute("SELECT pg_advisory_unlock(4242)", &[])
+            .await
+            .unwrap();
+        assert_eq!(batch.await.unwrap().unwrap(), 1);
+
+        // The day as its fixes are now (180, 300 and the new one), not the row it read
+        // extended by the new fix.
+        assert_eq!(
+            app.count("SELECT points FROM tracker_days WHERE tracker_id = 'rex' AND NOT stale")
+                .await,
+            3,
+            "deletes the row: {deletes_the_row}"
+        );
+        assert_eq!(
+            app.count(KEPT_DAYS_DIFFERING_FROM_THE_VIEW).await,
+            0,
+            "deletes the row: {deletes_the_row}"
+        );
+        app.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn exports_open_in_standard_parsers_and_hold_every_fix_of_the_range() {
     let app = spawn_app().await;
