@@ -9,6 +9,7 @@ common case: extending the day's row); LATE_EVERY > 0 also sends every LATE_EVER
 shifted 5 s back in time (late fixes between stored ones: the day is computed again).
 
 Usage: python3 benchmarks/days_ab.py [TRACKERS BATCH FIXES_PER_TRACKER_IN_A_ROW ITERATIONS LATE_EVERY]
+(DAYS_AB_BLOCK and DAYS_AB_SETUP below.)
 Needs psycopg 3 and the test cluster that `cargo test` starts under $TMPDIR (its migrated
 template is copied into a scratch database, ab_days).
 """
@@ -61,19 +62,27 @@ def cpu():
     f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 cpu_by, times, fixes = {"without": 0.0, "with": 0.0}, {"without": [], "with": []}, {"without": 0, "with": 0}
+# DAYS_AB_BLOCK: batches in a row with the trigger in one state (default 1). Toggling it is DDL,
+# after which PostgreSQL plans the batch statement and the trigger's statements again: with
+# blocks, the first batch after each toggle is not counted; without, small batches measure
+# mostly that planning.
+block = int(os.environ.get("DAYS_AB_BLOCK", "1"))
 for it in range(iters):
     for name in (["without", "with"] if it % 2 else ["with", "without"]):
         c.execute(f"ALTER TABLE positions {'ENABLE' if name == 'with' else 'DISABLE'} TRIGGER tracker_days_insert")
-        p, first = rows()
-        batches = [p]
-        if late_every and it % late_every == 0 and first >= batch:
-            batches.append(rows(shift=first - batch)[0])
-        for b in batches:
-            t0 = time.perf_counter(); c0 = cpu()
-            c.execute(sql, {f"p{i + 1}": v for i, v in enumerate(b)}, prepare=True)
-            times[name].append((time.perf_counter() - t0) / batch * 1e6)
-            cpu_by[name] += cpu() - c0
-            fixes[name] += batch
+        for j in range(block):
+            p, first = rows()
+            batches = [p]
+            if late_every and it % late_every == 0 and first >= batch:
+                batches.append(rows(shift=first - batch)[0])
+            for b in batches:
+                t0 = time.perf_counter(); c0 = cpu()
+                c.execute(sql, {f"p{i + 1}": v for i, v in enumerate(b)}, prepare=True)
+                if block > 1 and j == 0:
+                    continue
+                times[name].append((time.perf_counter() - t0) / batch * 1e6)
+                cpu_by[name] += cpu() - c0
+                fixes[name] += batch
 for name in times:
     v = times[name][10:]
     print(name, "statement us/fix median", round(statistics.median(v), 2), "backend CPU us/fix", round(cpu_by[name] / fixes[name] * 1e6, 2))
