@@ -855,7 +855,11 @@ async fn the_kept_daily_summary_is_the_one_computed_from_the_fixes_through_late_
     app.stop().await;
 }
 
-/// The moving-time function, as migration 7 has it, but first waiting for advisory lock 4242:
+/// The advisory lock that holds the daily-summary trigger in the test below (not 4242: the test
+/// harness takes that one while it builds its template database).
+const HOLD: i64 = 1_796_001;
+
+/// The moving-time function, as migration 7 has it, but first waiting for advisory lock `HOLD`:
 /// while the test holds the lock, the daily-summary trigger stops between reading a day's row
 /// and writing it (it calls the function for each new fix in between).
 const HELD_MOVING_TIME: &str = "
@@ -864,8 +868,8 @@ CREATE OR REPLACE FUNCTION moving_segment_s(prev_time TIMESTAMPTZ, prev_lat DOUB
                                             lat DOUBLE PRECISION, lon DOUBLE PRECISION)
 RETURNS DOUBLE PRECISION LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
-    PERFORM pg_advisory_lock_shared(4242);
-    PERFORM pg_advisory_unlock_shared(4242);
+    PERFORM pg_advisory_lock_shared(1796001);
+    PERFORM pg_advisory_unlock_shared(1796001);
     RETURN CASE WHEN t - prev_time > INTERVAL '0' AND t - prev_time <= INTERVAL '5 minutes'
                      AND haversine_m(prev_lat, prev_lon, lat, lon) >= 0.5 * extract(epoch FROM t - prev_time)
                 THEN extract(epoch FROM t - prev_time)::DOUBLE PRECISION
@@ -888,7 +892,7 @@ async fn a_kept_day_that_changes_while_a_batch_computes_it_is_computed_again_fro
         let holder = app.app.pool.get().await.unwrap();
         holder.batch_execute(HELD_MOVING_TIME).await.unwrap();
         holder
-            .execute("SELECT pg_advisory_lock(4242)", &[])
+            .execute("SELECT pg_advisory_lock($1)", &[&HOLD])
             .await
             .unwrap();
 
@@ -906,8 +910,11 @@ async fn a_kept_day_that_changes_while_a_batch_computes_it_is_computed_again_fro
                     .await
             })
         };
+        // Waiting on that lock, in this test's database (pg_locks shows the whole cluster's).
         app.wait_for_count(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+             AND objid = 1796001
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             1,
         )
         .await;
@@ -926,7 +933,7 @@ async fn a_kept_day_that_changes_while_a_batch_computes_it_is_computed_again_fro
                 .unwrap();
         }
         holder
-            .execute("SELECT pg_advisory_unlock(4242)", &[])
+            .execute("SELECT pg_advisory_unlock($1)", &[&HOLD])
             .await
             .unwrap();
         assert_eq!(batch.await.unwrap().unwrap(), 1);
