@@ -160,7 +160,26 @@ pub async fn spawn_with_clock(config: Config, clock: ingest::Clock) -> anyhow::R
             shutdown.clone(),
         )
     };
-    let mut leaderships = vec![retention];
+    let days = {
+        let (pool, ready) = (database.pool.clone(), ready.clone());
+        let interval =
+            std::time::Duration::from_secs(config.storage.days_settle_interval_secs.max(1));
+        leadership::elect(
+            database.url.clone(),
+            Job::Days,
+            Box::new(move |mut stop: Shutdown| {
+                let (pool, ready) = (pool.clone(), ready.clone());
+                Box::pin(async move {
+                    tokio::select! {
+                        () = ready.wait() => crate::days::run(pool, interval, stop).await,
+                        () = stop.recv() => {}
+                    }
+                })
+            }),
+            shutdown.clone(),
+        )
+    };
+    let mut leaderships = vec![retention, days];
 
     // Behind an external broker any instance may commit any tracker's fixes: the alert engine
     // judges in one instance, fed by all (src/alerts/mod.rs).

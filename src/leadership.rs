@@ -8,7 +8,7 @@
 //! within its backoff's cap after PostgreSQL has noticed the session's end.
 //!
 //! Which jobs need this (docs/operations.md, *Scale-out*): the alert engine's sweep for silent
-//! trackers and the retention loop, which scan the whole fleet. Webhook deliveries (leases) and
+//! trackers, the retention loop and the daily summaries' settle pass, which scan the whole fleet. Webhook deliveries (leases) and
 //! command dispatch (`FOR UPDATE SKIP LOCKED`) already share their work safely among
 //! processes, and alerts on fixes are computed where the fixes are committed.
 
@@ -38,18 +38,21 @@ const RETRY: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_s
 pub enum Job {
     /// `retention::run`: deleting history past its windows.
     Retention,
+    /// `days::run`: settling the kept daily summaries (plain PostgreSQL).
+    Days,
     /// The alert engine's fleet-wide work: the periodic search for trackers silent past
     /// `alerts.offline_after_secs`, and behind an external broker the judging of every fix.
     Alerts,
 }
 
 impl Job {
-    pub const ALL: [Job; 2] = [Job::Retention, Job::Alerts];
+    pub const ALL: [Job; 3] = [Job::Retention, Job::Alerts, Job::Days];
 
     pub fn name(self) -> &'static str {
         match self {
             Job::Retention => "retention",
             Job::Alerts => "alerts",
+            Job::Days => "days",
         }
     }
 
@@ -60,6 +63,7 @@ impl Job {
         match self {
             Job::Retention => BASE + 1,
             Job::Alerts => BASE + 2,
+            Job::Days => BASE + 3,
         }
     }
 

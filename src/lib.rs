@@ -10,6 +10,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod database;
+pub mod days;
 pub mod dead_letters;
 #[cfg(feature = "demo")]
 pub mod demo;

@@ -140,6 +140,16 @@ pub const MIGRATIONS: &[Migration] = &[
         transactional: true,
         earlier_checksums: &[],
     },
+    Migration {
+        version: 17,
+        name: "daily summaries settled by a background pass",
+        timescale: &[],
+        postgres: &[include_str!(
+            "migrations/0017_tracker_days_settled_postgres.sql"
+        )],
+        transactional: true,
+        earlier_checksums: &[],
+    },
 ];
 
 /// Every migration of a pettracker database, the device side's and the server's, in order.

@@ -781,21 +781,33 @@ async fn the_kept_daily_summary_is_the_one_computed_from_the_fixes_through_late_
         ),
         (base + TimeDelta::hours(50), base + TimeDelta::hours(52)),
     ];
+    // Read before the settle pass (kept rows extended by what they lack, notes of late fixes)
+    // and after it (the rows alone).
     let same_as_from_fixes = |step: &'static str| {
         let (api, app, ada, ranges) = (&api, &app, &ada, &ranges);
         async move {
-            for (i, (from, to)) in ranges.iter().copied().enumerate() {
-                let want = summary_from_fixes(app, from, to).await;
-                // The whole range always holds day 3, which retention keeps.
-                assert!(i > 0 || want.len() >= 2, "{step}: {want:?}");
-                assert_eq!(
-                    summary_from_api(api, ada, from, to).await,
-                    want,
-                    "{step}: {from}..{to}"
-                );
+            for settled in [false, true] {
+                if settled {
+                    pettracker::days::settle_now(&app.app.pool).await.unwrap();
+                }
+                for (i, (from, to)) in ranges.iter().copied().enumerate() {
+                    let want = summary_from_fixes(app, from, to).await;
+                    // The whole range always holds day 3, which retention keeps.
+                    assert!(i > 0 || want.len() >= 2, "{step}: {want:?}");
+                    assert_eq!(
+                        summary_from_api(api, ada, from, to).await,
+                        want,
+                        "{step}, settled: {settled}: {from}..{to}"
+                    );
+                }
             }
             assert_eq!(
                 app.count(KEPT_DAYS_DIFFERING_FROM_THE_VIEW).await,
+                0,
+                "{step}"
+            );
+            assert_eq!(
+                app.count("SELECT count(*) FROM tracker_days_pending").await,
                 0,
                 "{step}"
             );
@@ -804,11 +816,16 @@ async fn the_kept_daily_summary_is_the_one_computed_from_the_fixes_through_late_
 
     // A fix every 2 minutes for four days, in order, in batches that cross midnight, rex's and
     // fido's in the same batches.
+    // Settled after every third batch, so that rows are extended by passes as well as read
+    // extended.
     let every: Vec<i64> = (0..4 * 86_400).step_by(120).map(|s| s + 60).collect();
-    for chunk in every.chunks(333) {
+    for (i, chunk) in every.chunks(333).enumerate() {
         let mut fixes = walk("rex", base, chunk);
         fixes.extend(walk("fido", base, chunk));
         write_fixes(&app, fixes).await;
+        if i % 3 == 2 {
+            pettracker::days::settle_now(&app.app.pool).await.unwrap();
+        }
     }
     same_as_from_fixes("in order").await;
 
@@ -852,107 +869,107 @@ async fn the_kept_daily_summary_is_the_one_computed_from_the_fixes_through_late_
             .await,
         0
     );
+
+    // Fixes dated after the mark leave no note: the reader extends today's row by them, and the
+    // next pass finds them by rex's newest fix.
+    let mark = pettracker::days::settle_now(&app.app.pool)
+        .await
+        .unwrap()
+        .unwrap()
+        .mark;
+    let today: Vec<FixRow> = [200, 400, 600]
+        .iter()
+        .map(|ms| {
+            let mut fix = walk("rex", base, &[4 * 86_400 + 1])[0].clone();
+            fix.device_time = mark + TimeDelta::milliseconds(*ms);
+            fix
+        })
+        .collect();
+    write_fixes(&app, today).await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM tracker_days_pending").await,
+        0
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let (from, to) = (base, Utc::now() + TimeDelta::days(1));
+    let want = summary_from_fixes(&app, from, to).await;
+    assert_eq!(
+        summary_from_api(&api, &ada, from, to).await,
+        want,
+        "not yet settled"
+    );
+    let pass = pettracker::days::settle_now(&app.app.pool)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(pass.days >= 1, "{pass:?}");
+    assert_eq!(
+        summary_from_api(&api, &ada, from, to).await,
+        want,
+        "settled"
+    );
+    assert_eq!(app.count(KEPT_DAYS_DIFFERING_FROM_THE_VIEW).await, 0);
     app.stop().await;
 }
 
-/// The advisory lock that holds the daily-summary trigger in the test below (not 4242: the test
-/// harness takes that one while it builds its template database).
-const HOLD: i64 = 1_796_001;
-
-/// The moving-time function, as migration 7 has it, but first waiting for advisory lock `HOLD`:
-/// while the test holds the lock, the daily-summary trigger stops between reading a day's row
-/// and writing it (it calls the function for each new fix in between).
-const HELD_MOVING_TIME: &str = "
-CREATE OR REPLACE FUNCTION moving_segment_s(prev_time TIMESTAMPTZ, prev_lat DOUBLE PRECISION,
-                                            prev_lon DOUBLE PRECISION, t TIMESTAMPTZ,
-                                            lat DOUBLE PRECISION, lon DOUBLE PRECISION)
-RETURNS DOUBLE PRECISION LANGUAGE plpgsql IMMUTABLE AS $$
-BEGIN
-    PERFORM pg_advisory_lock_shared(1796001);
-    PERFORM pg_advisory_unlock_shared(1796001);
-    RETURN CASE WHEN t - prev_time > INTERVAL '0' AND t - prev_time <= INTERVAL '5 minutes'
-                     AND haversine_m(prev_lat, prev_lon, lat, lon) >= 0.5 * extract(epoch FROM t - prev_time)
-                THEN extract(epoch FROM t - prev_time)::DOUBLE PRECISION
-                ELSE 0 END;
-END
-$$";
-
 #[tokio::test]
-async fn a_kept_day_that_changes_while_a_batch_computes_it_is_computed_again_from_its_fixes() {
-    // Retention deleting one of the day's fixes while the batch's trigger works on the day: it
-    // marks the row stale, or (an emptied day) deletes it.
-    for deletes_the_row in [false, true] {
-        let app = spawn_app().await;
-        collar(&app, "rex").await;
-        let base = (Utc::now().date_naive() - TimeDelta::days(1))
-            .and_hms_opt(0, 0, 0)
-            .unwrap()
-            .and_utc();
-        write_fixes(&app, walk("rex", base, &[60, 180, 300])).await;
-        let holder = app.app.pool.get().await.unwrap();
-        holder.batch_execute(HELD_MOVING_TIME).await.unwrap();
-        holder
-            .execute("SELECT pg_advisory_lock($1)", &[&HOLD])
-            .await
-            .unwrap();
+async fn a_fix_committed_while_a_settle_pass_moves_the_mark_past_it_is_in_its_day() {
+    let app = spawn_app().await;
+    let api = Api::new(&app);
+    let (_, ada) = user(&api, "ada@example.com").await;
+    let rex = collar(&app, "rex").await;
+    claimed_at(claim(&api, &ada, &rex).await);
+    date_claim(&app, Utc::now() - TimeDelta::days(2)).await;
+    let mark = pettracker::days::settle_now(&app.app.pool)
+        .await
+        .unwrap()
+        .unwrap()
+        .mark;
+    let at = |ms: i64| {
+        let mut fix = walk("rex", mark, &[ms / 1_000 + 1])[0].clone();
+        fix.device_time = mark + TimeDelta::milliseconds(ms);
+        fix
+    };
+    write_fixes(&app, vec![at(200), at(600)]).await;
 
-        // A fix appended to the day; its trigger has read the day's row and waits.
-        let batch = {
-            let client = app.app.pool.get().await.unwrap();
-            let t = base + TimeDelta::seconds(420);
-            tokio::spawn(async move {
-                client
-                    .execute(
-                        "INSERT INTO positions (tracker_id, device_time, lat, lon)
-                         VALUES ('rex', $1, 52.52, 13.41)",
-                        &[&t],
-                    )
-                    .await
-            })
-        };
-        // Waiting on that lock, in this test's database (pg_locks shows the whole cluster's).
-        app.wait_for_count(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
-             AND objid = 1796001
-             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-            1,
-        )
-        .await;
-        let other = app.app.pool.get().await.unwrap();
-        other
-            .execute(
-                "DELETE FROM positions WHERE tracker_id = 'rex' AND device_time = $1",
-                &[&(base + TimeDelta::seconds(60))],
-            )
-            .await
-            .unwrap();
-        if deletes_the_row {
-            other
-                .execute("DELETE FROM tracker_days WHERE tracker_id = 'rex'", &[])
-                .await
-                .unwrap();
-        }
-        holder
-            .execute("SELECT pg_advisory_unlock($1)", &[&HOLD])
-            .await
-            .unwrap();
-        assert_eq!(batch.await.unwrap().unwrap(), 1);
+    // A writer that read the mark before the pass moved it past its fix: it left no note, and
+    // commits only while the pass runs.
+    let mut writer = app.app.pool.get().await.unwrap();
+    let tx = writer.transaction().await.unwrap();
+    let middle = at(400);
+    tx.execute(
+        "INSERT INTO positions (tracker_id, device_time, lat, lon) VALUES ('rex', $1, $2, $3)",
+        &[&middle.device_time, &middle.lat, &middle.lon],
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let pass = {
+        let pool = app.app.pool.clone();
+        tokio::spawn(async move { pettracker::days::settle_now(&pool).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    tx.commit().await.unwrap();
+    let pass = pass.await.unwrap().unwrap().unwrap();
+    assert!(pass.mark > middle.device_time, "{pass:?}");
 
-        // The day as its fixes are now (180, 300 and the new one), not the row it read
-        // extended by the new fix.
-        assert_eq!(
-            app.count("SELECT points FROM tracker_days WHERE tracker_id = 'rex' AND NOT stale")
-                .await,
-            3,
-            "deletes the row: {deletes_the_row}"
-        );
-        assert_eq!(
-            app.count(KEPT_DAYS_DIFFERING_FROM_THE_VIEW).await,
-            0,
-            "deletes the row: {deletes_the_row}"
-        );
-        app.stop().await;
-    }
+    // The pass waited for the writer: its fix is in the row, between the other two.
+    assert_eq!(
+        app.count("SELECT count(*) FROM tracker_days_pending").await,
+        0
+    );
+    assert_eq!(
+        app.count("SELECT sum(points)::bigint FROM tracker_days WHERE tracker_id = 'rex'")
+            .await,
+        3
+    );
+    assert_eq!(app.count(KEPT_DAYS_DIFFERING_FROM_THE_VIEW).await, 0);
+    let (from, to) = (mark - TimeDelta::days(1), Utc::now() + TimeDelta::days(1));
+    assert_eq!(
+        summary_from_api(&api, &ada, from, to).await,
+        summary_from_fixes(&app, from, to).await
+    );
+    app.stop().await;
 }
 
 #[tokio::test]

@@ -66,6 +66,7 @@ fn windows() -> StorageConfig {
         alert_retention_days: 20,
         webhook_delivery_retention_days: 5,
         retention_interval_secs: 1,
+        ..StorageConfig::default()
     }
 }
 

@@ -114,8 +114,9 @@ async fn a_database_of_the_previous_release_upgrades_without_a_checksum_error_or
         pettracker::schema::history().latest_version()
     );
     assert!(report.applied.iter().all(|v| *v > 10), "{report:?}");
-    // Every row is still there; schema_migrations has one more per version applied, and
-    // tracker_days (migration 13) one per tracker and day of the fixes already stored.
+    // Every row is still there; schema_migrations has one more per version applied,
+    // tracker_days (migration 13) one per tracker and day of the fixes already stored, and its
+    // mark (migration 17) one.
     let mut expected = before.clone();
     for (table, n) in &mut expected {
         if table == "schema_migrations" {
@@ -137,6 +138,9 @@ async fn a_database_of_the_previous_release_upgrades_without_a_checksum_error_or
         .get(0);
     assert!(days > 0);
     expected.push(("tracker_days".to_owned(), days));
+    // The daily summaries' settle mark (migration 17), and no late fix noted yet.
+    expected.push(("tracker_days_mark".to_owned(), 1));
+    expected.push(("tracker_days_pending".to_owned(), 0));
     expected.sort();
     assert_eq!(row_counts(&db).await, expected);
     // Filled with exactly what the view computes from those fixes.

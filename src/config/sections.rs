@@ -388,6 +388,10 @@ pub struct StorageConfig {
     pub webhook_delivery_retention_days: u32,
     /// How often the retention job runs (it also runs at start).
     pub retention_interval_secs: u64,
+    /// How often the kept daily summaries are settled (plain PostgreSQL: src/days.rs), and how
+    /// far behind the clock the pass stops: a fix arriving later than that after its device
+    /// time leaves a note for the next pass. Readers stay exact in between.
+    pub days_settle_interval_secs: u64,
 }
 
 impl Default for StorageConfig {
@@ -400,6 +404,7 @@ impl Default for StorageConfig {
             alert_retention_days: 365,
             webhook_delivery_retention_days: 30,
             retention_interval_secs: 3_600,
+            days_settle_interval_secs: 30,
         }
     }
 }

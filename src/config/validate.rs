@@ -153,6 +153,7 @@ impl Config {
              ": each of the ingest.writers takes one, and the spool's replay and device authentication need one more"),
             ("storage.retention_days", u64::from(self.storage.retention_days), 1..=UNBOUNDED, ""),
             ("storage.retention_interval_secs", self.storage.retention_interval_secs, 1..=86_400, ""),
+            ("storage.days_settle_interval_secs", self.storage.days_settle_interval_secs, 1..=3_600, ""),
             ("http.rate_limit_per_second", u64::from(http.rate_limit_per_second), 1..=UNBOUNDED, ""),
             ("http.rate_limit_burst", u64::from(http.rate_limit_burst), 1..=UNBOUNDED, ""),
             ("commands.resend_after_ms", commands.resend_after_ms, 1..=UNBOUNDED, ""),

@@ -25,10 +25,10 @@ pub struct DaySummary {
 
 /// Per-day summaries of the fixes in `from..to` since the claim, one per UTC day that has any.
 ///
-/// On plain PostgreSQL the days come from `tracker_days`, which triggers keep exactly equal to
-/// the day's fixes in the transaction that writes them (migration 13). A day the range or the
-/// claim cuts, and a day whose row is stale (some of its fixes were deleted), is computed from
-/// its fixes in that part of the day; a day whose fixes all fall in the range is read as kept.
+/// On plain PostgreSQL whole days come from `tracker_days`, which a background pass keeps
+/// (src/days.rs), extended by the fixes the pass has not reached; a day whose row cannot be
+/// extended (stale, or a late fix noted) and a day the range or the claim cuts are computed
+/// from their fixes.
 /// On TimescaleDB, days after the claim day come from the `daily_summaries` continuous aggregate
 /// (materialized, plus real-time for the newest data); the claim day is computed from the fixes
 /// after the claim.
@@ -92,37 +92,49 @@ fn day_summary(r: &Row) -> DaySummary {
     }
 }
 
-/// Days of `from..to` from `tracker_days`; the parts of days that the range cuts, and stale days,
-/// from the fixes.
+/// Days of `from..to` from `tracker_days`: each whole day as the settle pass keeps it, extended
+/// by the fixes it has not folded yet, or from its fixes where it cannot be extended
+/// (`pettracker_day_settled`, migration 17); the parts of days the range cuts from the fixes.
 async fn summary_from_kept_days(
     pool: &Pool,
     tracker: &TrackerId,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<DaySummary>, StorageError> {
+    let first_whole = day_start(from)
+        .filter(|start| *start == from)
+        .or_else(|| day_start(from).map(|start| start + TimeDelta::days(1)))
+        .unwrap_or(from);
+    let last_whole_end = day_start(to).unwrap_or(to);
+    if first_whole >= last_whole_end {
+        return summary_from_fixes(pool, tracker, from, to).await;
+    }
+    let mut days = Vec::new();
+    if from < first_whole {
+        days.extend(summary_from_fixes(pool, tracker, from, first_whole).await?);
+    }
     let rows = client(pool)
         .await?
         .query(
-            "SELECT day, points, distance_m, first_fix, last_fix, moving_s, stale FROM tracker_days
-             WHERE tracker_id = $1 AND day > $2::timestamptz - interval '1 day' AND day < $3
-             ORDER BY day",
-            &[&tracker.as_str(), &from, &to],
+            "SELECT g.day, s.points, s.distance_m, s.first_fix, s.last_fix, s.moving_s
+             FROM generate_series($2::timestamptz, $3::timestamptz - interval '24 hours',
+                                  interval '24 hours') g(day)
+             CROSS JOIN LATERAL pettracker_day_settled($1, g.day, 'infinity') s
+             ORDER BY g.day",
+            &[&tracker.as_str(), &first_whole, &last_whole_end],
         )
         .await
         .map_err(StorageError::query("reading daily summaries"))?;
-    let mut days = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let day: DateTime<Utc> = row.get(0);
-        let (start, end) = (day.max(from), (day + TimeDelta::days(1)).min(to));
-        let stale: bool = row.get(6);
-        let kept = day_summary(row);
-        if !stale && kept.points > 0 && kept.first_fix >= start && kept.last_fix < end {
-            days.push(kept);
-        } else if stale || kept.points > 0 {
-            days.extend(summary_from_fixes(pool, tracker, start, end).await?);
-        }
+    days.extend(rows.iter().map(day_summary));
+    if last_whole_end < to {
+        days.extend(summary_from_fixes(pool, tracker, last_whole_end, to).await?);
     }
     Ok(days)
+}
+
+/// The start of the UTC day holding `t`.
+fn day_start(t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    t.date_naive().and_hms_opt(0, 0, 0).map(|d| d.and_utc())
 }
 
 /// Days of `from..to` computed from the fixes themselves (great circle between consecutive fixes).
