@@ -477,6 +477,7 @@ async fn every_fix_the_load_generator_sends_is_acknowledged_and_stored() {
         duration: None,
         ramp: None,
         await_app_ack: false,
+        backdate: false,
     };
     let report = load::run(cfg, Duration::from_secs(60), |_, _| {})
         .await
@@ -517,6 +518,7 @@ async fn with_await_app_ack_every_fix_counted_is_already_stored_when_the_load_re
         duration: None,
         ramp: None,
         await_app_ack: true,
+        backdate: false,
     };
     let report = load::run(cfg, Duration::from_secs(60), |_, _| {})
         .await

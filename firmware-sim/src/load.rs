@@ -45,6 +45,10 @@ pub struct LoadConfig {
     /// comes from the broker before anything is stored, so only the app-level ack says the fix
     /// is in the database; the in-flight window then counts messages not yet app-acked.
     pub await_app_ack: bool,
+    /// Date fixes from an hour back, 1 ms apart, instead of by the clock (a message's fixes
+    /// ending now, 1 ms apart, each after the collar's previous one): late fixes, as a fleet
+    /// replaying what it buffered offline sends them.
+    pub backdate: bool,
 }
 
 /// Running totals, for a progress line.
@@ -277,6 +281,7 @@ async fn collar_load(
     let mut latencies = Vec::with_capacity(want.min(4_096) as usize);
     let mut want = want;
     let mut next_send = Instant::now() + offset.unwrap_or_default();
+    let mut last_time = DateTime::<Utc>::UNIX_EPOCH;
     let mut seq = 0u64;
     while done < want {
         if stop_at.is_some_and(|t| Instant::now() >= t) && want > requested {
@@ -352,12 +357,22 @@ async fn collar_load(
                 if stop_at.is_some_and(|t| Instant::now() >= t) {
                     continue;
                 }
-                // Device times one millisecond apart: unique per tracker, so all are stored.
+                // Device times at least a millisecond apart: unique per tracker, so all are
+                // stored.
+                let now = Utc::now();
                 let fixes: Vec<RawFix> = (0..per)
-                    .map(|_| {
+                    .map(|i| {
                         seq += 1;
                         let ms = TimeDelta::milliseconds(i64::try_from(seq).unwrap_or(i64::MAX));
-                        synthetic_fix(base.checked_add_signed(ms).unwrap_or(base), seq)
+                        let at = if cfg.backdate {
+                            base.checked_add_signed(ms).unwrap_or(base)
+                        } else {
+                            let behind = i64::try_from(per - 1 - i).unwrap_or(0);
+                            (now - TimeDelta::milliseconds(behind))
+                                .max(last_time + TimeDelta::milliseconds(1))
+                        };
+                        last_time = at;
+                        synthetic_fix(at, seq)
                     })
                     .collect();
                 let payload = encode_telemetry(&fixes, Encoding::Json);

@@ -181,6 +181,11 @@ struct LoadArgs {
     /// --inflight then bounds the messages not yet app-acked.
     #[arg(long)]
     await_app_ack: bool,
+    /// Date the fixes from an hour back, 1 ms apart, instead of by the clock: every fix is
+    /// then late for the server's daily summaries (each batch leaves notes for the settle
+    /// pass), the cost of a fleet replaying what it buffered offline.
+    #[arg(long)]
+    backdate: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -337,6 +342,7 @@ async fn run_load(args: LoadArgs) -> anyhow::Result<()> {
         duration: args.duration.map(Duration::from_secs_f64),
         ramp: args.ramp.map(Duration::from_secs_f64),
         await_app_ack: args.await_app_ack,
+        backdate: args.backdate,
     };
     let total = cfg.credentials.len() as u64 * args.messages * args.fixes_per_message;
     let every = Duration::from_secs(args.progress_every.max(1));
