@@ -25,10 +25,10 @@ pub struct DaySummary {
 
 /// Per-day summaries of the fixes in `from..to` since the claim, one per UTC day that has any.
 ///
-/// On plain PostgreSQL whole days come from `tracker_days`, which a background pass keeps
+/// On plain PostgreSQL days come from `tracker_days`, which a background pass keeps
 /// (src/days.rs), extended by the fixes the pass has not reached; a day whose row cannot be
-/// extended (stale, or a late fix noted) and a day the range or the claim cuts are computed
-/// from their fixes.
+/// extended (stale, or a late fix noted) is computed from its fixes, and so is the part of a
+/// day that the range or the claim cut off some of its fixes from.
 /// On TimescaleDB, days after the claim day come from the `daily_summaries` continuous aggregate
 /// (materialized, plus real-time for the newest data); the claim day is computed from the fixes
 /// after the claim.
@@ -92,45 +92,66 @@ fn day_summary(r: &Row) -> DaySummary {
     }
 }
 
-/// Days of `from..to` from `tracker_days`: each whole day as the settle pass keeps it, extended
-/// by the fixes it has not folded yet, or from its fixes where it cannot be extended
-/// (`pettracker_day_settled`, migration 17); the parts of days the range cuts from the fixes.
+/// Days of `from..to` from `tracker_days`: each day as the settle pass keeps it, extended by
+/// the fixes it has not folded yet, or from its fixes where it cannot be extended
+/// (`pettracker_day_settled`, migration 17). A day the range cuts is read so too when all its
+/// fixes fall in the range (today, up to now), else from its fixes in the range.
 async fn summary_from_kept_days(
     pool: &Pool,
     tracker: &TrackerId,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<DaySummary>, StorageError> {
-    let first_whole = day_start(from)
-        .filter(|start| *start == from)
-        .or_else(|| day_start(from).map(|start| start + TimeDelta::days(1)))
-        .unwrap_or(from);
-    let last_whole_end = day_start(to).unwrap_or(to);
-    if first_whole >= last_whole_end {
+    let (Some(first_day), Some(last_day)) =
+        (day_start(from), day_start(to - TimeDelta::microseconds(1)))
+    else {
         return summary_from_fixes(pool, tracker, from, to).await;
-    }
-    let mut days = Vec::new();
-    if from < first_whole {
-        days.extend(summary_from_fixes(pool, tracker, from, first_whole).await?);
-    }
+    };
     let rows = client(pool)
         .await?
-        .query(
-            "SELECT g.day, s.points, s.distance_m, s.first_fix, s.last_fix, s.moving_s
-             FROM generate_series($2::timestamptz, $3::timestamptz - interval '24 hours',
-                                  interval '24 hours') g(day)
-             CROSS JOIN LATERAL pettracker_day_settled($1, g.day, 'infinity') s
-             ORDER BY g.day",
-            &[&tracker.as_str(), &first_whole, &last_whole_end],
-        )
+        .query(KEPT_DAYS, &[&tracker.as_str(), &first_day, &last_day])
         .await
         .map_err(StorageError::query("reading daily summaries"))?;
-    days.extend(rows.iter().map(day_summary));
-    if last_whole_end < to {
-        days.extend(summary_from_fixes(pool, tracker, last_whole_end, to).await?);
+    let mut days = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let kept = day_summary(row);
+        let (start, end) = (kept.day.max(from), (kept.day + TimeDelta::days(1)).min(to));
+        if kept.first_fix >= start && kept.last_fix < end {
+            days.push(kept);
+        } else {
+            days.extend(summary_from_fixes(pool, tracker, start, end).await?);
+        }
     }
     Ok(days)
 }
+
+/// Each day of `$2..=$3` of tracker `$1` that has fixes. A day's row is read as it is when it
+/// holds the whole day: not stale, no note of a late fix, no fix after its last (the common
+/// case: every day but today, once the settle pass has reached it), which costs three key
+/// probes; any other day is `pettracker_day_settled`, which extends the row or computes the day
+/// from its fixes. Both give what the function gives: one read path, one arithmetic.
+const KEPT_DAYS: &str = "
+WITH days AS (
+    SELECT g.day, d.points, d.distance_m, d.first_fix, d.last_fix, d.moving_s,
+           (d.points > 0 AND NOT d.stale
+            AND NOT EXISTS (SELECT 1 FROM tracker_days_pending n
+                            WHERE n.tracker_id = $1 AND n.day = g.day)
+            AND NOT EXISTS (SELECT 1 FROM positions p
+                            WHERE p.tracker_id = $1 AND p.device_time > d.last_fix
+                              AND p.device_time < g.day + interval '24 hours')) IS TRUE AS whole,
+           d.tracker_id IS NOT NULL
+           OR EXISTS (SELECT 1 FROM positions p
+                      WHERE p.tracker_id = $1 AND p.device_time >= g.day
+                        AND p.device_time < g.day + interval '24 hours') AS any_fix
+    FROM generate_series($2::timestamptz, $3::timestamptz, interval '24 hours') g(day)
+    LEFT JOIN tracker_days d ON d.tracker_id = $1 AND d.day = g.day
+)
+SELECT day, points, distance_m, first_fix, last_fix, moving_s FROM days WHERE whole
+UNION ALL
+SELECT k.day, s.points, s.distance_m, s.first_fix, s.last_fix, s.moving_s
+FROM days k CROSS JOIN LATERAL pettracker_day_settled($1, k.day, 'infinity') s
+WHERE NOT k.whole AND k.any_fix
+ORDER BY 1";
 
 /// The start of the UTC day holding `t`.
 fn day_start(t: DateTime<Utc>) -> Option<DateTime<Utc>> {
