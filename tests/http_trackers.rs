@@ -948,7 +948,15 @@ async fn a_fix_committed_while_a_settle_pass_moves_the_mark_past_it_is_in_its_da
         let pool = app.app.pool.clone();
         tokio::spawn(async move { pettracker::days::settle_now(&pool).await })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Committed only once the pass has moved the mark past the fix (and so waits for it).
+    app.wait_for_count(
+        &format!(
+            "SELECT count(*) FROM tracker_days_mark WHERE settled_through > '{}'",
+            middle.device_time.to_rfc3339()
+        ),
+        1,
+    )
+    .await;
     tx.commit().await.unwrap();
     let pass = pass.await.unwrap().unwrap().unwrap();
     assert!(pass.mark > middle.device_time, "{pass:?}");

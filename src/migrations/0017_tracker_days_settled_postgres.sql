@@ -54,7 +54,9 @@ END
 $$;
 
 -- One day of one tracker from its fixes before `before`: the arithmetic of the two-argument
--- function (migration 13), on the part of the day the pass has reached.
+-- function (migration 13), on the part of the day the pass has reached. It replaces that one,
+-- which nothing calls any more (migration 16's trigger was its last caller).
+DROP FUNCTION pettracker_day_from_fixes(TEXT, TIMESTAMPTZ);
 CREATE FUNCTION pettracker_day_from_fixes(tracker TEXT, day_start TIMESTAMPTZ, before TIMESTAMPTZ)
 RETURNS TABLE (points BIGINT, distance_m DOUBLE PRECISION, moving_s DOUBLE PRECISION,
                first_fix TIMESTAMPTZ, last_fix TIMESTAMPTZ,
