@@ -766,6 +766,16 @@ async fn the_kept_daily_summary_is_the_one_computed_from_the_fixes_through_late_
     let rex = collar(&app, "rex").await;
     collar(&app, "fido").await;
     claimed_at(claim(&api, &ada, &rex).await);
+    // Its days are counted from today and retention's window from the clock: a run that
+    // crosses midnight UTC would shift one against the other, so it starts after midnight.
+    let to_midnight = (Utc::now().date_naive() + TimeDelta::days(1))
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc()
+        - Utc::now();
+    if to_midnight < TimeDelta::minutes(5) {
+        tokio::time::sleep((to_midnight + TimeDelta::seconds(1)).to_std().unwrap()).await;
+    }
     // Four whole days before today; the claim before them, so that every fix counts.
     let base = (Utc::now().date_naive() - TimeDelta::days(4))
         .and_hms_opt(0, 0, 0)
