@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""What each part of an ingest batch costs PostgreSQL: the batch transaction as ingest writes it
+(the trackers' lock, then gateway/src/storage/ingest.rs's WRITE_FIXES, then COMMIT) against the
+same transaction with one part left out, interleaved batch by batch on one database.
+
+Variants (each its own prepared statement, so none is planned again between batches):
+  full        lock + fixes, 5-minute intervals and status in one statement (what ingest does)
+  no_lock     the same without the trackers' lock (SELECT ... FOR UPDATE)
+  no_roll     without the 5-minute intervals (`roll`)
+  no_status   without the lock and the status update (`upd`)
+  fixes_only  only the INSERT into positions
+Reports the backend's CPU per fix (from /proc: run it as root or as the server's user) and the
+transaction's wall time per fix, median of the batches. The fixes are dated by the clock, after
+the days' settle mark (migration 17), as a fleet's are: the statement trigger notes nothing.
+
+Usage: [BATCH_PARTS="TRACKERS BATCH ITERATIONS"] bash benchmarks/batch_parts.sh (a private cluster of its own), or
+       python3 benchmarks/batch_parts.py [TRACKERS BATCH ITERATIONS]
+  (default 500 600 300: one writer's shard of 1,000 collars at 80 % of the single-fix maximum,
+  about 1.2 fixes per tracker and batch). Needs psycopg 3. The Python script alone uses the test
+  cluster that `cargo test` starts under $TMPDIR (its migrated template copied into a scratch
+  database, ab_parts), or the database BATCH_PARTS_DSN names, written into as it is.
+"""
+import datetime, os, re, statistics, sys, time
+import psycopg
+
+src = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "../gateway/src/storage/ingest.rs")).read()
+write = re.search(r'const WRITE_FIXES: &str = "(.*?)";', src, re.S).group(1)
+lock = re.search(r'const LOCK_TRACKERS: &str = "(.*?)";', src, re.S).group(1)
+named = lambda q: re.sub(r"\$(\d+)", r"%(p\1)s", q)
+roll = re.search(r"\), roll AS \(.*?(?=\), upd AS \()", write, re.S).group(0)
+upd = re.search(r"\), upd AS \(.*?(?=\)\nSELECT)", write, re.S).group(0)
+assert roll and upd, "WRITE_FIXES changed shape: update the variants"
+statements = {
+    "full": write,
+    "no_lock": write,
+    "no_roll": write.replace(roll, ""),
+    "no_status": write.replace(upd, ""),
+    "fixes_only": write.replace(roll, "").replace(upd, ""),
+}
+locks = {"full", "no_roll"}
+
+if os.environ.get("BATCH_PARTS_DSN"):
+    # A throwaway migrated database (benchmarks/batch_parts.sh: a private cluster's), used as is.
+    admin = None
+    c = psycopg.connect(os.environ["BATCH_PARTS_DSN"], autocommit=True)
+else:
+    cluster = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"pettracker-test-pg-{os.geteuid()}")
+    port = open(f"{cluster}/pgdata/postmaster.pid").read().splitlines()[3]
+    pw = open(f"{cluster}/password").read().strip()
+    admin = psycopg.connect(f"host=127.0.0.1 port={port} user=pettracker password={pw} dbname=postgres", autocommit=True)
+    tmpl = admin.execute("SELECT datname FROM pg_database WHERE datname LIKE 'pettracker_template_%' AND datname NOT LIKE '%building' ORDER BY oid DESC LIMIT 1").fetchone()[0]
+    admin.execute("DROP DATABASE IF EXISTS ab_parts WITH (FORCE)")
+    admin.execute(f"CREATE DATABASE ab_parts TEMPLATE {tmpl}")
+    c = psycopg.connect(f"host=127.0.0.1 port={port} user=pettracker password={pw} dbname=ab_parts", autocommit=True)
+# As ingest's own connections (storage::ingest_pool): planned once, rows found by key.
+c.execute("SET plan_cache_mode = force_generic_plan")
+c.execute("SET random_page_cost = 1.1")
+trackers, batch, iters = ([int(a) for a in sys.argv[1:4]] + [500, 600, 300][len(sys.argv) - 1:])[:3]
+c.execute("INSERT INTO trackers (tracker_id, secret_hash, claim_code_hash) SELECT 'ab-' || i, 'x', 'x' FROM generate_series(0, %s) i", (trackers - 1,))
+c.execute("INSERT INTO tracker_status (tracker_id) SELECT tracker_id FROM trackers")
+c.execute("ANALYZE")
+base = datetime.datetime.now(datetime.timezone.utc)
+k = 0  # next fix number; each tracker's device time advances 1 s per fix, from now
+
+
+def rows():
+    global k
+    f = [[] for _ in range(12)]
+    now = datetime.datetime.now(datetime.timezone.utc)
+    for j in range(batch):
+        n = k + j
+        tr = n % trackers
+        t = base + datetime.timedelta(seconds=n // trackers)
+        for col, v in zip(f, [f"ab-{tr}", t, now, 52.5 + n * 1e-7, 13.4, 34.0, 5.0, 1.2, 270.0, 9, 80, n]):
+            col.append(v)
+    k += batch
+    newest = {}
+    for i, tr in enumerate(f[0]):
+        newest[tr] = i
+    idx = list(newest.values())
+    s = [[f[0][i] for i in idx], [f[1][i] for i in idx], [f[3][i] for i in idx], [f[4][i] for i in idx],
+         [f[6][i] for i in idx], [f[7][i] for i in idx], [f[8][i] for i in idx], [f[11][i] for i in idx],
+         [f[10][i] for i in idx], [now for _ in idx]]
+    return {f"p{i + 1}": v for i, v in enumerate(f + s)}, sorted(set(f[0]))
+
+
+pid = c.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+
+def cpu():
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+cpu_by = {v: 0.0 for v in statements}
+times = {v: [] for v in statements}
+fixes = {v: 0 for v in statements}
+names = list(statements)
+for it in range(iters):
+    # A different order each round, so no variant always follows the same one.
+    order = names[it % len(names):] + names[:it % len(names)]
+    for name in order:
+        params, keys = rows()
+        t0 = time.perf_counter(); c0 = cpu()
+        with c.transaction():
+            if name in locks:
+                c.execute(named(lock), {"p1": keys}, prepare=True)
+            c.execute(named(statements[name]), params, prepare=True)
+        if it < 5:
+            continue
+        times[name].append((time.perf_counter() - t0) / batch * 1e6)
+        cpu_by[name] += cpu() - c0
+        fixes[name] += batch
+full = cpu_by["full"] / fixes["full"] * 1e6
+for name in names:
+    us = cpu_by[name] / fixes[name] * 1e6
+    print(f"{name:11} transaction us/fix median {statistics.median(times[name]):7.2f}   backend CPU us/fix {us:6.2f}   "
+          f"saves {full - us:6.2f} us/fix against full ({(full - us) / full:.0%})")
+print("trackers", trackers, "batch", batch, "batches per variant", len(times["full"]),
+      "positions", c.execute("SELECT count(*) FROM positions").fetchone()[0],
+      "positions_5m", c.execute("SELECT count(*) FROM positions_5m").fetchone()[0])
+c.close()
+if admin:
+    admin.execute("DROP DATABASE ab_parts WITH (FORCE)")
