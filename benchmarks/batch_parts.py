@@ -18,10 +18,12 @@ Usage: [BATCH_PARTS="TRACKERS BATCH ITERATIONS"] bash benchmarks/batch_parts.sh 
   (default 500 600 300: one writer's shard of 1,000 collars at 80 % of the single-fix maximum,
   about 1.2 fixes per tracker and batch). Needs psycopg 3. The Python script alone uses the test
   cluster that `cargo test` starts under $TMPDIR (its migrated template copied into a scratch
-  database, ab_parts), or the database BATCH_PARTS_DSN names, written into as it is.
+  database, ab_parts), or the database SCRATCH_DSN names, written into as it is
+  (benchmarks/scratchdb.py).
 """
 import datetime, os, re, statistics, sys, time
-import psycopg
+
+import scratchdb
 
 src = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "../gateway/src/storage/ingest.rs")).read()
 write = re.search(r'const WRITE_FIXES: &str = "(.*?)";', src, re.S).group(1)
@@ -39,19 +41,7 @@ statements = {
 }
 locks = {"full", "no_roll"}
 
-if os.environ.get("BATCH_PARTS_DSN"):
-    # A throwaway migrated database (benchmarks/batch_parts.sh: a private cluster's), used as is.
-    admin = None
-    c = psycopg.connect(os.environ["BATCH_PARTS_DSN"], autocommit=True)
-else:
-    cluster = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"pettracker-test-pg-{os.geteuid()}")
-    port = open(f"{cluster}/pgdata/postmaster.pid").read().splitlines()[3]
-    pw = open(f"{cluster}/password").read().strip()
-    admin = psycopg.connect(f"host=127.0.0.1 port={port} user=pettracker password={pw} dbname=postgres", autocommit=True)
-    tmpl = admin.execute("SELECT datname FROM pg_database WHERE datname LIKE 'pettracker_template_%' AND datname NOT LIKE '%building' ORDER BY oid DESC LIMIT 1").fetchone()[0]
-    admin.execute("DROP DATABASE IF EXISTS ab_parts WITH (FORCE)")
-    admin.execute(f"CREATE DATABASE ab_parts TEMPLATE {tmpl}")
-    c = psycopg.connect(f"host=127.0.0.1 port={port} user=pettracker password={pw} dbname=ab_parts", autocommit=True)
+admin, c = scratchdb.connect("ab_parts")
 # As ingest's own connections (storage::ingest_pool): planned once, rows found by key.
 c.execute("SET plan_cache_mode = force_generic_plan")
 c.execute("SET random_page_cost = 1.1")
@@ -74,24 +64,11 @@ def rows():
         for col, v in zip(f, [f"ab-{tr}", t, now, 52.5 + n * 1e-7, 13.4, 34.0, 5.0, 1.2, 270.0, 9, 80, n]):
             col.append(v)
     k += batch
-    newest = {}
-    for i, tr in enumerate(f[0]):
-        newest[tr] = i
-    idx = list(newest.values())
-    s = [[f[0][i] for i in idx], [f[1][i] for i in idx], [f[3][i] for i in idx], [f[4][i] for i in idx],
-         [f[6][i] for i in idx], [f[7][i] for i in idx], [f[8][i] for i in idx], [f[11][i] for i in idx],
-         [f[10][i] for i in idx], [now for _ in idx]]
+    s = scratchdb.status_columns(f, now)
     return {f"p{i + 1}": v for i, v in enumerate(f + s)}, sorted(set(f[0]))
 
 
-pid = c.execute("SELECT pg_backend_pid()").fetchone()[0]
-
-
-def cpu():
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-
-
+cpu = scratchdb.backend_cpu(c)
 cpu_by = {v: 0.0 for v in statements}
 times = {v: [] for v in statements}
 fixes = {v: 0 for v in statements}
@@ -119,6 +96,4 @@ for name in names:
 print("trackers", trackers, "batch", batch, "batches per variant", len(times["full"]),
       "positions", c.execute("SELECT count(*) FROM positions").fetchone()[0],
       "positions_5m", c.execute("SELECT count(*) FROM positions_5m").fetchone()[0])
-c.close()
-if admin:
-    admin.execute("DROP DATABASE ab_parts WITH (FORCE)")
+scratchdb.drop(admin, c, "ab_parts")

@@ -6,5 +6,5 @@ source "$(dirname "$0")/lib.sh"
 bench_build
 start_server
 # shellcheck disable=SC2086 # three numbers
-BATCH_PARTS_DSN="host=127.0.0.1 port=$pg_port user=pettracker password=$PGPASSWORD dbname=pettracker" \
+SCRATCH_DSN="host=127.0.0.1 port=$pg_port user=pettracker password=$PGPASSWORD dbname=pettracker" \
   python3 benchmarks/batch_parts.py ${BATCH_PARTS:-}

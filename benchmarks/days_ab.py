@@ -11,22 +11,17 @@ shifted 5 s back in time (late fixes between stored ones: the day is computed ag
 Usage: python3 benchmarks/days_ab.py [TRACKERS BATCH FIXES_PER_TRACKER_IN_A_ROW ITERATIONS LATE_EVERY]
 (DAYS_AB_BLOCK and DAYS_AB_SETUP below.)
 Needs psycopg 3 and the test cluster that `cargo test` starts under $TMPDIR (its migrated
-template is copied into a scratch database, ab_days).
+template is copied into a scratch database, ab_days), or the database SCRATCH_DSN names
+(benchmarks/scratchdb.py).
 """
 import datetime, os, re, statistics, sys, time
-import psycopg
+
+import scratchdb
 
 src = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "../gateway/src/storage/ingest.rs")).read()
 # Named, since the statement uses some parameters twice ($13 is also the status update's keys).
 sql = re.sub(r"\$(\d+)", r"%(p\1)s", re.search(r'const WRITE_FIXES: &str = "(.*?)";', src, re.S).group(1))
-cluster = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"pettracker-test-pg-{os.geteuid()}")
-port = open(f"{cluster}/pgdata/postmaster.pid").read().splitlines()[3]
-pw = open(f"{cluster}/password").read().strip()
-admin = psycopg.connect(f"host=127.0.0.1 port={port} user=pettracker password={pw} dbname=postgres", autocommit=True)
-tmpl = admin.execute("SELECT datname FROM pg_database WHERE datname LIKE 'pettracker_template_%' AND datname NOT LIKE '%building' ORDER BY oid DESC LIMIT 1").fetchone()[0]
-admin.execute("DROP DATABASE IF EXISTS ab_days WITH (FORCE)")
-admin.execute(f"CREATE DATABASE ab_days TEMPLATE {tmpl}")
-c = psycopg.connect(f"host=127.0.0.1 port={port} user=pettracker password={pw} dbname=ab_days", autocommit=True)
+admin, c = scratchdb.connect("ab_days")
 assert c.execute("SELECT to_regclass('tracker_days')").fetchone()[0], "no tracker_days: not plain PostgreSQL at migration 13"
 # DAYS_AB_SETUP: an SQL file run first, to measure a variant of the trigger's functions.
 if os.environ.get("DAYS_AB_SETUP"):
@@ -49,18 +44,9 @@ def rows(shift=None):
             col.append(v)
     if shift is None:
         k += batch
-    newest = {}
-    for i, tr in enumerate(f[0]):
-        newest[tr] = i
-    idx = list(newest.values())
-    s = [[f[0][i] for i in idx], [f[1][i] for i in idx], [f[3][i] for i in idx], [f[4][i] for i in idx],
-         [f[6][i] for i in idx], [f[7][i] for i in idx], [f[8][i] for i in idx], [f[11][i] for i in idx],
-         [f[10][i] for i in idx], [now for _ in idx]]
+    s = scratchdb.status_columns(f, now)
     return f + s, first
-pid = c.execute("SELECT pg_backend_pid()").fetchone()[0]
-def cpu():
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+cpu = scratchdb.backend_cpu(c)
 cpu_by, times, fixes = {"without": 0.0, "with": 0.0}, {"without": [], "with": []}, {"without": 0, "with": 0}
 # DAYS_AB_BLOCK: batches in a row with the trigger in one state (default 1). Toggling it is DDL,
 # after which PostgreSQL plans the batch statement and the trigger's statements again: with
@@ -88,5 +74,4 @@ for name in times:
     print(name, "statement us/fix median", round(statistics.median(v), 2), "backend CPU us/fix", round(cpu_by[name] / fixes[name] * 1e6, 2))
 print("ratio with/without (median wall):", round(statistics.median(times["with"][10:]) / statistics.median(times["without"][10:]), 3))
 print("positions", c.execute("SELECT count(*) FROM positions").fetchone()[0], "tracker_days", c.execute("SELECT count(*) FROM tracker_days").fetchone()[0])
-c.close()
-admin.execute("DROP DATABASE ab_days WITH (FORCE)")
+scratchdb.drop(admin, c, "ab_days")

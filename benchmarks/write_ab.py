@@ -10,24 +10,19 @@ arrays, the same for all three).
 
 Usage: python3 benchmarks/write_ab.py [TRACKERS BATCH FIXES_PER_TRACKER_IN_A_ROW ITERATIONS]
 Needs psycopg 3 and the shared test cluster that `cargo test` starts (its migrated template is
-copied into a scratch database, ab_roll).
+copied into a scratch database, ab_roll), or the database SCRATCH_DSN names (benchmarks/scratchdb.py).
 """
-import re, sys, time, datetime, statistics, psycopg
+import re, sys, time, datetime, statistics
+
+import scratchdb
 src = open(__import__("pathlib").Path(__file__).resolve().parent.parent / "gateway/src/storage/ingest.rs").read()
 with_roll = re.search(r'const WRITE_FIXES: &str = "(.*?)";', src, re.S).group(1)
 without_roll = re.sub(r"\), roll AS \(.*?WHERE excluded\.device_time > r\.device_time\n", "", with_roll, flags=re.S)
 assert "roll" not in without_roll and "roll" in with_roll
-nums = [int(n) for n in re.findall(r"\$(\d+)", with_roll)]
-assert nums == sorted(nums) and len(set(nums)) == len(nums), nums
-with_roll = re.sub(r"\$\d+", "%s", with_roll)
-without_roll = re.sub(r"\$\d+", "%s", without_roll)
-port = open(f"/tmp/pettracker-test-pg-{__import__('os').geteuid()}/pgdata/postmaster.pid").read().splitlines()[3]
-pw = open(f"/tmp/pettracker-test-pg-{__import__('os').geteuid()}/password").read().strip()
-admin = psycopg.connect(f"host=127.0.0.1 port={port} user=pettracker password={pw} dbname=postgres", autocommit=True)
-tmpl = admin.execute("SELECT datname FROM pg_database WHERE datname LIKE 'pettracker_template_%' AND datname NOT LIKE '%building' ORDER BY oid DESC LIMIT 1").fetchone()[0]
-admin.execute("DROP DATABASE IF EXISTS ab_roll WITH (FORCE)")
-admin.execute(f"CREATE DATABASE ab_roll TEMPLATE {tmpl}")
-c = psycopg.connect(f"host=127.0.0.1 port={port} user=pettracker password={pw} dbname=ab_roll", autocommit=True)
+# Named, since the statement uses some parameters twice ($13 is also the status update's keys).
+with_roll = re.sub(r"\$(\d+)", r"%(p\1)s", with_roll)
+without_roll = re.sub(r"\$(\d+)", r"%(p\1)s", without_roll)
+admin, c = scratchdb.connect("ab_roll")
 assert c.execute("SELECT to_regclass('positions_5m')").fetchone()[0]
 trackers = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
 batch = int(sys.argv[2]) if len(sys.argv) > 2 else 500
@@ -47,14 +42,7 @@ def rows():
         for col, v in zip(f, [tr, t, now, 52.5, 13.4, 34.0, 5.0, 1.2, 270.0, 9, 80, k]):
             col.append(v)
         k += 1
-    # status arrays: newest per tracker
-    newest = {}
-    for i, tr in enumerate(f[0]):
-        newest[tr] = i
-    idx = list(newest.values())
-    s = [[f[0][i] for i in idx], [f[1][i] for i in idx], [f[3][i] for i in idx], [f[4][i] for i in idx],
-         [f[6][i] for i in idx], [f[7][i] for i in idx], [f[8][i] for i in idx], [f[11][i] for i in idx],
-         [f[10][i] for i in idx], [now for _ in idx]]
+    s = scratchdb.status_columns(f, now)
     return f + s
 first_roll = with_roll.replace("WHERE excluded.device_time > r.device_time", "WHERE excluded.device_time < r.device_time").replace("i.device_time DESC", "i.device_time ASC")
 # "first" with a pre-filter: skip fixes that cannot move their interval's first fix (in-order data)
@@ -65,10 +53,7 @@ first_roll = first_roll.replace("""    FROM ins i,
     WHERE NOT EXISTS (SELECT 1 FROM positions_5m e WHERE e.tracker_id = i.tracker_id AND e.bucket = b AND e.device_time <= i.device_time)
 """)
 assert first_roll != with_roll and "NOT EXISTS" in first_roll
-pid = c.execute("SELECT pg_backend_pid()").fetchone()[0]
-def cpu():
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / 100.0
+cpu = scratchdb.backend_cpu(c)
 cpu_by = {"without": 0.0, "with": 0.0, "first": 0.0}
 times = {"without": [], "with": [], "first": []}
 for it in range(iters):
@@ -77,7 +62,7 @@ for it in range(iters):
     for name, sql in order:
         p = rows()
         t0 = time.perf_counter(); c0 = cpu()
-        c.execute(sql, p, prepare=True)
+        c.execute(sql, {f"p{i + 1}": v for i, v in enumerate(p)}, prepare=True)
         times[name].append((time.perf_counter() - t0) / batch * 1e6)
         cpu_by[name] += cpu() - c0
 for name in times:
@@ -87,5 +72,4 @@ for name in cpu_by:
     print(name, "backend CPU us/fix", round(cpu_by[name] / (iters * batch) * 1e6, 2))
 print("ratio with/without (median):", round(statistics.median(times["with"][10:]) / statistics.median(times["without"][10:]), 3))
 print("positions", c.execute("SELECT count(*) FROM positions").fetchone()[0], "positions_5m", c.execute("SELECT count(*) FROM positions_5m").fetchone()[0])
-c.close()
-admin.execute("DROP DATABASE ab_roll WITH (FORCE)")
+scratchdb.drop(admin, c, "ab_roll")
