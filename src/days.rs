@@ -1,4 +1,4 @@
-//! The settle pass of the kept daily summaries (plain PostgreSQL, migration 17): every `storage.days_settle_interval_secs`, folds each tracker's new fixes into its day's row in `tracker_days`, and computes again the days that late fixes were added to.
+//! The settle pass of the kept daily summaries and of bucketed history's 5-minute intervals (plain PostgreSQL, migrations 17 and 18): every `storage.days_settle_interval_secs`, folds each tracker's new fixes into its day's row in `tracker_days` and its intervals' rows in `positions_5m`, and computes again the days and intervals that late fixes were added to.
 //!
 //! Batches do not keep the days themselves (it cost half of PostgreSQL's CPU per fix): a
 //! batch's fixes dated before the *mark* (`tracker_days_mark`) leave a note, and every other
@@ -34,6 +34,8 @@ pub const SETTLE_SECONDS: &str = "pettracker_days_settle_seconds";
 pub const DAYS_SETTLED: &str = "pettracker_days_settled_total";
 /// Notes of late fixes settled by passes.
 pub const NOTES_SETTLED: &str = "pettracker_days_notes_settled_total";
+/// 5-minute intervals of bucketed history (`positions_5m`) written by passes.
+pub const INTERVALS_SETTLED: &str = "pettracker_days_intervals_settled_total";
 
 /// What one pass did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +46,8 @@ pub struct Pass {
     pub days: u64,
     /// Notes of late fixes read and settled.
     pub notes: u64,
+    /// 5-minute intervals of `positions_5m` written.
+    pub intervals: u64,
 }
 
 /// Runs a pass every `interval` until shutdown, on plain PostgreSQL (on TimescaleDB, which
@@ -64,6 +68,7 @@ pub async fn run(pool: Pool, interval: Duration, mut shutdown: Shutdown) {
                     metrics::histogram!(SETTLE_SECONDS).record(started.elapsed().as_secs_f64());
                     metrics::counter!(DAYS_SETTLED).increment(pass.days);
                     metrics::counter!(NOTES_SETTLED).increment(pass.notes);
+                    metrics::counter!(INTERVALS_SETTLED).increment(pass.intervals);
                     tracing::debug!(?pass, "daily summaries settled");
                 }
                 Ok(None) => return,
@@ -145,20 +150,23 @@ pub async fn settle(pool: &Pool, behind: Duration) -> Result<Option<Pass>, Stora
     tx.commit()
         .await
         .map_err(StorageError::query("settling the daily summaries"))?;
-    let (days, notes): (i64, i64) = (row.get(0), row.get(1));
+    let (days, notes, intervals): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
     Ok(Some(Pass {
         mark,
         days: u64::try_from(days).unwrap_or(0),
         notes: u64::try_from(notes).unwrap_or(0),
+        intervals: u64::try_from(intervals).unwrap_or(0),
     }))
 }
 
 /// The days to settle: every day with notes, and of each tracker whose newest fix is at or
 /// after the previous mark, the days from the previous mark's to the new one's. A day that did
-/// not change is not written again.
+/// not change is not written again. In the same statement (one snapshot, so a note is read by
+/// both or neither), the 5-minute intervals of `positions_5m` the same fixes fall in (migration
+/// 18), and that table's mark moved to the new one.
 const SETTLE: &str = "
 WITH notes AS (
-    DELETE FROM tracker_days_pending RETURNING tracker_id, day
+    DELETE FROM tracker_days_pending RETURNING tracker_id, day, first_fix
 ), candidates AS (
     SELECT tracker_id, day FROM notes
     UNION
@@ -189,8 +197,49 @@ WITH notes AS (
     DELETE FROM tracker_days d USING settled s
     WHERE s.points IS NULL AND d.tracker_id = s.tracker_id AND d.day = s.day
     RETURNING 1
+), rolled_from AS (
+    SELECT rolled_through FROM positions_5m_mark
+), spans AS (
+    -- The fixes that may change a row: of every tracker with fixes since the last pass, those
+    -- from the last pass's mark to the new one; of every noted day, those from its first late
+    -- fix on. Fixes are only ever added to an interval (retention deletes the intervals' rows
+    -- by its own window), so the newest of an interval's fixes read here replaces its row if it
+    -- is newer: the row of the interval the last mark cut holds the fixes before it.
+    SELECT s.tracker_id, r.rolled_through AS lo, $2::timestamptz AS hi
+    FROM tracker_status s, rolled_from r
+    WHERE s.last_fix_time >= r.rolled_through
+  UNION ALL
+    SELECT tracker_id, min(first_fix), least(day + interval '24 hours', $2::timestamptz)
+    FROM notes GROUP BY tracker_id, day
+), rolled AS (
+    INSERT INTO positions_5m AS r (tracker_id, bucket, device_time, received_at, lat, lon,
+                                   altitude, accuracy, speed, heading, satellites, battery, seq)
+    -- Each span's newest fix per interval (sorted span by span, in memory), then one row per
+    -- interval of the spans that share it (a note's day and the fixes since the last mark).
+    SELECT DISTINCT ON (x.tracker_id, x.b) x.tracker_id, x.b, x.device_time, x.received_at,
+           x.lat, x.lon, x.altitude, x.accuracy, x.speed, x.heading, x.satellites, x.battery,
+           x.seq
+    FROM spans sp
+    CROSS JOIN LATERAL (
+        SELECT DISTINCT ON (b) p.*, b
+        FROM positions p,
+             LATERAL date_bin('5 minutes', p.device_time, TIMESTAMPTZ '1970-01-01 00:00:00+00') b
+        WHERE p.tracker_id = sp.tracker_id AND p.device_time >= sp.lo AND p.device_time < sp.hi
+        ORDER BY b, p.device_time DESC) x
+    ORDER BY x.tracker_id, x.b, x.device_time DESC
+    ON CONFLICT (tracker_id, bucket) DO UPDATE SET
+        device_time = excluded.device_time, received_at = excluded.received_at,
+        lat = excluded.lat, lon = excluded.lon, altitude = excluded.altitude,
+        accuracy = excluded.accuracy, speed = excluded.speed, heading = excluded.heading,
+        satellites = excluded.satellites, battery = excluded.battery, seq = excluded.seq
+    WHERE excluded.device_time > r.device_time
+    RETURNING 1
+), rolled_mark AS (
+    UPDATE positions_5m_mark SET rolled_through = greatest(rolled_through, $2::timestamptz)
+    RETURNING 1
 )
-SELECT (SELECT count(*) FROM written) + (SELECT count(*) FROM emptied), (SELECT count(*) FROM notes)";
+SELECT (SELECT count(*) FROM written) + (SELECT count(*) FROM emptied), (SELECT count(*) FROM notes),
+       (SELECT count(*) FROM rolled)";
 
 /// Every day settled up to now: for `pettracker seed` and tests, which write history and read
 /// it at once.

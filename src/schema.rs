@@ -1,7 +1,7 @@
 //! The server's schema migrations (accounts, sharing, daily summaries, alerts, commands), and the one ordered history they make with the device side's.
 //!
 //! Each migration lives in the crate whose code uses its tables: versions 1, 2, 10 and 11 are
-//! `gateway`'s (trackers, their status, fixes, dead letters), 3 to 9 and 12 to 14 are these. One runner
+//! `gateway`'s (trackers, their status, fixes, dead letters), 3 to 9 and 12 to 18 are these. One runner
 //! (`gateway::storage::migrate`) applies the merged history, in version order, with checksums.
 //!
 //! Migrations 1 and 5 were rearranged at the gateway/server split: `users` and
@@ -146,6 +146,18 @@ pub const MIGRATIONS: &[Migration] = &[
         timescale: &[],
         postgres: &[include_str!(
             "migrations/0017_tracker_days_settled_postgres.sql"
+        )],
+        transactional: true,
+        earlier_checksums: &[],
+    },
+    Migration {
+        version: 18,
+        name: "5-minute intervals kept by the settle pass",
+        timescale: &[include_str!(
+            "migrations/0018_positions_5m_settled_timescaledb.sql"
+        )],
+        postgres: &[include_str!(
+            "migrations/0018_positions_5m_settled_postgres.sql"
         )],
         transactional: true,
         earlier_checksums: &[],

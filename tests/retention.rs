@@ -89,7 +89,13 @@ async fn history_past_each_window_is_deleted_while_the_server_runs_and_everythin
 
     let kept = [
         ("SELECT count(*) FROM positions", 10),
-        ("SELECT count(*) FROM positions_5m", 1),
+        // The row written above, in its window. Its bucket is not on a 5-minute boundary, so
+        // it is not one the settle pass may have written from the fixes meanwhile.
+        (
+            "SELECT count(*) FROM positions_5m
+             WHERE bucket <> date_bin('5 minutes', bucket, TIMESTAMPTZ '1970-01-01 00:00:00+00')",
+            1,
+        ),
         ("SELECT count(*) FROM dead_letters", 1),
         (
             "SELECT count(*) FROM commands WHERE id IN ('old-open', 'new-done')",

@@ -141,6 +141,8 @@ async fn a_database_of_the_previous_release_upgrades_without_a_checksum_error_or
     // The daily summaries' settle mark (migration 17), and no late fix noted yet.
     expected.push(("tracker_days_mark".to_owned(), 1));
     expected.push(("tracker_days_pending".to_owned(), 0));
+    // The 5-minute intervals' mark (migration 18).
+    expected.push(("positions_5m_mark".to_owned(), 1));
     expected.sort();
     assert_eq!(row_counts(&db).await, expected);
     // Filled with exactly what the view computes from those fixes.

@@ -6,7 +6,7 @@
 //! That server holds one database and one connection at a time, hence pool size 1 and no fresh
 //! database per test.
 
-use chrono::{TimeDelta, TimeZone, Utc};
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use gateway::storage::ingest::{BatchRows, FixRow, write_batch};
 use gateway::storage::{self, Backend, TimescalePreference};
 use pettracker::config::StorageConfig;
@@ -191,6 +191,28 @@ async fn migrations_build_the_timescaledb_schema_once_and_the_write_path_and_sum
         .unwrap()
         .get(0);
     assert_eq!(buckets, 2);
+    // The batch's statement keeps the 5-minute intervals here (no settle pass on TimescaleDB),
+    // and readers trust every row.
+    let intervals: Vec<(f64, DateTime<Utc>)> = client
+        .query(
+            "SELECT lat, device_time FROM positions_5m WHERE tracker_id = 'ts-rex' ORDER BY bucket",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        intervals,
+        vec![(52.51, day1 + TimeDelta::minutes(1)), (52.60, day2)]
+    );
+    let exact_before: String = client
+        .query_one("SELECT pettracker_5m_exact_before('ts-rex')::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(exact_before, "infinity");
 
     // The retention job leaves fixes to the hypertable's policy and deletes the rest itself.
     client

@@ -163,29 +163,35 @@ pub async fn positions(
             // fixes for probes to pay.
             if width.num_seconds() % ROLLUP_SECS == 0 {
                 // Whole 5-minute intervals inside the range come from `positions_5m` (their
-                // last fixes, kept by the ingest write path); the two partial ones at the ends
-                // of the range, if any, from `positions`. `lo_up` is the first interval
-                // boundary at or after the range's start, `hi_down` the last one at or before
-                // its end. The bounds are scalar subqueries, not a join with `lim`: as a join
-                // the planner walked a tracker's whole index backwards for the LIMIT 1 probes
-                // (126 ms for 30 days of fixes every 30 s; EXPLAIN in BENCHMARKS.md). A page
-                // needs at most `limit` buckets, so at most `limit × width / 5 min` intervals.
+                // last fixes); the two partial ones at the ends of the range, if any, from
+                // `positions`. `lo_up` is the first interval boundary at or after the range's
+                // start, `hi_down` the last one at or before its end. On plain PostgreSQL the
+                // settle pass keeps those rows (migration 18), so intervals from `exact` on
+                // (the pass's mark, or a late fix's interval the pass has not read yet) are
+                // read from `positions` too: usually the last minute, whatever the range. The
+                // bounds are scalar subqueries, not a join with `lim`: as a join the planner
+                // walked a tracker's whole index backwards for the LIMIT 1 probes (126 ms for
+                // 30 days of fixes every 30 s; EXPLAIN in BENCHMARKS.md). A page needs at most
+                // `limit` buckets, so at most `limit × width / 5 min` intervals.
                 format!(
                     "WITH lim AS (
-                         SELECT lo, hi,
-                                date_bin('5 minutes', lo - interval '1 microsecond',
-                                         TIMESTAMPTZ '1970-01-01 00:00:00+00')
-                                    + interval '5 minutes' AS lo_up,
-                                date_bin('5 minutes', hi, TIMESTAMPTZ '1970-01-01 00:00:00+00')
-                                    AS hi_down
-                         FROM (SELECT greatest($2::timestamptz,
-                                               (SELECT claimed_at FROM trackers WHERE tracker_id = $1),
-                                               $4::timestamptz + interval '1 microsecond') AS lo,
-                                      $3::timestamptz AS hi) r
+                         SELECT lo, hi, lo_up, hi_down,
+                                greatest(lo, least(hi_down, exact)) AS kept_to
+                         FROM (SELECT lo, hi,
+                                      date_bin('5 minutes', lo - interval '1 microsecond',
+                                               TIMESTAMPTZ '1970-01-01 00:00:00+00')
+                                          + interval '5 minutes' AS lo_up,
+                                      date_bin('5 minutes', hi, TIMESTAMPTZ '1970-01-01 00:00:00+00')
+                                          AS hi_down,
+                                      pettracker_5m_exact_before($1) AS exact
+                               FROM (SELECT greatest($2::timestamptz,
+                                                     (SELECT claimed_at FROM trackers WHERE tracker_id = $1),
+                                                     $4::timestamptz + interval '1 microsecond') AS lo,
+                                            $3::timestamptz AS hi) r) b
                      ), parts AS (
                          (SELECT {columns} FROM positions_5m p
                           WHERE p.tracker_id = $1 AND p.bucket >= (SELECT lo_up FROM lim)
-                            AND p.bucket < (SELECT hi_down FROM lim)
+                            AND p.bucket < (SELECT kept_to FROM lim)
                           ORDER BY p.bucket
                           LIMIT $5::bigint * ($6::float8 / {ROLLUP_SECS})::bigint)
                        UNION ALL
@@ -193,6 +199,11 @@ pub async fn positions(
                           WHERE p.tracker_id = $1 AND p.device_time >= (SELECT lo FROM lim)
                             AND p.device_time < (SELECT least(hi, lo_up) FROM lim)
                           ORDER BY p.device_time DESC LIMIT 1)
+                       UNION ALL
+                         (SELECT {columns} FROM positions p
+                          WHERE p.tracker_id = $1
+                            AND p.device_time >= (SELECT kept_to FROM lim)
+                            AND p.device_time < (SELECT greatest(lo, hi_down) FROM lim))
                        UNION ALL
                          (SELECT {columns} FROM positions p
                           WHERE p.tracker_id = $1
