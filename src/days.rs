@@ -202,31 +202,34 @@ WITH notes AS (
 ), spans AS (
     -- The fixes that may change a row: of every tracker with fixes since the last pass, those
     -- from the last pass's mark to the new one; of every noted day, those from its first late
-    -- fix on. Fixes are only ever added to an interval (retention deletes the intervals' rows
-    -- by its own window), so the newest of an interval's fixes read here replaces its row if it
-    -- is newer: the row of the interval the last mark cut holds the fixes before it.
+    -- fix on.
     SELECT s.tracker_id, r.rolled_through AS lo, $2::timestamptz AS hi
     FROM tracker_status s, rolled_from r
     WHERE s.last_fix_time >= r.rolled_through
   UNION ALL
     SELECT tracker_id, min(first_fix), least(day + interval '24 hours', $2::timestamptz)
     FROM notes GROUP BY tracker_id, day
+), intervals AS (
+    -- Their intervals, each once.
+    SELECT DISTINCT sp.tracker_id, g.bucket
+    FROM spans sp,
+         generate_series(date_bin('5 minutes', sp.lo, TIMESTAMPTZ '1970-01-01 00:00:00+00'),
+                         sp.hi - interval '1 microsecond', interval '5 minutes') g(bucket)
 ), rolled AS (
+    -- One primary-key probe per interval for its newest fix before the mark, not a read of
+    -- every fix (a collar reporting every second has 300 an interval). Fixes are only ever
+    -- added to an interval (retention deletes the intervals' rows by its own window), so a row
+    -- moves only to a newer fix.
     INSERT INTO positions_5m AS r (tracker_id, bucket, device_time, received_at, lat, lon,
                                    altitude, accuracy, speed, heading, satellites, battery, seq)
-    -- Each span's newest fix per interval (sorted span by span, in memory), then one row per
-    -- interval of the spans that share it (a note's day and the fixes since the last mark).
-    SELECT DISTINCT ON (x.tracker_id, x.b) x.tracker_id, x.b, x.device_time, x.received_at,
-           x.lat, x.lon, x.altitude, x.accuracy, x.speed, x.heading, x.satellites, x.battery,
-           x.seq
-    FROM spans sp
+    SELECT i.tracker_id, i.bucket, x.device_time, x.received_at, x.lat, x.lon, x.altitude,
+           x.accuracy, x.speed, x.heading, x.satellites, x.battery, x.seq
+    FROM intervals i
     CROSS JOIN LATERAL (
-        SELECT DISTINCT ON (b) p.*, b
-        FROM positions p,
-             LATERAL date_bin('5 minutes', p.device_time, TIMESTAMPTZ '1970-01-01 00:00:00+00') b
-        WHERE p.tracker_id = sp.tracker_id AND p.device_time >= sp.lo AND p.device_time < sp.hi
-        ORDER BY b, p.device_time DESC) x
-    ORDER BY x.tracker_id, x.b, x.device_time DESC
+        SELECT * FROM positions p
+        WHERE p.tracker_id = i.tracker_id AND p.device_time >= i.bucket
+          AND p.device_time < least(i.bucket + interval '5 minutes', $2::timestamptz)
+        ORDER BY p.device_time DESC LIMIT 1) x
     ON CONFLICT (tracker_id, bucket) DO UPDATE SET
         device_time = excluded.device_time, received_at = excluded.received_at,
         lat = excluded.lat, lon = excluded.lon, altitude = excluded.altitude,
