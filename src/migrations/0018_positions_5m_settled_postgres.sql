@@ -1,8 +1,8 @@
 -- The 5-minute intervals of bucketed history (`positions_5m`, migration 10) kept by the settle
 -- pass (src/days.rs) instead of in every batch's statement. Keeping them at ingest cost a row
--- per tracker and interval in every batch: 24 % of PostgreSQL's CPU per fix when a batch holds
--- about one fix per tracker, as a real fleet's batches do (BENCHMARKS.md, issue 17). The pass
--- reads each tracker's new fixes once per pass instead.
+-- per tracker and interval in every batch: 24 % of the batch transaction's CPU when it holds
+-- about one fix per tracker (BENCHMARKS.md, issue 17). The pass probes each interval of the
+-- fixes since its last mark once instead.
 --
 -- Every row of an interval that ends at or before `rolled_through` holds the last fix of the
 -- interval, except in the intervals of a day that a note (`tracker_days_pending`, migration 17)

@@ -202,9 +202,9 @@ pub struct WriteOutcome {
 /// in step from the fixes that were new; sorted by tracker, so two batches touching the same
 /// trackers lock their interval rows in the same order. It writes nothing where the server's
 /// settle pass keeps those rows instead (plain PostgreSQL from migration 18, whose
-/// `positions_5m_mark` says so): a row per tracker and interval in every batch was 24 % of
-/// PostgreSQL's CPU per fix at a real fleet's one fix per tracker and batch (BENCHMARKS.md). The
-/// test is in the statement, not in this process's configuration, so every writer agrees with
+/// `positions_5m_mark` says so): a row per tracker and interval in every batch was 24 % of the
+/// batch transaction's CPU at about one fix per tracker, and without it ingest's PostgreSQL CPU
+/// per fix is 10 to 27 % lower (BENCHMARKS.md, migration 18). The test is in the statement, not in this process's configuration, so every writer agrees with
 /// the schema it writes to: an ingest instance of any role, a database migrated while it runs,
 /// the gateway's own schema, TimescaleDB (which keeps rolling here: its hypertable's triggers
 /// cannot note late fixes for a pass). The test is a one-time filter: the subquery runs once per
