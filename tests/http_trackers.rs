@@ -5,7 +5,7 @@ mod common;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use common::api::{Api, assert_error};
-use common::{TestApp, connect, options, spawn_app, wait_for};
+use common::{TestApp, connect, options, spawn_app, spawn_app_with, wait_for};
 use gateway::protocol::TrackerId;
 use gateway::storage::ingest::{BatchRows, FixRow, write_batch};
 use gateway::storage::trackers::{Provisioned, provision};
@@ -533,7 +533,9 @@ SELECT count(*) FROM (
 #[tokio::test]
 async fn bucketed_history_is_the_same_from_kept_intervals_when_fixes_arrive_late_and_the_range_cuts_intervals()
  {
-    let app = spawn_app().await;
+    // The background settle pass runs once at start and not again for an hour: only the test's
+    // own passes keep intervals, so what each batch and each pass wrote can be told apart.
+    let app = spawn_app_with(|c| c.storage.days_settle_interval_secs = 3_600).await;
     let api = Api::new(&app);
     let (_, ada) = user(&api, "ada@example.com").await;
     let rex = collar(&app, "rex").await;
