@@ -1,8 +1,13 @@
-//! Storage against a real PostgreSQL: migrations, their safety rules, retention, and the private cluster.
+//! Storage against a real PostgreSQL: migrations, their safety rules, retention, the private cluster,
+//! and the batch write's handling of fixes already stored.
 
 use std::time::Duration;
 
-use gateway::storage::{self, Backend, History, StorageError, TimescalePreference, retention};
+use gateway::protocol::TrackerId;
+use gateway::storage::ingest::{BatchRows, FixRow, write_batch};
+use gateway::storage::{
+    self, Backend, History, StorageError, TimescalePreference, retention, trackers,
+};
 use gateway::testing::{dedicated_cluster, eventually, fresh_database};
 
 #[tokio::test]
@@ -285,4 +290,157 @@ async fn a_listener_whose_connection_is_killed_listens_again_and_hears_what_come
             .unwrap();
         pid = Some(now);
     }
+}
+
+fn fix_row(
+    tracker: &str,
+    device_time: chrono::DateTime<chrono::Utc>,
+    lat: f64,
+    seq: i64,
+) -> FixRow {
+    FixRow {
+        tracker_id: tracker.to_owned(),
+        device_time,
+        received_at: chrono::Utc::now(),
+        lat,
+        lon: 13.4,
+        altitude: None,
+        accuracy: Some(5.0),
+        speed: None,
+        heading: None,
+        satellites: None,
+        battery: Some(80),
+        seq: Some(seq),
+    }
+}
+
+fn batch(fixes: Vec<FixRow>) -> BatchRows {
+    BatchRows {
+        fixes,
+        ..BatchRows::default()
+    }
+}
+
+async fn provisioned(db: &gateway::testing::TestDb, id: &str) {
+    trackers::provision(&db.pool, &TrackerId::parse(id).unwrap(), None)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_fix_sent_twice_in_one_batch_and_one_already_stored_are_each_kept_once() {
+    let db = fresh_database().await;
+    provisioned(&db, "rex").await;
+    let t = chrono::Utc::now() - chrono::TimeDelta::minutes(5);
+    let later = t + chrono::TimeDelta::seconds(30);
+    let mut client = db.pool.get().await.unwrap();
+    write_batch(&mut client, &batch(vec![fix_row("rex", t, 52.50, 1)]), None)
+        .await
+        .unwrap();
+
+    // The stored fix again, and a new one twice: the copies differ, so which one is kept shows.
+    let again = batch(vec![
+        fix_row("rex", t, 52.90, 1),
+        fix_row("rex", later, 52.51, 2),
+        fix_row("rex", later, 52.99, 2),
+    ]);
+    let outcome = write_batch(&mut client, &again, None).await.unwrap();
+
+    assert_eq!((outcome.fixes_stored, outcome.duplicates), (1, 2));
+    assert!(!outcome.rewritten, "a batch alone needs no second try");
+    let rows = client
+        .query(
+            "SELECT lat FROM positions WHERE tracker_id = 'rex' ORDER BY device_time",
+            &[],
+        )
+        .await
+        .unwrap();
+    let lats: Vec<f64> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(
+        lats,
+        [52.50, 52.51],
+        "the first copy of each fix is the one kept"
+    );
+    let status: f64 = client
+        .query_one(
+            "SELECT last_lat FROM tracker_status WHERE tracker_id = 'rex'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, 52.51);
+}
+
+#[tokio::test]
+async fn a_fix_another_writer_stores_outside_the_trackers_lock_is_not_doubled_and_the_batch_still_commits()
+ {
+    let db = fresh_database().await;
+    provisioned(&db, "rex").await;
+    let t = chrono::Utc::now() - chrono::TimeDelta::minutes(5);
+    let later = t + chrono::TimeDelta::seconds(30);
+
+    // A writer that does not take the tracker's status row (raw SQL) holds the first fix,
+    // uncommitted: the batch's insert cannot see it, and waits on its key.
+    let mut other = db.pool.get().await.unwrap();
+    let tx = other.transaction().await.unwrap();
+    tx.execute(
+        "INSERT INTO positions (tracker_id, device_time, lat, lon) VALUES ('rex', $1, 51.0, 13.4)",
+        &[&t],
+    )
+    .await
+    .unwrap();
+    let pool = db.pool.clone();
+    let writing = tokio::spawn(async move {
+        let mut client = pool.get().await.unwrap();
+        let rows = batch(vec![
+            fix_row("rex", t, 52.50, 1),
+            fix_row("rex", later, 52.51, 2),
+        ]);
+        write_batch(&mut client, &rows, None).await
+    });
+    eventually(
+        "the batch's insert to wait on the other writer's key",
+        || async {
+            match db
+                .count("SELECT count(*) FROM pg_locks WHERE NOT granted")
+                .await
+            {
+                0 => Err("no lock waited for".to_owned()),
+                _ => Ok(()),
+            }
+        },
+    )
+    .await;
+    tx.commit().await.unwrap();
+
+    let outcome = writing.await.unwrap().expect("the batch commits");
+    assert_eq!((outcome.fixes_stored, outcome.duplicates), (1, 1));
+    assert!(
+        outcome.rewritten,
+        "the plain insert met the key and the batch was written again"
+    );
+    let client = db.pool.get().await.unwrap();
+    let rows = client
+        .query(
+            "SELECT lat FROM positions WHERE tracker_id = 'rex' ORDER BY device_time",
+            &[],
+        )
+        .await
+        .unwrap();
+    let lats: Vec<f64> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(
+        lats,
+        [51.0, 52.51],
+        "the other writer's fix stays, the new one is stored once"
+    );
+    let seq: i64 = client
+        .query_one(
+            "SELECT last_seq FROM tracker_status WHERE tracker_id = 'rex'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(seq, 2);
 }
