@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use gateway::protocol::TrackerId;
-use gateway::storage::ingest::{BatchRows, FixRow, write_batch};
+use gateway::storage::ingest::{self, BatchRows, FixRow, write_batch};
 use gateway::storage::{
     self, Backend, History, StorageError, TimescalePreference, retention, trackers,
 };
@@ -443,4 +443,34 @@ async fn a_fix_another_writer_stores_outside_the_trackers_lock_is_not_doubled_an
         .unwrap()
         .get(0);
     assert_eq!(seq, 2);
+}
+
+#[tokio::test]
+async fn the_fix_insert_finds_stored_fixes_by_key_even_when_planned_on_an_empty_table() {
+    // Ingest's connections keep one generic plan per statement; one made while `positions` is
+    // empty must not scan the table, which may hold millions of rows before it is planned again.
+    let db = fresh_database().await;
+    let client = db.pool.get().await.unwrap();
+    client
+        .batch_execute("SET plan_cache_mode = force_generic_plan")
+        .await
+        .unwrap();
+    client
+        .batch_execute(&format!("PREPARE w AS {}", ingest::WRITE_FIXES))
+        .await
+        .unwrap();
+    let nulls = vec!["NULL"; 22].join(", ");
+    let plan: Vec<String> = client
+        .query(&format!("EXPLAIN EXECUTE w({nulls})"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let plan = plan.join("\n");
+    assert!(
+        plan.contains("Index Only Scan using positions_pkey on positions p"),
+        "{plan}"
+    );
+    assert!(!plan.contains("Seq Scan on positions"), "{plan}");
 }

@@ -202,7 +202,9 @@ pub struct WriteOutcome {
 /// before this statement's snapshot is taken; [`write_batch`] sends a batch's fixes once each.
 /// Where that does not hold (a tracker without a status row, a writer that does not lock), the
 /// insert fails on the primary key instead of losing or doubling a fix, and [`write_batch`]
-/// writes the batch again with [`WRITE_FIXES_ON_CONFLICT`].
+/// writes the batch again with [`WRITE_FIXES_ON_CONFLICT`]. `OFFSET 0` keeps the `NOT EXISTS` a
+/// key lookup per fix: without it the planner may turn it into an anti join, and a generic plan
+/// made while `positions` is small hashes the whole table on every batch until it is analyzed.
 ///
 /// `upd` moves a status row only forward in device time: its CASEs compare the batch's newest
 /// fix with the row as it was before this statement (the UPDATE's own target row: all parts of a
@@ -222,7 +224,7 @@ pub struct WriteOutcome {
 /// the gateway's own schema, TimescaleDB (which keeps rolling here: its hypertable's triggers
 /// cannot note late fixes for a pass). The test is a one-time filter: the subquery runs once per
 /// batch, not per row.
-const WRITE_FIXES: &str = "
+pub const WRITE_FIXES: &str = "
 WITH ins AS (
     INSERT INTO positions (tracker_id, device_time, received_at, lat, lon, altitude,
                            accuracy, speed, heading, satellites, battery, seq)
@@ -232,7 +234,8 @@ WITH ins AS (
              AS f(tracker_id, device_time, received_at, lat, lon, altitude, accuracy, speed,
                   heading, satellites, battery, seq)
     WHERE NOT EXISTS (SELECT 1 FROM positions p
-                      WHERE p.tracker_id = f.tracker_id AND p.device_time = f.device_time)
+                      WHERE p.tracker_id = f.tracker_id AND p.device_time = f.device_time
+                      OFFSET 0)
     RETURNING *
 ), roll AS (
     INSERT INTO positions_5m AS r (tracker_id, bucket, device_time, received_at, lat, lon,
@@ -272,7 +275,8 @@ SELECT (SELECT count(*) FROM ins)";
 /// The filter that makes [`WRITE_FIXES`] a plain insert, and what replaces it where that insert
 /// met a fix it could not see (a writer that did not take the tracker's lock).
 const NOT_STORED: &str = "    WHERE NOT EXISTS (SELECT 1 FROM positions p
-                      WHERE p.tracker_id = f.tracker_id AND p.device_time = f.device_time)
+                      WHERE p.tracker_id = f.tracker_id AND p.device_time = f.device_time
+                      OFFSET 0)
 ";
 const ON_CONFLICT: &str = "    ON CONFLICT (tracker_id, device_time) DO NOTHING
 ";
