@@ -11,8 +11,6 @@ Variants (each its own prepared statement, so none is planned again between batc
               the settle pass keeps them
   no_status   without the lock and the status update (`upd`)
   fixes_only  only the INSERT into positions
-  on_conflict no_roll with `ON CONFLICT DO NOTHING` in place of the plain insert's `NOT EXISTS`
-              (what a batch runs when another writer's fix got past the trackers' lock)
 Reports the backend's CPU per fix (from /proc: run it as root or as the server's user) and the
 transaction's wall time per fix, median of the batches. The fixes are dated by the clock, after
 the days' settle mark (migration 17), as a fleet's are: the statement trigger notes nothing.
@@ -48,13 +46,7 @@ statements = {
     "no_status": write.replace(upd, ""),
     "fixes_only": write.replace(roll, "").replace(upd, ""),
 }
-# The insert as a batch whose plain insert met another writer's key runs it (WRITE_FIXES_ON_CONFLICT),
-# in plain PostgreSQL's shape: what the plain insert saves.
-not_stored = re.search(r'const NOT_STORED: &str = "(.*?)";', src, re.S).group(1)
-on_conflict = re.search(r'const ON_CONFLICT: &str = "(.*?)";', src, re.S).group(1)
-assert not_stored in write, "WRITE_FIXES's filter changed: update this script"
-statements["on_conflict"] = write.replace(roll, "").replace(not_stored, on_conflict)
-locks = {"full", "no_roll", "on_conflict"}
+locks = {"full", "no_roll"}
 
 admin, c = scratchdb.connect("ab_parts")
 # As ingest's own connections (storage::ingest_pool): planned once, rows found by key.

@@ -1,7 +1,7 @@
 //! The ingest write path: one transaction per batch, with array parameters so a batch is a handful of statements.
 //!
-//! A fix already stored under its (tracker, device time) is skipped, which makes every re-send
-//! harmless. tracker_status only moves forward in *device* time, so a late batch of old
+//! Fixes are inserted with `ON CONFLICT DO NOTHING` on (tracker, device time), which makes every
+//! re-send harmless. tracker_status only moves forward in *device* time, so a late batch of old
 //! fixes never replaces a newer position.
 
 use std::time::{Duration, Instant};
@@ -186,25 +186,10 @@ pub struct WriteOutcome {
     pub statements: Duration,
     /// COMMIT: where the WAL flush is waited for.
     pub commit: Duration,
-    /// The plain insert met a fix it could not see (another writer's, not behind the tracker's
-    /// lock) and the batch was written again with `ON CONFLICT DO NOTHING`.
-    pub rewritten: bool,
 }
 
 /// Fixes into `positions` and each tracker's newest one into `tracker_status`, as one statement
 /// with a cached prepared statement: one round trip for the rows, however many.
-///
-/// `ins` skips the fixes already stored with `NOT EXISTS`, a plain insert, not `ON CONFLICT DO
-/// NOTHING`: a speculative insertion costs each row a second WAL record and its token, and the
-/// plain insert cost PostgreSQL 9 % less CPU per fix with 10-fix messages, 3 % with single fixes
-/// (BENCHMARKS.md, issue 17). It is exact because every writer of a tracker's fixes holds that
-/// tracker's status row from [`LOCK_TRACKERS`] first, so a fix another batch stored is committed
-/// before this statement's snapshot is taken; [`write_batch`] sends a batch's fixes once each.
-/// Where that does not hold (a tracker without a status row, a writer that does not lock), the
-/// insert fails on the primary key instead of losing or doubling a fix, and [`write_batch`]
-/// writes the batch again with [`WRITE_FIXES_ON_CONFLICT`]. `OFFSET 0` keeps the `NOT EXISTS` a
-/// key lookup per fix: without it the planner may turn it into an anti join, and a generic plan
-/// made while `positions` is small hashes the whole table on every batch until it is analyzed.
 ///
 /// `upd` moves a status row only forward in device time: its CASEs compare the batch's newest
 /// fix with the row as it was before this statement (the UPDATE's own target row: all parts of a
@@ -224,18 +209,14 @@ pub struct WriteOutcome {
 /// the gateway's own schema, TimescaleDB (which keeps rolling here: its hypertable's triggers
 /// cannot note late fixes for a pass). The test is a one-time filter: the subquery runs once per
 /// batch, not per row.
-pub const WRITE_FIXES: &str = "
+const WRITE_FIXES: &str = "
 WITH ins AS (
     INSERT INTO positions (tracker_id, device_time, received_at, lat, lon, altitude,
                            accuracy, speed, heading, satellites, battery, seq)
     SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::float8[],
                          $5::float8[], $6::float4[], $7::float4[], $8::float4[],
                          $9::float4[], $10::int2[], $11::int2[], $12::int8[])
-             AS f(tracker_id, device_time, received_at, lat, lon, altitude, accuracy, speed,
-                  heading, satellites, battery, seq)
-    WHERE NOT EXISTS (SELECT 1 FROM positions p
-                      WHERE p.tracker_id = f.tracker_id AND p.device_time = f.device_time
-                      OFFSET 0)
+    ON CONFLICT (tracker_id, device_time) DO NOTHING
     RETURNING *
 ), roll AS (
     INSERT INTO positions_5m AS r (tracker_id, bucket, device_time, received_at, lat, lon,
@@ -272,27 +253,6 @@ WITH ins AS (
 )
 SELECT (SELECT count(*) FROM ins)";
 
-/// The filter that makes [`WRITE_FIXES`] a plain insert, and what replaces it where that insert
-/// met a fix it could not see (a writer that did not take the tracker's lock).
-const NOT_STORED: &str = "    WHERE NOT EXISTS (SELECT 1 FROM positions p
-                      WHERE p.tracker_id = f.tracker_id AND p.device_time = f.device_time
-                      OFFSET 0)
-";
-const ON_CONFLICT: &str = "    ON CONFLICT (tracker_id, device_time) DO NOTHING
-";
-
-/// [`WRITE_FIXES`] with `ON CONFLICT DO NOTHING`: correct against any concurrent writer, used for
-/// a batch whose plain insert met a key it could not see.
-static WRITE_FIXES_ON_CONFLICT: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| WRITE_FIXES.replace(NOT_STORED, ON_CONFLICT));
-
-/// Which insert a batch's fixes go in with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Insert {
-    Plain,
-    OnConflict,
-}
-
 /// Takes the status rows of a batch's trackers in tracker order (see [`write_batch`]).
 const LOCK_TRACKERS: &str = "SELECT 1 FROM tracker_status WHERE tracker_id = ANY($1)
     ORDER BY tracker_id FOR UPDATE";
@@ -308,41 +268,14 @@ pub async fn write_batch(
     rows: &BatchRows,
     commands: Option<&dyn CommandReports>,
 ) -> Result<WriteOutcome, StorageError> {
-    match write_batch_with(client, rows, commands, Insert::Plain).await {
-        // The transaction was rolled back whole (its guard sends ROLLBACK when dropped), so the
-        // batch is written again from the start, reports and all.
-        Err(e) if is_unique_violation(&e) => {
-            let mut outcome = write_batch_with(client, rows, commands, Insert::OnConflict).await?;
-            outcome.rewritten = true;
-            Ok(outcome)
-        }
-        other => other,
-    }
-}
-
-fn is_unique_violation(e: &StorageError) -> bool {
-    matches!(e, StorageError::Query { source, .. }
-        if source.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION))
-}
-
-async fn write_batch_with(
-    client: &mut deadpool_postgres::ClientWrapper,
-    rows: &BatchRows,
-    commands: Option<&dyn CommandReports>,
-    insert: Insert,
-) -> Result<WriteOutcome, StorageError> {
     let q = StorageError::query;
     let mut outcome = WriteOutcome::default();
     let stmt = if rows.fixes.is_empty() {
         None
     } else {
-        let text = match insert {
-            Insert::Plain => WRITE_FIXES,
-            Insert::OnConflict => WRITE_FIXES_ON_CONFLICT.as_str(),
-        };
         Some(
             client
-                .prepare_cached(text)
+                .prepare_cached(WRITE_FIXES)
                 .await
                 .map_err(q("preparing the fix insert"))?,
         )
@@ -459,16 +392,8 @@ impl CommandReport {
 async fn write_fixes(
     client: &impl tokio_postgres::GenericClient,
     stmt: &tokio_postgres::Statement,
-    fixes: &[FixRow],
+    f: &[FixRow],
 ) -> Result<u64, StorageError> {
-    // The plain insert does not see its own rows: a fix twice in one batch (a QoS 1 resend that
-    // came before its first copy was written) would fail on the key. The first copy is kept, as
-    // ON CONFLICT DO NOTHING keeps it.
-    let mut seen = std::collections::HashSet::with_capacity(fixes.len());
-    let f: Vec<&FixRow> = fixes
-        .iter()
-        .filter(|r| seen.insert((r.tracker_id.as_str(), r.device_time)))
-        .collect();
     let tracker: Vec<&str> = f.iter().map(|r| r.tracker_id.as_str()).collect();
     let device_time: Vec<DateTime<Utc>> = f.iter().map(|r| r.device_time).collect();
     let received: Vec<DateTime<Utc>> = f.iter().map(|r| r.received_at).collect();
@@ -485,7 +410,7 @@ async fn write_fixes(
     // Each tracker's newest fix of the batch (by device time) and when it was last heard from.
     let mut newest: std::collections::HashMap<&str, (&FixRow, DateTime<Utc>)> =
         std::collections::HashMap::new();
-    for &fix in &f {
+    for fix in f {
         let entry = newest
             .entry(fix.tracker_id.as_str())
             .or_insert((fix, fix.received_at));
