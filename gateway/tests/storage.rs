@@ -321,6 +321,20 @@ fn batch(fixes: Vec<FixRow>) -> BatchRows {
     }
 }
 
+/// The latitudes of `tracker`'s stored fixes, oldest first.
+async fn stored_lats(client: &tokio_postgres::Client, tracker: &str) -> Vec<f64> {
+    client
+        .query(
+            "SELECT lat FROM positions WHERE tracker_id = $1 ORDER BY device_time",
+            &[&tracker],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 async fn provisioned(db: &gateway::testing::TestDb, id: &str) {
     trackers::provision(&db.pool, &TrackerId::parse(id).unwrap(), None)
         .await
@@ -347,14 +361,7 @@ async fn a_fix_sent_twice_in_one_batch_and_one_already_stored_are_each_kept_once
     let outcome = write_batch(&mut client, &again, None).await.unwrap();
 
     assert_eq!((outcome.fixes_stored, outcome.duplicates), (1, 2));
-    let rows = client
-        .query(
-            "SELECT lat FROM positions WHERE tracker_id = 'rex' ORDER BY device_time",
-            &[],
-        )
-        .await
-        .unwrap();
-    let lats: Vec<f64> = rows.iter().map(|r| r.get(0)).collect();
+    let lats = stored_lats(&client, "rex").await;
     assert_eq!(
         lats,
         [52.50, 52.51],
@@ -401,11 +408,15 @@ async fn a_fix_another_writer_commits_while_a_batch_waits_on_its_key_is_not_doub
     eventually(
         "the batch's insert to wait on the other writer's key",
         || async {
+            // This database's sessions only: the test cluster is shared with other tests.
             match db
-                .count("SELECT count(*) FROM pg_locks WHERE NOT granted")
+                .count(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                )
                 .await
             {
-                0 => Err("no lock waited for".to_owned()),
+                0 => Err("no session waits on a lock".to_owned()),
                 _ => Ok(()),
             }
         },
@@ -416,14 +427,7 @@ async fn a_fix_another_writer_commits_while_a_batch_waits_on_its_key_is_not_doub
     let outcome = writing.await.unwrap().expect("the batch commits");
     assert_eq!((outcome.fixes_stored, outcome.duplicates), (1, 1));
     let client = db.pool.get().await.unwrap();
-    let rows = client
-        .query(
-            "SELECT lat FROM positions WHERE tracker_id = 'rex' ORDER BY device_time",
-            &[],
-        )
-        .await
-        .unwrap();
-    let lats: Vec<f64> = rows.iter().map(|r| r.get(0)).collect();
+    let lats = stored_lats(&client, "rex").await;
     assert_eq!(
         lats,
         [51.0, 52.51],
