@@ -13,6 +13,9 @@ pub const SPOOL_FILES: &str = "pettracker_spool_batches";
 pub const SPOOL_BYTES: &str = "pettracker_spool_bytes";
 pub const WRITE_RETRIES: &str = "pettracker_write_retries_total";
 pub const ACKS_DROPPED: &str = "pettracker_acks_dropped_total";
+/// Batches whose `COPY` met a fix already stored (a re-send), written again with `ON CONFLICT DO
+/// NOTHING` (see `storage::ingest::write_batch`). A steady rate says collars re-send a lot.
+pub const BATCHES_REWRITTEN: &str = "pettracker_batches_rewritten_total";
 /// Where a message's time goes between the publish hook and its PUBACK, one series per stage.
 pub const STAGE_SECONDS: &str = "pettracker_ingest_stage_seconds";
 /// The whole wait of a QoS 1 publish hook, from entering the pipeline to committed (or spooled).
@@ -89,6 +92,10 @@ pub fn spool(files: u64, bytes: u64) {
 
 pub fn write_retry() {
     metrics::counter!(WRITE_RETRIES).increment(1);
+}
+
+pub fn batch_rewritten() {
+    metrics::counter!(BATCHES_REWRITTEN).increment(1);
 }
 
 pub fn ack_dropped() {

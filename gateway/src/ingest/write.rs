@@ -307,6 +307,9 @@ async fn write_once(
         events::stage(events::Stage::WriterWait, closed.elapsed());
     }
     let outcome = write_batch(&mut client, rows, commands).await?;
+    if outcome.rewritten {
+        events::batch_rewritten();
+    }
     events::stage(events::Stage::Statement, outcome.statements);
     events::stage(events::Stage::Commit, outcome.commit);
     events::batch_committed(

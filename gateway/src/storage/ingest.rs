@@ -1,13 +1,17 @@
 //! The ingest write path: one transaction per batch, with array parameters so a batch is a handful of statements.
 //!
-//! Fixes are inserted with `ON CONFLICT DO NOTHING` on (tracker, device time), which makes every
-//! re-send harmless. tracker_status only moves forward in *device* time, so a late batch of old
-//! fixes never replaces a newer position.
+//! Fixes go in by binary `COPY`; a batch that meets a fix already stored under its (tracker,
+//! device time) is written again with `ON CONFLICT DO NOTHING`, which makes every re-send
+//! harmless. tracker_status only moves forward in *device* time, so a late batch of old fixes
+//! never replaces a newer position.
 
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::Client;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{ToSql, Type};
 
 use super::StorageError;
 use crate::protocol::{self, CommandResultStatus};
@@ -186,17 +190,14 @@ pub struct WriteOutcome {
     pub statements: Duration,
     /// COMMIT: where the WAL flush is waited for.
     pub commit: Duration,
+    /// The batch's `COPY` met a fix already stored (a re-send) and the batch was written again
+    /// with `ON CONFLICT DO NOTHING` ([`write_batch`]).
+    pub rewritten: bool,
 }
 
-/// Fixes into `positions` and each tracker's newest one into `tracker_status`, as one statement
-/// with a cached prepared statement: one round trip for the rows, however many.
-///
-/// `upd` moves a status row only forward in device time: its CASEs compare the batch's newest
-/// fix with the row as it was before this statement (the UPDATE's own target row: all parts of a
-/// statement see the same snapshot, and the batch holds the row's lock from [`LOCK_TRACKERS`]).
-/// The `= ANY($13)` repeats the join's keys as an index condition: the generic plan guesses ten
-/// rows from `unnest`, and on a table of a few thousand trackers it otherwise scans and hashes
-/// the whole table on every batch (BENCHMARKS.md, issue 17).
+/// Fixes into `positions` with `ON CONFLICT DO NOTHING`: the way a batch is written when its
+/// [`COPY_FIXES`] met a stored fix, and on schemas where the batch keeps the 5-minute intervals
+/// itself. One round trip for the rows, however many, with a cached prepared statement.
 ///
 /// `roll` keeps `positions_5m` (the last fix of each 5-minute interval, read by bucketed history)
 /// in step from the fixes that were new; sorted by tracker, so two batches touching the same
@@ -204,11 +205,11 @@ pub struct WriteOutcome {
 /// settle pass keeps those rows instead (plain PostgreSQL from migration 18, whose
 /// `positions_5m_mark` says so): a row per tracker and interval in every batch was 24 % of the
 /// batch transaction's CPU at about one fix per tracker, and without it ingest's PostgreSQL CPU
-/// per fix is 10 to 27 % lower (BENCHMARKS.md, migration 18). The test is in the statement, not in this process's configuration, so every writer agrees with
-/// the schema it writes to: an ingest instance of any role, a database migrated while it runs,
-/// the gateway's own schema, TimescaleDB (which keeps rolling here: its hypertable's triggers
-/// cannot note late fixes for a pass). The test is a one-time filter: the subquery runs once per
-/// batch, not per row.
+/// per fix is 10 to 27 % lower (BENCHMARKS.md, migration 18). The test is in the statement, not
+/// in this process's configuration, so every writer agrees with the schema it writes to: an
+/// ingest instance of any role, a database migrated while it runs, the gateway's own schema,
+/// TimescaleDB (which keeps rolling here: its hypertable's triggers cannot note late fixes for a
+/// pass). The test is a one-time filter: the subquery runs once per batch, not per row.
 const WRITE_FIXES: &str = "
 WITH ins AS (
     INSERT INTO positions (tracker_id, device_time, received_at, lat, lon, altitude,
@@ -233,29 +234,65 @@ WITH ins AS (
         accuracy = excluded.accuracy, speed = excluded.speed, heading = excluded.heading,
         satellites = excluded.satellites, battery = excluded.battery, seq = excluded.seq
     WHERE excluded.device_time > r.device_time
-), upd AS (
-    UPDATE tracker_status s SET
-        last_fix_time = CASE WHEN (s.last_fix_time IS NULL OR u.t > s.last_fix_time) THEN u.t ELSE s.last_fix_time END,
-        last_lat      = CASE WHEN (s.last_fix_time IS NULL OR u.t > s.last_fix_time) THEN u.lat ELSE s.last_lat END,
-        last_lon      = CASE WHEN (s.last_fix_time IS NULL OR u.t > s.last_fix_time) THEN u.lon ELSE s.last_lon END,
-        last_accuracy = CASE WHEN (s.last_fix_time IS NULL OR u.t > s.last_fix_time) THEN u.acc ELSE s.last_accuracy END,
-        last_speed    = CASE WHEN (s.last_fix_time IS NULL OR u.t > s.last_fix_time) THEN u.spd ELSE s.last_speed END,
-        last_heading  = CASE WHEN (s.last_fix_time IS NULL OR u.t > s.last_fix_time) THEN u.hdg ELSE s.last_heading END,
-        last_seq      = CASE WHEN (s.last_fix_time IS NULL OR u.t > s.last_fix_time) THEN u.seq ELSE s.last_seq END,
-        battery       = CASE WHEN (s.last_fix_time IS NULL OR u.t > s.last_fix_time) AND u.bat IS NOT NULL THEN u.bat ELSE s.battery END,
-        last_seen     = greatest(s.last_seen, u.seen),
-        updated_at    = now()
-    FROM unnest($13::text[], $14::timestamptz[], $15::float8[], $16::float8[], $17::float4[],
-                $18::float4[], $19::float4[], $20::int8[], $21::int2[], $22::timestamptz[])
-             AS u(tracker_id, t, lat, lon, acc, spd, hdg, seq, bat, seen)
-    WHERE s.tracker_id = u.tracker_id AND s.tracker_id = ANY($13::text[])
-    RETURNING 1
 )
 SELECT (SELECT count(*) FROM ins)";
 
-/// Takes the status rows of a batch's trackers in tracker order (see [`write_batch`]).
-const LOCK_TRACKERS: &str = "SELECT 1 FROM tracker_status WHERE tracker_id = ANY($1)
-    ORDER BY tracker_id FOR UPDATE";
+/// Each tracker's newest fix of the batch into `tracker_status`, whether or not that fix was new
+/// (a re-sent fix still says the collar was heard from).
+///
+/// It moves a status row only forward in device time: its CASEs compare the batch's newest fix
+/// with the row as it was (the batch holds the row's lock from [`LOCK_TRACKERS`]). The
+/// `= ANY($1)` repeats the join's keys as an index condition: the generic plan guesses ten rows
+/// from `unnest`, and on a table of a few thousand trackers it otherwise scans and hashes the
+/// whole table on every batch (BENCHMARKS.md, issue 17).
+const WRITE_STATUS: &str = "
+UPDATE tracker_status s SET
+    last_fix_time = CASE WHEN (s.last_fix_time IS NULL OR u.t > s.last_fix_time) THEN u.t ELSE s.last_fix_time END,
+    last_lat      = CASE WHEN (s.last_fix_time IS NULL OR u.t > s.last_fix_time) THEN u.lat ELSE s.last_lat END,
+    last_lon      = CASE WHEN (s.last_fix_time IS NULL OR u.t > s.last_fix_time) THEN u.lon ELSE s.last_lon END,
+    last_accuracy = CASE WHEN (s.last_fix_time IS NULL OR u.t > s.last_fix_time) THEN u.acc ELSE s.last_accuracy END,
+    last_speed    = CASE WHEN (s.last_fix_time IS NULL OR u.t > s.last_fix_time) THEN u.spd ELSE s.last_speed END,
+    last_heading  = CASE WHEN (s.last_fix_time IS NULL OR u.t > s.last_fix_time) THEN u.hdg ELSE s.last_heading END,
+    last_seq      = CASE WHEN (s.last_fix_time IS NULL OR u.t > s.last_fix_time) THEN u.seq ELSE s.last_seq END,
+    battery       = CASE WHEN (s.last_fix_time IS NULL OR u.t > s.last_fix_time) AND u.bat IS NOT NULL THEN u.bat ELSE s.battery END,
+    last_seen     = greatest(s.last_seen, u.seen),
+    updated_at    = now()
+FROM unnest($1::text[], $2::timestamptz[], $3::float8[], $4::float8[], $5::float4[],
+            $6::float4[], $7::float4[], $8::int8[], $9::int2[], $10::timestamptz[])
+         AS u(tracker_id, t, lat, lon, acc, spd, hdg, seq, bat, seen)
+WHERE s.tracker_id = u.tracker_id AND s.tracker_id = ANY($1::text[])";
+
+/// A batch's fixes into `positions`, the way PostgreSQL loads rows fastest. Binary `COPY` has no
+/// `ON CONFLICT`: a fix already stored fails the statement, and [`write_batch`] writes the batch
+/// again with [`WRITE_FIXES`]. Collars re-send rarely (a PUBACK lost with its connection, a spool
+/// replayed after a crash between commit and acknowledgement), and a batch that COPY stores
+/// costs PostgreSQL about half the CPU per fix of the same batch through `INSERT ... ON
+/// CONFLICT` (BENCHMARKS.md, issue 17). Its statement trigger sees the rows as an insert's.
+const COPY_FIXES: &str = "COPY positions (tracker_id, device_time, received_at, lat, lon, altitude,
+    accuracy, speed, heading, satellites, battery, seq) FROM STDIN (FORMAT binary)";
+
+/// [`COPY_FIXES`]'s columns, in its order.
+const FIX_TYPES: [Type; 12] = [
+    Type::TEXT,
+    Type::TIMESTAMPTZ,
+    Type::TIMESTAMPTZ,
+    Type::FLOAT8,
+    Type::FLOAT8,
+    Type::FLOAT4,
+    Type::FLOAT4,
+    Type::FLOAT4,
+    Type::FLOAT4,
+    Type::INT2,
+    Type::INT2,
+    Type::INT8,
+];
+
+/// Takes the status rows of a batch's trackers in tracker order (see [`write_batch`]), and says
+/// whether the settle pass keeps the 5-minute intervals (migration 18's mark): only then may the
+/// batch's fixes go in by [`COPY_FIXES`], which cannot roll them.
+const LOCK_TRACKERS: &str = "SELECT (SELECT count(*) FROM (SELECT 1 FROM tracker_status
+        WHERE tracker_id = ANY($1) ORDER BY tracker_id FOR UPDATE) locked),
+    to_regclass('positions_5m_mark') IS NOT NULL";
 
 /// Writes a batch atomically, in one transaction. Command reports go to `commands`; without one
 /// (a process that does not run the server) they are dead letters.
@@ -268,20 +305,54 @@ pub async fn write_batch(
     rows: &BatchRows,
     commands: Option<&dyn CommandReports>,
 ) -> Result<WriteOutcome, StorageError> {
+    let mut wasted = Duration::ZERO;
+    let mut by_copy = true;
+    loop {
+        match write_transaction(client, rows, commands, by_copy).await? {
+            Ok(mut outcome) => {
+                outcome.rewritten = !by_copy;
+                outcome.statements += wasted;
+                return Ok(outcome);
+            }
+            // The COPY met a fix already stored and its transaction was rolled back: the batch
+            // is written again the way that skips stored fixes.
+            Err(spent) => {
+                wasted = spent;
+                by_copy = false;
+            }
+        }
+    }
+}
+
+/// One try at [`write_batch`]: `Err` with the time spent when `by_copy` and the COPY met a fix
+/// already stored (the transaction is rolled back).
+async fn write_transaction(
+    client: &mut deadpool_postgres::ClientWrapper,
+    rows: &BatchRows,
+    commands: Option<&dyn CommandReports>,
+    by_copy: bool,
+) -> Result<Result<WriteOutcome, Duration>, StorageError> {
     let q = StorageError::query;
     let mut outcome = WriteOutcome::default();
-    let stmt = if rows.fixes.is_empty() {
+    // Cached: each is prepared once per connection, not parsed, planned and described again (one
+    // more round trip) on every batch.
+    let statements = if rows.fixes.is_empty() {
         None
     } else {
-        Some(
-            client
-                .prepare_cached(WRITE_FIXES)
-                .await
-                .map_err(q("preparing the fix insert"))?,
-        )
+        let copy = client
+            .prepare_cached(COPY_FIXES)
+            .await
+            .map_err(q("preparing the fix copy"))?;
+        let insert = client
+            .prepare_cached(WRITE_FIXES)
+            .await
+            .map_err(q("preparing the fix insert"))?;
+        let status = client
+            .prepare_cached(WRITE_STATUS)
+            .await
+            .map_err(q("preparing the status update"))?;
+        Some((copy, insert, status))
     };
-    // Cached like the fix insert: prepared once per connection, not parsed, planned and
-    // described again (one more round trip) on every batch.
     let lock = client
         .prepare_cached(LOCK_TRACKERS)
         .await
@@ -295,14 +366,30 @@ pub async fn write_batch(
     // would take a tracker's rows in different orders: its 5-minute row before its status in
     // the fix insert, its status first in the status update).
     let trackers = rows.trackers();
+    let mut settled = false;
     if !trackers.is_empty() {
-        tx.execute(&lock, &[&trackers])
+        let row = tx
+            .query_one(&lock, &[&trackers])
             .await
             .map_err(q("locking the batch's trackers"))?;
+        settled = row
+            .try_get(1)
+            .map_err(q("reading whether intervals are settled"))?;
     }
-    if let Some(stmt) = &stmt {
-        outcome.fixes_stored = write_fixes(&*tx, stmt, &rows.fixes).await?;
-        outcome.duplicates = rows.fixes.len() as u64 - outcome.fixes_stored;
+    if let Some((copy, insert, status)) = &statements {
+        outcome.fixes_stored = if by_copy && settled {
+            match copy_fixes(&tx, copy, &rows.fixes).await? {
+                Some(stored) => stored,
+                None => {
+                    tx.rollback().await.map_err(q("rolling back a batch"))?;
+                    return Ok(Err(started.elapsed()));
+                }
+            }
+        } else {
+            insert_fixes(&*tx, insert, &rows.fixes).await?
+        };
+        outcome.duplicates = (rows.fixes.len() as u64).saturating_sub(outcome.fixes_stored);
+        write_status(&*tx, status, &rows.fixes).await?;
     }
 
     for status in &rows.statuses {
@@ -372,7 +459,7 @@ pub async fn write_batch(
     let committing = Instant::now();
     tx.commit().await.map_err(q("committing a batch"))?;
     outcome.commit = committing.elapsed();
-    Ok(outcome)
+    Ok(Ok(outcome))
 }
 
 impl CommandReport {
@@ -388,8 +475,46 @@ impl CommandReport {
     }
 }
 
+/// Runs [`COPY_FIXES`]; returns how many fixes it stored (all of them), or `None` when one was
+/// already stored, which fails the COPY and with it the transaction.
+async fn copy_fixes(
+    tx: &tokio_postgres::Transaction<'_>,
+    stmt: &tokio_postgres::Statement,
+    f: &[FixRow],
+) -> Result<Option<u64>, StorageError> {
+    let q = StorageError::query;
+    let sink = tx.copy_in(stmt).await.map_err(q("starting the fix copy"))?;
+    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &FIX_TYPES));
+    for r in f {
+        let row: [&(dyn ToSql + Sync); 12] = [
+            &r.tracker_id,
+            &r.device_time,
+            &r.received_at,
+            &r.lat,
+            &r.lon,
+            &r.altitude,
+            &r.accuracy,
+            &r.speed,
+            &r.heading,
+            &r.satellites,
+            &r.battery,
+            &r.seq,
+        ];
+        writer
+            .as_mut()
+            .write(&row)
+            .await
+            .map_err(q("copying fixes"))?;
+    }
+    match writer.as_mut().finish().await {
+        Ok(stored) => Ok(Some(stored)),
+        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => Ok(None),
+        Err(e) => Err(q("copying fixes")(e)),
+    }
+}
+
 /// Runs [`WRITE_FIXES`]; returns how many fixes were new.
-async fn write_fixes(
+async fn insert_fixes(
     client: &impl tokio_postgres::GenericClient,
     stmt: &tokio_postgres::Statement,
     f: &[FixRow],
@@ -406,8 +531,39 @@ async fn write_fixes(
     let sat: Vec<Option<i16>> = f.iter().map(|r| r.satellites).collect();
     let bat: Vec<Option<i16>> = f.iter().map(|r| r.battery).collect();
     let seq: Vec<Option<i64>> = f.iter().map(|r| r.seq).collect();
+    let row = client
+        .query_one(
+            stmt,
+            &[
+                &tracker,
+                &device_time,
+                &received,
+                &lat,
+                &lon,
+                &alt,
+                &acc,
+                &spd,
+                &hdg,
+                &sat,
+                &bat,
+                &seq,
+            ],
+        )
+        .await
+        .map_err(StorageError::query("writing fixes"))?;
+    let inserted: i64 = row
+        .try_get(0)
+        .map_err(StorageError::query("counting the fixes written"))?;
+    Ok(inserted.max(0) as u64)
+}
 
-    // Each tracker's newest fix of the batch (by device time) and when it was last heard from.
+/// Runs [`WRITE_STATUS`] with each tracker's newest fix of the batch (by device time) and when
+/// it was last heard from.
+async fn write_status(
+    client: &impl tokio_postgres::GenericClient,
+    stmt: &tokio_postgres::Statement,
+    f: &[FixRow],
+) -> Result<(), StorageError> {
     let mut newest: std::collections::HashMap<&str, (&FixRow, DateTime<Utc>)> =
         std::collections::HashMap::new();
     for fix in f {
@@ -430,39 +586,17 @@ async fn write_fixes(
     let s_seq: Vec<Option<i64>> = rows.iter().map(|r| r.0.seq).collect();
     let s_bat: Vec<Option<i16>> = rows.iter().map(|r| r.0.battery).collect();
     let s_seen: Vec<DateTime<Utc>> = rows.iter().map(|r| r.1).collect();
-
-    let row = client
-        .query_one(
+    client
+        .execute(
             stmt,
             &[
-                &tracker,
-                &device_time,
-                &received,
-                &lat,
-                &lon,
-                &alt,
-                &acc,
-                &spd,
-                &hdg,
-                &sat,
-                &bat,
-                &seq,
-                &s_tracker,
-                &s_time,
-                &s_lat,
-                &s_lon,
-                &s_acc,
-                &s_spd,
-                &s_hdg,
-                &s_seq,
-                &s_bat,
+                &s_tracker, &s_time, &s_lat, &s_lon, &s_acc, &s_spd, &s_hdg, &s_seq, &s_bat,
                 &s_seen,
             ],
         )
         .await
-        .map_err(StorageError::query("writing fixes"))?;
-    let inserted: i64 = row.get(0);
-    Ok(inserted.max(0) as u64)
+        .map_err(StorageError::query("updating the trackers' last fixes"))?;
+    Ok(())
 }
 
 /// Marks trackers offline that have said nothing for `silence` (a collar that lost power sends no Last Will
