@@ -1,16 +1,17 @@
 #!/usr/bin/env python3
 """What each part of an ingest batch costs PostgreSQL: the batch transaction as ingest writes it
-(the trackers' lock, then gateway/src/storage/ingest.rs's WRITE_FIXES, then COMMIT) against the
-same transaction with one part left out, interleaved batch by batch on one database.
+(gateway/src/storage/ingest.rs: the trackers' lock, the fixes by binary COPY_FIXES, WRITE_STATUS,
+COMMIT) against the same transaction written other ways, interleaved batch by batch on one
+database.
 
-Variants (each its own prepared statement, so none is planned again between batches):
-  full        lock + fixes, 5-minute intervals and status in one statement (what ingest does on
-              TimescaleDB, and did on plain PostgreSQL before migration 18)
+Variants (each statement prepared, so none is planned again between batches):
+  copy        lock + COPY + status: what ingest does on plain PostgreSQL (migration 18 on)
   no_lock     the same without the trackers' lock (SELECT ... FOR UPDATE)
-  no_roll     without the 5-minute intervals (`roll`): plain PostgreSQL from migration 18, where
-              the settle pass keeps them
-  no_status   without the lock and the status update (`upd`)
-  fixes_only  only the INSERT into positions
+  insert      lock + WRITE_FIXES (`INSERT ... ON CONFLICT DO NOTHING`, intervals skipped as on
+              plain PostgreSQL) + status: a batch that met a stored fix, written again
+  roll        lock + WRITE_FIXES keeping the 5-minute intervals + status: what ingest does on
+              TimescaleDB (and did on plain PostgreSQL before migration 18)
+  copy_only   only the COPY
 Reports the backend's CPU per fix (from /proc: run it as root or as the server's user) and the
 transaction's wall time per fix, median of the batches. The fixes are dated by the clock, after
 the days' settle mark (migration 17), as a fleet's are: the statement trigger notes nothing.
@@ -28,25 +29,23 @@ import datetime, os, re, statistics, sys, time
 import scratchdb
 
 src = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "../gateway/src/storage/ingest.rs")).read()
-write = re.search(r'const WRITE_FIXES: &str = "(.*?)";', src, re.S).group(1)
+const = lambda name: re.search(r'const ' + name + r': &str = "(.*?)";', src, re.S).group(1)
+insert, status, copy, lock = const("WRITE_FIXES"), const("WRITE_STATUS"), const("COPY_FIXES"), const("LOCK_TRACKERS")
 # The statement as TimescaleDB runs it, rolling the intervals in every batch: on plain PostgreSQL
 # from migration 18 the settle pass keeps them, and the statement's gate skips the roll.
 gate = "    WHERE (SELECT to_regclass('positions_5m_mark') IS NULL)\n"
-assert gate in write, "WRITE_FIXES's gate changed: update this script"
-write = write.replace(gate, "")
-lock = re.search(r'const LOCK_TRACKERS: &str = "(.*?)";', src, re.S).group(1)
+assert gate in insert, "WRITE_FIXES's gate changed: update this script"
 named = lambda q: re.sub(r"\$(\d+)", r"%(p\1)s", q)
-roll = re.search(r"\), roll AS \(.*?(?=\), upd AS \()", write, re.S).group(0)
-upd = re.search(r"\), upd AS \(.*?(?=\)\nSELECT)", write, re.S).group(0)
-assert roll and upd, "WRITE_FIXES changed shape: update the variants"
-statements = {
-    "full": write,
-    "no_lock": write,
-    "no_roll": write.replace(roll, ""),
-    "no_status": write.replace(upd, ""),
-    "fixes_only": write.replace(roll, "").replace(upd, ""),
+TYPES = ["text", "timestamptz", "timestamptz", "float8", "float8", "float4", "float4", "float4",
+         "float4", "int2", "int2", "int8"]
+# name: (takes the lock, fixes by COPY, the fix statement, updates the status)
+variants = {
+    "copy": (True, True, None, True),
+    "no_lock": (False, True, None, True),
+    "insert": (True, False, insert, True),
+    "roll": (True, False, insert.replace(gate, ""), True),
+    "copy_only": (False, True, None, False),
 }
-locks = {"full", "no_roll"}
 
 admin, c = scratchdb.connect("ab_parts")
 # As ingest's own connections (storage::ingest_pool): planned once, rows found by key.
@@ -72,35 +71,44 @@ def rows():
             col.append(v)
     k += batch
     s = scratchdb.status_columns(f, now)
-    return {f"p{i + 1}": v for i, v in enumerate(f + s)}, sorted(set(f[0]))
+    return f, {f"p{i + 1}": v for i, v in enumerate(f)}, {f"p{i + 1}": v for i, v in enumerate(s)}, sorted(set(f[0]))
 
 
 cpu = scratchdb.backend_cpu(c)
-cpu_by = {v: 0.0 for v in statements}
-times = {v: [] for v in statements}
-fixes = {v: 0 for v in statements}
-names = list(statements)
+cpu_by = {v: 0.0 for v in variants}
+times = {v: [] for v in variants}
+fixes = {v: 0 for v in variants}
+names = list(variants)
 for it in range(iters):
     # A different order each round, so no variant always follows the same one.
     order = names[it % len(names):] + names[:it % len(names)]
     for name in order:
-        params, keys = rows()
+        f, fix_params, status_params, keys = rows()
+        locks, by_copy, fix_statement, updates = variants[name]
         t0 = time.perf_counter(); c0 = cpu()
         with c.transaction():
-            if name in locks:
+            if locks:
                 c.execute(named(lock), {"p1": keys}, prepare=True)
-            c.execute(named(statements[name]), params, prepare=True)
+            if by_copy:
+                with c.cursor().copy(copy) as cp:
+                    cp.set_types(TYPES)
+                    for r in zip(*f):
+                        cp.write_row(r)
+            else:
+                c.execute(named(fix_statement), fix_params, prepare=True)
+            if updates:
+                c.execute(named(status), status_params, prepare=True)
         if it < 5:
             continue
         times[name].append((time.perf_counter() - t0) / batch * 1e6)
         cpu_by[name] += cpu() - c0
         fixes[name] += batch
-full = cpu_by["full"] / fixes["full"] * 1e6
+copy_us = cpu_by["copy"] / fixes["copy"] * 1e6
 for name in names:
     us = cpu_by[name] / fixes[name] * 1e6
     print(f"{name:11} transaction us/fix median {statistics.median(times[name]):7.2f}   backend CPU us/fix {us:6.2f}   "
-          f"saves {full - us:6.2f} us/fix against full ({(full - us) / full:.0%})")
-print("trackers", trackers, "batch", batch, "batches per variant", len(times["full"]),
+          f"against copy {us / copy_us:5.2f}x")
+print("trackers", trackers, "batch", batch, "batches per variant", len(times["copy"]),
       "positions", c.execute("SELECT count(*) FROM positions").fetchone()[0],
       "positions_5m", c.execute("SELECT count(*) FROM positions_5m").fetchone()[0])
 scratchdb.drop(admin, c, "ab_parts")

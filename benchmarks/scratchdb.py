@@ -46,7 +46,7 @@ def backend_cpu(conn):
 
 
 def status_columns(f, seen):
-    """WRITE_FIXES's $13..$22 from its twelve fix columns `f` ($1..$12): each tracker's last fix
+    """WRITE_STATUS's $1..$10 from WRITE_FIXES's twelve fix columns `f`: each tracker's last fix
     of the batch (the fixes here are in device-time order per tracker) and when it was seen."""
     newest = {}
     for i, tr in enumerate(f[0]):

@@ -24,7 +24,8 @@ assert gate in with_roll, "WRITE_FIXES's gate changed: update this script"
 with_roll = with_roll.replace(gate, "")
 without_roll = re.sub(r"\), roll AS \(.*?WHERE excluded\.device_time > r\.device_time\n", "", with_roll, flags=re.S)
 assert "roll" not in without_roll and "roll" in with_roll
-# Named, since the statement uses some parameters twice ($13 is also the status update's keys).
+# Named, as the scripts beside it (batch_parts.py) name them. The status update is its own statement
+# now (WRITE_STATUS), not measured here; the status columns passed are unused.
 with_roll = re.sub(r"\$(\d+)", r"%(p\1)s", with_roll)
 without_roll = re.sub(r"\$(\d+)", r"%(p\1)s", without_roll)
 admin, c = scratchdb.connect("ab_roll")
