@@ -1,8 +1,8 @@
 //! The ingest write path: one transaction per batch, with array parameters so a batch is a handful of statements.
 //!
-//! Fixes go in by binary `COPY`; a batch that meets a fix already stored under its (tracker,
-//! device time) is written again with `ON CONFLICT DO NOTHING`, which makes every re-send
-//! harmless. tracker_status only moves forward in *device* time, so a late batch of old fixes
+//! On plain PostgreSQL fixes go in by binary `COPY`; a batch that meets a fix already stored
+//! under its (tracker, device time) is written again with `ON CONFLICT DO NOTHING`, which makes
+//! every re-send harmless (TimescaleDB and the gateway's own schema always insert that way). tracker_status only moves forward in *device* time, so a late batch of old fixes
 //! never replaces a newer position.
 
 use std::time::{Duration, Instant};
@@ -265,9 +265,10 @@ WHERE s.tracker_id = u.tracker_id AND s.tracker_id = ANY($1::text[])";
 /// A batch's fixes into `positions`, the way PostgreSQL loads rows fastest. Binary `COPY` has no
 /// `ON CONFLICT`: a fix already stored fails the statement, and [`write_batch`] writes the batch
 /// again with [`WRITE_FIXES`]. Collars re-send rarely (a PUBACK lost with its connection, a spool
-/// replayed after a crash between commit and acknowledgement), and a batch that COPY stores
-/// costs PostgreSQL about half the CPU per fix of the same batch through `INSERT ... ON
-/// CONFLICT` (BENCHMARKS.md, issue 17). Its statement trigger sees the rows as an insert's.
+/// replayed after a crash between commit and acknowledgement). A batch of thousands of fixes that
+/// COPY stores costs PostgreSQL about half the CPU per fix of the same batch through `INSERT ...
+/// ON CONFLICT`; a batch of a few fixes saves nothing and costs two more round trips
+/// (BENCHMARKS.md, issue 17). Its statement trigger sees the rows as an insert's.
 const COPY_FIXES: &str = "COPY positions (tracker_id, device_time, received_at, lat, lon, altitude,
     accuracy, speed, heading, satellites, battery, seq) FROM STDIN (FORMAT binary)";
 
