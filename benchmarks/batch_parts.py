@@ -24,7 +24,7 @@ Usage: [BATCH_PARTS="TRACKERS BATCH ITERATIONS"] bash benchmarks/batch_parts.sh 
   database, ab_parts), or the database SCRATCH_DSN names, written into as it is
   (benchmarks/scratchdb.py).
 """
-import datetime, os, re, statistics, sys, time
+import contextlib, datetime, os, re, statistics, sys, time
 
 import scratchdb
 
@@ -38,14 +38,25 @@ assert gate in insert, "WRITE_FIXES's gate changed: update this script"
 named = lambda q: re.sub(r"\$(\d+)", r"%(p\1)s", q)
 TYPES = ["text", "timestamptz", "timestamptz", "float8", "float8", "float4", "float4", "float4",
          "float4", "int2", "int2", "int8"]
-# name: (takes the lock, fixes by COPY, the fix statement, updates the status)
+# The insert and the status update as one statement (the status a CTE of the insert, its
+# parameters after the insert's): one round trip fewer.
+head, tail = insert.rsplit("\n)\nSELECT", 1)
+combined = (head + "\n), upd AS (\n" + re.sub(r"\$(\d+)", lambda m: f"${int(m.group(1)) + 12}", status)
+            + "\n    RETURNING 1\n)\nSELECT" + tail)
+# name: (takes the lock, fixes by COPY, the fix statement, updates the status, pipelined)
 variants = {
-    "copy": (True, True, None, True),
-    "no_lock": (False, True, None, True),
-    "insert": (True, False, insert, True),
-    "roll": (True, False, insert.replace(gate, ""), True),
-    "copy_only": (False, True, None, False),
+    "copy": (True, True, None, True, False),
+    "no_lock": (False, True, None, True, False),
+    "insert": (True, False, insert, True, False),
+    "roll": (True, False, insert.replace(gate, ""), True, False),
+    "copy_only": (False, True, None, False, False),
+    "combined": (True, False, combined, False, False),
+    "insert_pipe": (True, False, insert, True, True),
+    "combined_pipe": (True, False, combined, False, True),
 }
+only = os.environ.get("BATCH_VARIANTS")
+if only:
+    variants = {k: v for k, v in variants.items() if k in only.split(",")}
 
 admin, c = scratchdb.connect("ab_parts")
 # As ingest's own connections (storage::ingest_pool): planned once, rows found by key.
@@ -84,9 +95,11 @@ for it in range(iters):
     order = names[it % len(names):] + names[:it % len(names)]
     for name in order:
         f, fix_params, status_params, keys = rows()
-        locks, by_copy, fix_statement, updates = variants[name]
+        locks, by_copy, fix_statement, updates, pipelined = variants[name]
+        if fix_statement is combined:
+            fix_params = {**fix_params, **{f"p{int(k[1:]) + 12}": v for k, v in status_params.items()}}
         t0 = time.perf_counter(); c0 = cpu()
-        with c.transaction():
+        with (c.pipeline() if pipelined else contextlib.nullcontext()), c.transaction():
             if locks:
                 c.execute(named(lock), {"p1": keys}, prepare=True)
             if by_copy:
@@ -103,12 +116,13 @@ for it in range(iters):
         times[name].append((time.perf_counter() - t0) / batch * 1e6)
         cpu_by[name] += cpu() - c0
         fixes[name] += batch
-copy_us = cpu_by["copy"] / fixes["copy"] * 1e6
+ref = "copy" if "copy" in variants else names[0]
+copy_us = cpu_by[ref] / fixes[ref] * 1e6
 for name in names:
     us = cpu_by[name] / fixes[name] * 1e6
     print(f"{name:11} transaction us/fix median {statistics.median(times[name]):7.2f}   backend CPU us/fix {us:6.2f}   "
-          f"against copy {us / copy_us:5.2f}x")
-print("trackers", trackers, "batch", batch, "batches per variant", len(times["copy"]),
+          f"against {ref} {us / copy_us:5.2f}x")
+print("trackers", trackers, "batch", batch, "batches per variant", len(times[ref]),
       "positions", c.execute("SELECT count(*) FROM positions").fetchone()[0],
       "positions_5m", c.execute("SELECT count(*) FROM positions_5m").fetchone()[0])
 scratchdb.drop(admin, c, "ab_parts")

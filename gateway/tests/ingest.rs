@@ -180,6 +180,46 @@ async fn the_same_fix_sent_three_times_is_stored_once() {
 }
 
 #[tokio::test]
+async fn fixes_that_reach_a_free_writer_within_the_linger_share_one_transaction() {
+    let db = fresh_database().await;
+    provisioned(&db, "rex").await;
+    // Far longer than the four pauses below, however slowly the machine runs them; the
+    // writer is free the whole time.
+    let p = start(
+        &db.pool,
+        IngestConfig {
+            batch_timeout: Duration::from_secs(10),
+            batch_linger: Duration::from_secs(3),
+            ..config("linger")
+        },
+    );
+    let t = Utc::now() - TimeDelta::minutes(1);
+    for i in 1..=5 {
+        let at = t + TimeDelta::seconds(i);
+        p.publish("rex", "telemetry", fix(at, 52.52, i as u64), 0)
+            .await
+            .unwrap();
+        // Each fix reaches the batcher alone: without the linger it would go to the free
+        // writer, in a transaction of its own.
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    eventually("the five fixes are stored", || async {
+        match db.count("SELECT count(*) FROM positions").await {
+            5 => Ok(()),
+            n => Err(format!("{n} stored")),
+        }
+    })
+    .await;
+    // Rows of one transaction carry its id.
+    assert_eq!(
+        db.count("SELECT count(DISTINCT xmin::text) FROM positions")
+            .await,
+        1
+    );
+    p.stop().await;
+}
+
+#[tokio::test]
 async fn a_late_batch_of_old_fixes_is_stored_but_does_not_move_the_last_fix_back() {
     let db = fresh_database().await;
     provisioned(&db, "rex").await;

@@ -18,6 +18,29 @@ async fn migrating_a_migrated_database_changes_nothing() {
 }
 
 #[tokio::test]
+async fn every_pool_opens_its_connections_with_jit_off_and_ingest_takes_generic_plans() {
+    let db = fresh_database().await;
+    let show = |pool: deadpool_postgres::Pool| async move {
+        let client = pool.get().await.unwrap();
+        let row = client
+            .query_one(
+                "SELECT current_setting('jit'), current_setting('plan_cache_mode')",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get::<_, String>(0), row.get::<_, String>(1))
+    };
+    let api = storage::connect(&db.url, 1).await.unwrap();
+    assert_eq!(show(api).await, ("off".to_owned(), "auto".to_owned()));
+    let ingest = storage::ingest_pool(&db.url, 1).unwrap();
+    assert_eq!(
+        show(ingest).await,
+        ("off".to_owned(), "force_generic_plan".to_owned())
+    );
+}
+
+#[tokio::test]
 async fn a_fresh_database_gets_every_device_table_keyed_by_tracker_id_and_none_of_the_servers() {
     let db = fresh_database().await;
     let client = db.pool.get().await.unwrap();

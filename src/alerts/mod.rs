@@ -56,6 +56,11 @@ const WATERMARK_SAVE_EVERY: TimeDelta = TimeDelta::seconds(30);
 const RESYNC_SLACK: TimeDelta = TimeDelta::minutes(10);
 /// Fixes read back per query of a resync.
 const RESYNC_PAGE: i64 = 1_000;
+/// Watermarks that moved alone are saved together this often, in one statement: one
+/// autocommitted upsert each was 70 % of PostgreSQL's CPU in the realistic fleet, where every
+/// collar's watermark moves every 30 s (BENCHMARKS.md, issue 17). A restart forgets at most
+/// this much more of them; a watermark that is behind only lets a re-sent fix be judged again.
+const WATERMARK_FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// A zone that applies to a tracker: geofence id, name, shape.
 type Fence = (i64, String, Shape);
@@ -97,7 +102,10 @@ struct TrackerState {
 #[derive(Debug, Default, PartialEq)]
 struct Outcome {
     alerts: Vec<NewAlert>,
+    /// Saved at once: a decision (a zone, the battery, offline) that must outlive a restart.
     changed: bool,
+    /// Only the newest-fix watermark moved: saved with the others of its second.
+    watermark: bool,
 }
 
 #[derive(Debug, PartialEq)]
@@ -188,7 +196,7 @@ impl TrackerState {
             .saved_fix_time
             .is_none_or(|saved| device_time - saved >= WATERMARK_SAVE_EVERY)
         {
-            out.changed = true;
+            out.watermark = true;
         }
         let max_age = TimeDelta::from_std(s.max_fix_age()).unwrap_or(TimeDelta::MAX);
         if now - device_time > max_age {
@@ -284,6 +292,7 @@ pub fn start(
         feed: feed.clone(),
         catch_up: catch_up.clone(),
         trackers: HashMap::new(),
+        unsaved: std::collections::BTreeSet::new(),
         leadership,
     };
     tokio::spawn(async move {
@@ -307,6 +316,9 @@ struct Engine {
     feed: Arc<Feed>,
     catch_up: Arc<tokio::sync::Notify>,
     trackers: HashMap<String, TrackerState>,
+    /// Trackers whose watermark moved since it was saved, saved by [`Engine::flush`]; in
+    /// tracker order, so the statement takes their rows in one order.
+    unsaved: std::collections::BTreeSet<String>,
     /// The sweep for silent trackers scans the whole fleet: only the process leading
     /// `Job::Alerts` runs it, or every process would raise the same offline alert. In
     /// [`Mode::Led`] that process alone judges fixes too.
@@ -318,6 +330,8 @@ impl Engine {
         let period = (self.settings.offline_after() / 2)
             .clamp(Duration::from_millis(250), Duration::from_secs(30));
         let mut offline_check = tokio::time::interval(period);
+        let mut flush = tokio::time::interval(WATERMARK_FLUSH_EVERY);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let feed = self.feed.clone();
         let catch_up = self.catch_up.clone();
         let mut was_leading = false;
@@ -326,6 +340,7 @@ impl Engine {
                 work = feed.next() => {
                     if self.mode == Mode::Led && !self.leadership.borrow().leading {
                         // Another instance judges; when this one takes over, it catches up.
+                        self.flush().await;
                         self.trackers.clear();
                         continue;
                     }
@@ -360,15 +375,38 @@ impl Engine {
                         tracing::warn!(%err, "alert engine could not check for offline trackers");
                     }
                 }
-                () = shutdown.recv() => return,
+                _ = flush.tick() => self.flush().await,
+                () = shutdown.recv() => {
+                    self.flush().await;
+                    return;
+                }
             }
+        }
+    }
+
+    /// Saves the watermarks that moved alone since the last flush.
+    async fn flush(&mut self) {
+        if self.unsaved.is_empty() {
+            return;
+        }
+        let unsaved = std::mem::take(&mut self.unsaved);
+        let states: Vec<(&str, store::StoredState)> = unsaved
+            .iter()
+            .filter_map(|t| self.trackers.get(t).map(|s| (t.as_str(), s.to_stored())))
+            .collect();
+        if let Err(err) = store::save_states(&self.pool, &states).await {
+            // Kept for the next flush: the in-memory state is still the newest.
+            tracing::warn!(%err, trackers = states.len(), "alert engine could not save watermarks");
+            self.unsaved = unsaved;
         }
     }
 
     /// Reads back every tracker heard from lately (as far back as a fix can still raise an
     /// alert): this instance has just started to judge, or may have missed notices.
     async fn catch_up(&mut self) {
-        // What another leader decided is in the database: state is read afresh.
+        // What another leader decided is in the database: state is read afresh, once this
+        // one's unsaved watermarks are in it.
+        self.flush().await;
         self.trackers.clear();
         let window = self.settings.max_fix_age().as_secs_f64() + RESYNC_SLACK.as_seconds_f64();
         match store::heard_since(&self.pool, window).await {
@@ -491,6 +529,11 @@ impl Engine {
             state.saved_fix_time = state.last_fix_time;
             let stored = state.to_stored();
             store::save_state(&self.pool, tracker, &stored).await?;
+            self.unsaved.remove(tracker);
+        } else if out.watermark {
+            let state = self.state(tracker).await?;
+            state.saved_fix_time = state.last_fix_time;
+            self.unsaved.insert(tracker.to_owned());
         }
         for alert in out.alerts {
             let view = store::insert_alert(
@@ -525,6 +568,7 @@ impl Engine {
                     details: json!({"last_seen": last_seen, "after_secs": after.as_secs()}),
                 }],
                 changed: true,
+                watermark: false,
             };
             self.finish(&tracker, out).await?;
         }

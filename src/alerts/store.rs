@@ -374,6 +374,35 @@ pub async fn save_state(
     Ok(())
 }
 
+/// [`save_state`] for many trackers in one statement (and one commit). Sorted by tracker by the
+/// caller, so two of these take the rows in the same order.
+pub async fn save_states(pool: &Pool, states: &[(&str, StoredState)]) -> Result<(), StorageError> {
+    if states.is_empty() {
+        return Ok(());
+    }
+    let tracker: Vec<&str> = states.iter().map(|(t, _)| *t).collect();
+    let last_fix: Vec<Option<DateTime<Utc>>> =
+        states.iter().map(|(_, s)| s.last_fix_time).collect();
+    let low: Vec<bool> = states.iter().map(|(_, s)| s.battery_low).collect();
+    let offline: Vec<bool> = states.iter().map(|(_, s)| s.offline_alerted).collect();
+    let zones: Vec<&Value> = states.iter().map(|(_, s)| &s.zones).collect();
+    client(pool)
+        .await?
+        .execute(
+            "INSERT INTO alert_state (tracker_id, last_fix_time, battery_low, offline_alerted, zones)
+             SELECT u.* FROM unnest($1::text[], $2::timestamptz[], $3::bool[], $4::bool[], $5::jsonb[])
+                 AS u(tracker_id, last_fix_time, battery_low, offline_alerted, zones)
+             WHERE EXISTS (SELECT 1 FROM trackers t WHERE t.tracker_id = u.tracker_id)
+             ON CONFLICT (tracker_id) DO UPDATE SET last_fix_time = excluded.last_fix_time,
+                 battery_low = excluded.battery_low, offline_alerted = excluded.offline_alerted,
+                 zones = excluded.zones",
+            &[&tracker, &last_fix, &low, &offline, &zones],
+        )
+        .await
+        .map_err(StorageError::query("saving alert watermarks"))?;
+    Ok(())
+}
+
 /// Claimed trackers silent for longer than `after_secs` that have not had their offline alert.
 pub async fn due_offline(
     pool: &Pool,

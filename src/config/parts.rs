@@ -9,6 +9,7 @@ impl Config {
         gateway::ingest::IngestConfig {
             batch_size: i.batch_size,
             batch_timeout: std::time::Duration::from_millis(i.batch_timeout_ms),
+            batch_linger: std::time::Duration::from_millis(i.batch_linger_ms),
             queue_capacity: i.queue_capacity,
             accept_timeout: std::time::Duration::from_millis(i.accept_timeout_ms),
             spool_dir: i.spool_dir.clone(),

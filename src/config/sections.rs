@@ -298,6 +298,10 @@ pub struct IngestSettings {
     /// a free writer takes it at once. Longer than a write under load: closing early only queues
     /// small batches that each pay a statement and a COMMIT.
     pub batch_timeout_ms: u64,
+    /// A free writer takes a batch once its first row is this old (0: at once). At a fleet's
+    /// rates each message would otherwise pay a transaction of its own; under load a write
+    /// takes longer than this and nothing waits.
+    pub batch_linger_ms: u64,
     /// Messages waiting for decoding; when full, publishers wait (backpressure).
     pub queue_capacity: usize,
     /// How long a QoS 1 publish may wait to be stored before the collar is told to resend.
@@ -318,6 +322,7 @@ impl Default for IngestSettings {
         Self {
             batch_size: 4000,
             batch_timeout_ms: 1000,
+            batch_linger_ms: gateway::ingest::DEFAULT_LINGER_MS,
             queue_capacity: 10_000,
             accept_timeout_ms: 5_000,
             spool_dir: PathBuf::from("data/spool"),

@@ -1,8 +1,9 @@
 //! Batch stage: gathers decoded messages until its writer is free, the batch is full, or its timer (started by its first item) fires.
 //!
-//! A batch goes to its writer as soon as the writer is free, with whatever arrived meanwhile:
-//! under load, batches grow to what arrives during one write, and a message waits about one
-//! write, never a timer on top of it. The timer only closes a batch while the writer is busy, so
+//! A batch goes to its writer as soon as the writer is free and the batch is `linger` old, with
+//! whatever arrived meanwhile: under load, batches grow to what arrives during one write, and a
+//! message waits about one write, never a timer on top of it; at a fleet's rates a batch gathers
+//! `linger`'s worth of messages instead of one. The timer only closes a batch while the writer is busy, so
 //! one batch never spans more than `batch_timeout` of arrivals; it is set well above a write's
 //! time (1 s by default), because a batch closed early only queues behind the busy writer as one
 //! more statement and COMMIT: at a 20 ms timer, batches of ~440 rows queued ~95 ms each, and
@@ -67,15 +68,35 @@ impl Batch {
     }
 }
 
+/// When a batch closes.
+#[derive(Debug, Clone, Copy)]
+pub struct Closing {
+    /// Rows at most: a full batch closes at once.
+    pub max_rows: usize,
+    /// While the writer is busy, a batch closes this long after its first item and queues.
+    pub max_wait: Duration,
+    /// A free writer takes a batch once it is this old. At a fleet's rates most messages find
+    /// the writer free, and each would otherwise be a transaction of its own: a commit and a
+    /// handful of statements for one fix, where a batch's fixed cost is nearly all of
+    /// PostgreSQL's and much of pettracker's CPU per fix (BENCHMARKS.md, issue 17). Under load a
+    /// write takes longer than this, so a batch is older by the time the writer is free and
+    /// nothing waits.
+    pub linger: Duration,
+}
+
 /// Runs until `input` closes, then flushes what it holds. `writer_free` has one permit, which
 /// the writer holds while it writes a batch this sent it.
 pub async fn run(
     mut input: mpsc::Receiver<Decoded>,
     output: mpsc::Sender<Batch>,
     writer_free: Arc<Semaphore>,
-    max_rows: usize,
-    max_wait: Duration,
+    closing: Closing,
 ) {
+    let Closing {
+        max_rows,
+        max_wait,
+        linger,
+    } = closing;
     let mut batch = Batch::default();
     let mut deadline: Option<Instant> = None;
     loop {
@@ -86,8 +107,19 @@ pub async fn run(
             }
         };
         let holding = !batch.is_empty();
+        // Old enough for a free writer; until then, a timer for the moment it will be.
+        let ripe_at = batch
+            .opened
+            .map(|opened| Instant::from_std(opened) + linger);
+        let ripe = holding && ripe_at.is_none_or(|at| at <= Instant::now());
+        let ripening = async {
+            match ripe_at {
+                Some(at) if holding && !ripe => tokio::time::sleep_until(at).await,
+                _ => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            slot = writer_free.clone().acquire_owned(), if holding => {
+            slot = writer_free.clone().acquire_owned(), if ripe => {
                 let Ok(slot) = slot else { break };
                 // What is queued already joins: one write for all of it.
                 while batch.rows.len() < max_rows {
@@ -116,6 +148,8 @@ pub async fn run(
                 }
                 None => break,
             },
+            // Ripe now: the next turn offers it to the writer.
+            () = ripening => {}
             () = timer => {
                 deadline = None;
                 if !batch.is_empty() && output.send(batch.close()).await.is_err() {

@@ -39,6 +39,9 @@ pub struct IngestConfig {
     /// takes it at once). Longer than a write under load, so a busy writer's next batch is one
     /// batch, not a queue of small ones that each pay a statement and a COMMIT (BENCHMARKS.md).
     pub batch_timeout: Duration,
+    /// How old a batch must be before a free writer takes it (see `batch::Closing::linger`):
+    /// what a message may wait for others to share its transaction.
+    pub batch_linger: Duration,
     /// Messages waiting to be decoded; when full, publish hooks wait (backpressure).
     pub queue_capacity: usize,
     /// How long a QoS 1 publish may wait to be committed or spooled before the collar is told to resend.
@@ -98,11 +101,16 @@ impl Clock {
     }
 }
 
+/// `IngestConfig::batch_linger`'s default, in milliseconds: long enough that a fleet's messages
+/// share transactions, short beside a collar's wait for its PUBACK (BENCHMARKS.md, issue 17).
+pub const DEFAULT_LINGER_MS: u64 = 10;
+
 impl Default for IngestConfig {
     fn default() -> Self {
         Self {
             batch_size: 4000,
             batch_timeout: Duration::from_millis(1000),
+            batch_linger: Duration::from_millis(DEFAULT_LINGER_MS),
             queue_capacity: 10_000,
             accept_timeout: Duration::from_secs(5),
             spool_dir: PathBuf::from("data/spool"),
@@ -161,8 +169,11 @@ pub fn start(
             decoded_rx,
             batch_tx,
             Arc::new(tokio::sync::Semaphore::new(1)),
-            config.batch_size.max(1),
-            config.batch_timeout,
+            batch::Closing {
+                max_rows: config.batch_size.max(1),
+                max_wait: config.batch_timeout,
+                linger: config.batch_linger,
+            },
         )));
         let writer = write::Writer {
             pool: pool.clone(),

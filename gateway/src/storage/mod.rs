@@ -275,6 +275,20 @@ fn build_pool_with(
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(Duration::from_secs(10)))
         .create_timeout(Some(Duration::from_secs(10)));
+    // JIT compiles a plan with LLVM once its estimated cost passes `jit_above_cost`, on every
+    // execution. pettracker's statements find their rows by key and run in milliseconds, where
+    // compiling never pays, and their estimates mislead the test: the settle pass's statement
+    // (src/days.rs), estimated at 40 million because PostgreSQL guesses 1,000 rows from each
+    // per-tracker function call, was compiled with inlining and optimisation on every pass,
+    // a second of a core each time in the realistic fleet (BENCHMARKS.md, issue 17).
+    let builder = builder.post_create(Hook::async_fn(|client, _| {
+        Box::pin(async move {
+            client
+                .batch_execute("SET jit = off")
+                .await
+                .map_err(HookError::Backend)
+        })
+    }));
     let pool = hooks(builder)
         .build()
         .map_err(|e| StorageError::Pool(e.to_string()))?;
