@@ -12,6 +12,10 @@ Variants (each statement prepared, so none is planned again between batches):
   roll        lock + WRITE_FIXES keeping the 5-minute intervals + status: what ingest does on
               TimescaleDB (and did on plain PostgreSQL before migration 18)
   copy_only   only the COPY
+  combined    lock + the insert with the status update as a CTE of it: one statement fewer
+  insert_pipe, combined_pipe   the same as insert and combined, sent in one pipeline (psycopg's
+              pipeline mode: the statements and the COMMIT leave before the first answer)
+Variants to run: BATCH_VARIANTS=copy,insert,... (default all).
 Reports the backend's CPU per fix (from /proc: run it as root or as the server's user) and the
 transaction's wall time per fix, median of the batches. The fixes are dated by the clock, after
 the days' settle mark (migration 17), as a fleet's are: the statement trigger notes nothing.
