@@ -3,8 +3,8 @@
 //! A batch goes to its writer as soon as the writer is free and the batch is `linger` old, with
 //! whatever arrived meanwhile: under load, batches grow to what arrives during one write, and a
 //! message waits about one write, never a timer on top of it; at a fleet's rates a batch gathers
-//! `linger`'s worth of messages instead of one. The timer only closes a batch while the writer is busy, so
-//! one batch never spans more than `batch_timeout` of arrivals; it is set well above a write's
+//! `linger`'s worth of messages instead of one. The timer only closes a batch while the writer is
+//! busy, so one batch never spans more than `batch_timeout` of arrivals; it is set well above a write's
 //! time (1 s by default), because a batch closed early only queues behind the busy writer as one
 //! more statement and COMMIT: at a 20 ms timer, batches of ~440 rows queued ~95 ms each, and
 //! single-fix ingest made 21,000 fixes/s against 27,000–30,000 with the long timer (BENCHMARKS.md).
@@ -107,10 +107,11 @@ pub async fn run(
             }
         };
         let holding = !batch.is_empty();
-        // Old enough for a free writer; until then, a timer for the moment it will be.
+        // Old enough for a free writer; until then, a timer for the moment it will be (a linger
+        // too long for the clock is none).
         let ripe_at = batch
             .opened
-            .map(|opened| Instant::from_std(opened) + linger);
+            .and_then(|opened| Instant::from_std(opened).checked_add(linger));
         let ripe = holding && ripe_at.is_none_or(|at| at <= Instant::now());
         let ripening = async {
             match ripe_at {
