@@ -78,6 +78,11 @@ async fn seqs_of_all_pages(api: &Api, token: &str, query: &str) -> Vec<i64> {
         let (status, page) = api
             .get(&format!("/trackers/rex/positions?{query}{cursor}"), token)
             .await;
+        // Hundreds of pages in a row outrun the per-user rate limit: wait as a client would.
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            continue;
+        }
         assert_eq!(status, StatusCode::OK, "{page}");
         seen.extend(
             page["positions"]
