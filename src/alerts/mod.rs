@@ -528,7 +528,7 @@ impl Engine {
             let state = self.state(tracker).await?;
             state.saved_fix_time = state.last_fix_time;
             let stored = state.to_stored();
-            store::save_state(&self.pool, tracker, &stored).await?;
+            store::save_states(&self.pool, &[(tracker, stored)]).await?;
             self.unsaved.remove(tracker);
         } else if out.watermark {
             let state = self.state(tracker).await?;

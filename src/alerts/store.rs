@@ -348,34 +348,10 @@ pub async fn load_state(pool: &Pool, tracker: &str) -> Result<StoredState, Stora
     }))
 }
 
-pub async fn save_state(
-    pool: &Pool,
-    tracker: &str,
-    state: &StoredState,
-) -> Result<(), StorageError> {
-    client(pool)
-        .await?
-        .execute(
-            "INSERT INTO alert_state (tracker_id, last_fix_time, battery_low, offline_alerted, zones)
-             SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM trackers WHERE tracker_id = $1)
-             ON CONFLICT (tracker_id) DO UPDATE SET last_fix_time = excluded.last_fix_time,
-                 battery_low = excluded.battery_low, offline_alerted = excluded.offline_alerted,
-                 zones = excluded.zones",
-            &[
-                &tracker,
-                &state.last_fix_time,
-                &state.battery_low,
-                &state.offline_alerted,
-                &state.zones,
-            ],
-        )
-        .await
-        .map_err(StorageError::query("saving alert state"))?;
-    Ok(())
-}
-
-/// [`save_state`] for many trackers in one statement (and one commit). Sorted by tracker by the
-/// caller, so two of these take the rows in the same order.
+/// Saves the engine's state of these trackers in one statement (and one commit): one tracker
+/// when a decision changed, or the watermarks of many once a second. Sorted by tracker by the
+/// caller, so two of these take the rows in the same order. A tracker deleted meanwhile is
+/// skipped rather than failing the whole save.
 pub async fn save_states(pool: &Pool, states: &[(&str, StoredState)]) -> Result<(), StorageError> {
     if states.is_empty() {
         return Ok(());
@@ -399,7 +375,7 @@ pub async fn save_states(pool: &Pool, states: &[(&str, StoredState)]) -> Result<
             &[&tracker, &last_fix, &low, &offline, &zones],
         )
         .await
-        .map_err(StorageError::query("saving alert watermarks"))?;
+        .map_err(StorageError::query("saving alert state"))?;
     Ok(())
 }
 
