@@ -220,6 +220,41 @@ async fn fixes_that_reach_a_free_writer_within_the_linger_share_one_transaction(
 }
 
 #[tokio::test]
+async fn a_batch_timeout_too_long_for_the_clock_leaves_batches_to_the_free_writer() {
+    let db = fresh_database().await;
+    provisioned(&db, "rex").await;
+    // A library user's `IngestConfig` is not bounded as the server's config is; an `Instant`
+    // this far ahead does not exist, so the batcher must set no timer rather than panic.
+    let p = start(
+        &db.pool,
+        IngestConfig {
+            batch_timeout: Duration::MAX,
+            batch_linger: Duration::ZERO,
+            ..config("no-timer")
+        },
+    );
+    let t = Utc::now() - TimeDelta::minutes(1);
+    for i in 1..=3 {
+        p.publish(
+            "rex",
+            "telemetry",
+            fix(t + TimeDelta::seconds(i), 52.52, i as u64),
+            1,
+        )
+        .await
+        .unwrap();
+    }
+    eventually("the three fixes are stored", || async {
+        match db.count("SELECT count(*) FROM positions").await {
+            3 => Ok(()),
+            n => Err(format!("{n} stored")),
+        }
+    })
+    .await;
+    assert_eq!(p.stop().await.len(), 3, "each QoS 1 fix is acknowledged");
+}
+
+#[tokio::test]
 async fn a_late_batch_of_old_fixes_is_stored_but_does_not_move_the_last_fix_back() {
     let db = fresh_database().await;
     provisioned(&db, "rex").await;

@@ -139,7 +139,10 @@ pub async fn run(
             item = input.recv() => match item {
                 Some(decoded) => {
                     batch.add(decoded);
-                    deadline.get_or_insert_with(|| Instant::now() + max_wait);
+                    // A wait too long for the clock sets no timer: size and writers close it.
+                    if deadline.is_none() {
+                        deadline = Instant::now().checked_add(max_wait);
+                    }
                     if batch.rows.len() >= max_rows {
                         deadline = None;
                         if output.send(batch.close()).await.is_err() {
