@@ -91,6 +91,9 @@ pub async fn spawn(config: Config) -> anyhow::Result<RunningApp> {
 /// [`spawn`], with device times checked against `clock` (ingest and dead-letter retries): tests
 /// of the time rules hold a manual clock and move it instead of sleeping.
 pub async fn spawn_with_clock(config: Config, clock: ingest::Clock) -> anyhow::Result<RunningApp> {
+    // The recorder before anything records: ingest and the live bus take the handles of their
+    // per-message metrics once, on first use (gateway::ingest::events).
+    let _ = http::metrics_handle();
     let http_listener = TcpListener::bind(config.http.addr).await.with_context(|| {
         format!(
             "cannot listen on {} for HTTP (change http.addr / PETTRACKER_HTTP_ADDR / --http-addr)",

@@ -105,14 +105,14 @@ pub fn decode(envelope: Envelope, now: DateTime<Utc>, limits: &ValidationLimits)
     let kind = match DeviceTopic::parse(&publish.topic) {
         Ok(topic) => topic.kind,
         Err(err) => {
-            events::message_received("unknown");
+            events::message_received(None);
             out.rows
                 .dead_letters
                 .push(dead(format!("topic: {err}"), publish.payload.to_vec()));
             return out;
         }
     };
-    events::message_received(kind.as_str());
+    events::message_received(Some(kind));
     match kind {
         TopicKind::Telemetry => match protocol::decode_telemetry(&publish.payload) {
             Ok(raw_fixes) => {
