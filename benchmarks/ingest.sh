@@ -33,7 +33,7 @@ settle_database() { psql_ -c "VACUUM (ANALYZE)" -c "CHECKPOINT" >/dev/null; }
 # The settle pass folds fixes into the daily summaries and 5-minute intervals once they are
 # `storage.days_settle_interval_secs` (30) old, every 30 s: a run's fixes are settled 30-60 s
 # after it ends. Without waiting for that, the next run paid for them (the 80 % run for the
-# maximum's fixes: PostgreSQL 29-30 µs per fix against 18 when it did not, BENCHMARKS.md). So
+# maximum's fixes: PostgreSQL 29-30 µs per fix against 16-18 when it did not, BENCHMARKS.md). So
 # each run waits for the pass to settle everything it wrote and reports what PostgreSQL spent
 # meanwhile, per fix, apart (`settle_cpu_us_per_fix`: the pass, and whatever else PostgreSQL did
 # in those seconds, so an upper bound). Prints the PostgreSQL CPU seconds spent waiting.
